@@ -1,0 +1,139 @@
+//! Why a certificate was refused: one machine-readable code per cause, and a
+//! message that tells the user what to do. Messages never contain passwords
+//! or key material.
+
+use std::fmt;
+
+/// A machine-readable reason code, as it appears in status conditions,
+/// Events, metrics labels and the CLI's JSON output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    WrongPassword,
+    Corrupt,
+    NotPkcs12,
+    Base64Text,
+    TooLarge,
+    NoPrivateKey,
+    MultiplePrivateKeys,
+    NoCertificate,
+    KeyMismatch,
+    UnsupportedKey,
+    Expired,
+    NotYetValid,
+    UnsupportedEncryption,
+    JvmIncompatible,
+    InvalidPem,
+    CommaInPassword,
+    CommaInPath,
+    EmptyPassword,
+    InvalidPin,
+    DuplicatePin,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 20] = [
+        Reason::WrongPassword,
+        Reason::Corrupt,
+        Reason::NotPkcs12,
+        Reason::Base64Text,
+        Reason::TooLarge,
+        Reason::NoPrivateKey,
+        Reason::MultiplePrivateKeys,
+        Reason::NoCertificate,
+        Reason::KeyMismatch,
+        Reason::UnsupportedKey,
+        Reason::Expired,
+        Reason::NotYetValid,
+        Reason::UnsupportedEncryption,
+        Reason::JvmIncompatible,
+        Reason::InvalidPem,
+        Reason::CommaInPassword,
+        Reason::CommaInPath,
+        Reason::EmptyPassword,
+        Reason::InvalidPin,
+        Reason::DuplicatePin,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::WrongPassword => "wrong-password",
+            Reason::Corrupt => "corrupt",
+            Reason::NotPkcs12 => "not-pkcs12",
+            Reason::Base64Text => "base64-text",
+            Reason::TooLarge => "too-large",
+            Reason::NoPrivateKey => "no-private-key",
+            Reason::MultiplePrivateKeys => "multiple-private-keys",
+            Reason::NoCertificate => "no-certificate",
+            Reason::KeyMismatch => "key-mismatch",
+            Reason::UnsupportedKey => "unsupported-key",
+            Reason::Expired => "expired",
+            Reason::NotYetValid => "not-yet-valid",
+            Reason::UnsupportedEncryption => "unsupported-encryption",
+            Reason::JvmIncompatible => "jvm-incompatible",
+            Reason::InvalidPem => "invalid-pem",
+            Reason::CommaInPassword => "comma-in-password",
+            Reason::CommaInPath => "comma-in-path",
+            Reason::EmptyPassword => "empty-password",
+            Reason::InvalidPin => "invalid-pin",
+            Reason::DuplicatePin => "duplicate-pin",
+        }
+    }
+
+    /// The CamelCase form Kubernetes uses for condition and Event reasons.
+    pub fn camel(self) -> String {
+        self.code()
+            .split('-')
+            .map(|w| {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A refusal: the reason code and a message the user can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {message}")]
+pub struct Problem {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Problem {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_kebab_case_and_camel_case_round_trips() {
+        let mut seen = std::collections::HashSet::new();
+        for r in Reason::ALL {
+            assert!(seen.insert(r.code()), "duplicate code {r}");
+            assert!(r.code().chars().all(|c| c.is_ascii_lowercase() || c == '-'));
+            assert_eq!(
+                serde_json::to_value(r).unwrap(),
+                serde_json::Value::String(r.code().into())
+            );
+            assert!(r.camel().chars().all(|c| c.is_ascii_alphabetic()));
+        }
+        assert_eq!(Reason::WrongPassword.camel(), "WrongPassword");
+        assert_eq!(Reason::JvmIncompatible.camel(), "JvmIncompatible");
+    }
+}
