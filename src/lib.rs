@@ -2,3 +2,6 @@
 //! the outgoing connections of deployed apps.
 
 pub mod pkcs12;
+pub mod endpoint;
+pub mod settings;
+pub mod cli;

@@ -126,12 +126,12 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for r in Reason::ALL {
             assert!(seen.insert(r.code()), "duplicate code {r}");
-            assert!(r.code().chars().all(|c| c.is_ascii_lowercase() || c == '-'));
+            assert!(r.code().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
             assert_eq!(
                 serde_json::to_value(r).unwrap(),
                 serde_json::Value::String(r.code().into())
             );
-            assert!(r.camel().chars().all(|c| c.is_ascii_alphabetic()));
+            assert!(r.camel().chars().all(|c| c.is_ascii_alphanumeric()));
         }
         assert_eq!(Reason::WrongPassword.camel(), "WrongPassword");
         assert_eq!(Reason::JvmIncompatible.camel(), "JvmIncompatible");

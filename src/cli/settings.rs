@@ -1,0 +1,249 @@
+//! `certpin settings`: the three runtime settings for running locally
+//! (Studio Pro's Custom tab), from certificate files on a developer's machine.
+
+use std::path::PathBuf;
+
+use clap::{ArgMatches, Args};
+use serde::{Deserialize, Serialize};
+
+use super::validate::{Report, report};
+use super::{Output, UsageError, read_password};
+use crate::pkcs12::{self, Policy};
+use crate::settings::{CertificateFile, render};
+
+#[derive(Args, Debug, Default)]
+pub struct SettingsArgs {
+    /// A certificate file; the options after it, up to the next --cert, belong to it.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Vec<PathBuf>,
+    /// The password of the preceding --cert, from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    pub password_env: Vec<String>,
+    /// The password of the preceding --cert, from this file (one trailing newline is ignored).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Vec<PathBuf>,
+    /// An endpoint the preceding --cert is presented to: Module.WebService or a host name.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub pin: Vec<String>,
+    /// The path the app will read the preceding --cert from, if not FILE itself
+    /// (e.g. D:\App\Mx1.pfx on the machine that runs the app).
+    #[arg(long, value_name = "PATH")]
+    pub runtime_path: Vec<String>,
+    /// An endpoint that must get no client certificate, even if the server asks.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub no_certificate_for: Vec<String>,
+    /// Read the certificates from a YAML file instead (see README: "Running locally").
+    #[arg(long, value_name = "FILE", conflicts_with = "cert")]
+    pub file: Option<PathBuf>,
+    /// Warn when a certificate expires within this many days.
+    #[arg(long, default_value_t = pkcs12::DEFAULT_EXPIRY_WARNING_DAYS, value_name = "DAYS")]
+    pub warn_days: i64,
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: Output,
+    /// Filled from the parsed command line: for each option above, the index
+    /// of the --cert it follows.
+    #[arg(skip)]
+    pub groups: Groups,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Groups {
+    pub password_env: Vec<usize>,
+    pub password_file: Vec<usize>,
+    pub pin: Vec<usize>,
+    pub runtime_path: Vec<usize>,
+}
+
+impl Groups {
+    /// Assigns every grouped option to the --cert before it.
+    pub fn from_matches(m: &ArgMatches) -> Result<Groups, UsageError> {
+        let certs: Vec<usize> = m.indices_of("cert").map(|i| i.collect()).unwrap_or_default();
+        let owner = |id: &str| -> Result<Vec<usize>, UsageError> {
+            m.indices_of(id)
+                .map(|i| i.collect::<Vec<_>>())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|at| {
+                    certs
+                        .iter()
+                        .rposition(|c| *c < at)
+                        .ok_or_else(|| UsageError(format!("--{} must follow the --cert it belongs to", id.replace('_', "-"))))
+                })
+                .collect()
+        };
+        Ok(Groups {
+            password_env: owner("password_env")?,
+            password_file: owner("password_file")?,
+            pin: owner("pin")?,
+            runtime_path: owner("runtime_path")?,
+        })
+    }
+}
+
+/// The `--file` format.
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LocalFile {
+    certificates: Vec<LocalCertificate>,
+    #[serde(default)]
+    no_certificate_for: Vec<String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LocalCertificate {
+    file: PathBuf,
+    #[serde(default)]
+    runtime_path: Option<String>,
+    #[serde(default)]
+    password_env: Option<String>,
+    #[serde(default)]
+    password_file: Option<PathBuf>,
+    #[serde(default)]
+    pin_to: Vec<String>,
+}
+
+struct Input {
+    file: PathBuf,
+    runtime_path: String,
+    password: String,
+    pins: Vec<String>,
+}
+
+fn inputs(args: &SettingsArgs) -> Result<(Vec<Input>, Vec<String>), UsageError> {
+    if let Some(path) = &args.file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?;
+        let local: LocalFile = serde_yaml::from_str(&text)
+            .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+        let base = path.parent().map(PathBuf::from).unwrap_or_default();
+        let mut out = Vec::new();
+        for c in local.certificates {
+            let file = if c.file.is_absolute() { c.file.clone() } else { base.join(&c.file) };
+            let password_file = c.password_file.map(|p| if p.is_absolute() { p } else { base.join(p) });
+            out.push(Input {
+                runtime_path: c.runtime_path.unwrap_or_else(|| file.display().to_string()),
+                password: read_password(password_file.as_ref(), c.password_env.as_deref())?,
+                file,
+                pins: c.pin_to,
+            });
+        }
+        return Ok((out, local.no_certificate_for));
+    }
+    if args.cert.is_empty() {
+        return Err(UsageError("give at least one --cert FILE, or --file".into()));
+    }
+    let g = &args.groups;
+    let mut out = Vec::new();
+    for (i, file) in args.cert.iter().enumerate() {
+        let pick = |owners: &[usize]| -> Vec<usize> { (0..owners.len()).filter(|k| owners[*k] == i).collect() };
+        let env: Vec<&String> = pick(&g.password_env).into_iter().map(|k| &args.password_env[k]).collect();
+        let pwf: Vec<&PathBuf> = pick(&g.password_file).into_iter().map(|k| &args.password_file[k]).collect();
+        let rp: Vec<&String> = pick(&g.runtime_path).into_iter().map(|k| &args.runtime_path[k]).collect();
+        if env.len() + pwf.len() > 1 || rp.len() > 1 {
+            return Err(UsageError(format!("{}: give at most one password option and one --runtime-path", file.display())));
+        }
+        out.push(Input {
+            runtime_path: rp.first().map(|s| s.to_string()).unwrap_or_else(|| file.display().to_string()),
+            password: read_password(pwf.first().copied(), env.first().map(|s| s.as_str()))?,
+            file: file.clone(),
+            pins: pick(&g.pin).into_iter().map(|k| args.pin[k].clone()).collect(),
+        });
+    }
+    Ok((out, args.no_certificate_for.clone()))
+}
+
+#[derive(Serialize)]
+struct JsonOut<'a> {
+    valid: bool,
+    #[serde(rename = "ClientCertificates", skip_serializing_if = "Option::is_none")]
+    certificates: Option<&'a str>,
+    #[serde(rename = "ClientCertificatePasswords", skip_serializing_if = "Option::is_none")]
+    passwords: Option<&'a str>,
+    #[serde(rename = "ClientCertificateUsages", skip_serializing_if = "Option::is_none")]
+    usages: Option<&'a str>,
+    problems: Vec<ProblemOut>,
+    files: Vec<Report>,
+}
+
+#[derive(Serialize)]
+struct ProblemOut {
+    reason: &'static str,
+    message: String,
+}
+
+pub fn run(args: SettingsArgs) -> Result<i32, UsageError> {
+    let (inputs, no_cert) = inputs(&args)?;
+    let policy = Policy {
+        warn_within: chrono::Duration::days(args.warn_days),
+        ..Policy::at(chrono::Utc::now())
+    };
+    let mut reports = Vec::new();
+    let mut files = Vec::new();
+    for input in &inputs {
+        let data = std::fs::read(&input.file)
+            .map_err(|e| UsageError(format!("cannot read {}: {e}", input.file.display())))?;
+        reports.push(report(&input.file.display().to_string(), &data, None, &input.password, &policy));
+        files.push(CertificateFile {
+            name: input.file.display().to_string(),
+            path: input.runtime_path.clone(),
+            password: input.password.clone(),
+            pins: input.pins.clone(),
+        });
+    }
+    let rendered = render(&files, &no_cert);
+    let mut problems: Vec<ProblemOut> = reports
+        .iter()
+        .filter(|r| !r.valid)
+        .map(|r| ProblemOut {
+            reason: r.reason.unwrap_or("invalid"),
+            message: format!("{}: {}", r.file, r.message),
+        })
+        .collect();
+    if let Err(ps) = &rendered {
+        problems.extend(ps.iter().map(|p| ProblemOut {
+            reason: p.reason.code(),
+            message: p.message.clone(),
+        }));
+    }
+    let settings = rendered.ok().filter(|_| problems.is_empty());
+    match args.output {
+        Output::Json => {
+            let out = JsonOut {
+                valid: settings.is_some(),
+                certificates: settings.as_ref().map(|s| s.certificates.as_str()),
+                passwords: settings.as_ref().map(|s| s.passwords.as_str()),
+                usages: settings.as_ref().and_then(|s| s.usages.as_deref()),
+                problems,
+                files: reports,
+            };
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        }
+        Output::Text => {
+            for r in &reports {
+                match r.reason {
+                    None => eprintln!("{}: valid", r.file),
+                    Some(code) => eprintln!("{}: invalid ({code})", r.file),
+                }
+                if let Some(f) = &r.certificate {
+                    eprintln!("  {} (expires {})", f.subject, f.not_after.to_rfc3339());
+                }
+                for w in &r.warnings {
+                    eprintln!("  warning: {w}");
+                }
+            }
+            for p in &problems {
+                eprintln!("error ({}): {}", p.reason, p.message);
+            }
+            if let Some(s) = &settings {
+                eprintln!("\nAdd these custom settings (App > Settings > Configuration > Custom):\n");
+                println!("ClientCertificates = {}", s.certificates);
+                println!("ClientCertificatePasswords = {}", s.passwords);
+                if let Some(u) = &s.usages {
+                    println!("ClientCertificateUsages = {u}");
+                }
+            }
+        }
+    }
+    Ok(if settings.is_some() { 0 } else { 1 })
+}
