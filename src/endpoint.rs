@@ -29,10 +29,16 @@ pub fn check_pin(pin: &str) -> Result<(), Problem> {
         let rest = &pin[idx + 3..];
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
         let host = authority.rsplit('@').next().unwrap_or_default();
-        return refuse("it is a URL, the runtime matches the host name only", Some(strip_port(host).to_string()));
+        return refuse(
+            "it is a URL, the runtime matches the host name only",
+            Some(strip_port(host).to_string()),
+        );
     }
     if pin.chars().any(|c| c.is_whitespace()) {
-        return refuse("it contains whitespace", Some(pin.split_whitespace().collect::<String>()));
+        return refuse(
+            "it contains whitespace",
+            Some(pin.split_whitespace().collect::<String>()),
+        );
     }
     if pin.chars().any(|c| c.is_control()) {
         return refuse("it contains control characters", None);
@@ -44,7 +50,10 @@ pub fn check_pin(pin: &str) -> Result<(), Problem> {
         );
     }
     if pin.contains(':') {
-        return refuse("it contains a port, the runtime matches the host name only", Some(strip_port(pin).to_string()));
+        return refuse(
+            "it contains a port, the runtime matches the host name only",
+            Some(strip_port(pin).to_string()),
+        );
     }
     Ok(())
 }
@@ -62,7 +71,13 @@ mod tests {
 
     #[test]
     fn endpoints_of_every_kind_are_accepted() {
-        for pin in ["Module.WebService1", "www.server-to-contact.com", "api.partner-b.example", "custom-id", "Zoë.Dienst"] {
+        for pin in [
+            "Module.WebService1",
+            "www.server-to-contact.com",
+            "api.partner-b.example",
+            "custom-id",
+            "Zoë.Dienst",
+        ] {
             check_pin(pin).unwrap();
         }
     }
@@ -83,7 +98,11 @@ mod tests {
             let err = check_pin(pin).unwrap_err();
             assert_eq!(err.reason, Reason::InvalidPin, "{pin:?}");
             match fix {
-                Some(f) => assert!(err.message.contains(&format!("use \"{f}\"")), "{pin:?}: {}", err.message),
+                Some(f) => assert!(
+                    err.message.contains(&format!("use \"{f}\"")),
+                    "{pin:?}: {}",
+                    err.message
+                ),
                 None => assert!(!err.message.contains("; use"), "{pin:?}: {}", err.message),
             }
         }

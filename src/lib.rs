@@ -1,7 +1,7 @@
 //! certpin: provisions PKCS12 client certificates, pinned per service, for
 //! the outgoing connections of deployed apps.
 
-pub mod pkcs12;
-pub mod endpoint;
-pub mod settings;
 pub mod cli;
+pub mod endpoint;
+pub mod pkcs12;
+pub mod settings;

@@ -6,7 +6,9 @@ fn main() {
     let matches = Cli::command().get_matches();
     let parsed = Cli::from_arg_matches(&matches).map_err(|e| e.exit());
     let Ok(mut cli) = parsed;
-    if let (Command::Settings(args), Some(("settings", sub))) = (&mut cli.command, matches.subcommand()) {
+    if let (Command::Settings(args), Some(("settings", sub))) =
+        (&mut cli.command, matches.subcommand())
+    {
         match cli::settings::Groups::from_matches(sub) {
             Ok(g) => args.groups = g,
             Err(UsageError(msg)) => {

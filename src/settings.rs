@@ -50,7 +50,10 @@ impl std::fmt::Debug for RuntimeSettings {
 }
 
 /// Renders the settings, or every reason they cannot be represented.
-pub fn render(files: &[CertificateFile], no_certificate_for: &[String]) -> Result<RuntimeSettings, Vec<Problem>> {
+pub fn render(
+    files: &[CertificateFile],
+    no_certificate_for: &[String],
+) -> Result<RuntimeSettings, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut paths: Vec<&CertificateFile> = Vec::new();
     for f in files {
@@ -86,7 +89,10 @@ pub fn render(files: &[CertificateFile], no_certificate_for: &[String]) -> Resul
         match paths.iter().find(|p| p.path == f.path) {
             Some(other) if other.password != f.password => problems.push(Problem::new(
                 Reason::CommaInPath,
-                format!("{} and {} name the same path {:?} with different passwords", other.name, f.name, f.path),
+                format!(
+                    "{} and {} name the same path {:?} with different passwords",
+                    other.name, f.name, f.path
+                ),
             )),
             Some(_) => {}
             None => paths.push(f),
@@ -103,10 +109,16 @@ pub fn render(files: &[CertificateFile], no_certificate_for: &[String]) -> Resul
         // Host names are case-insensitive; two spellings would be ambiguous.
         let key = endpoint.to_ascii_lowercase();
         if let Some(first) = owner.get(&key) {
-            let same = if *first == who { " twice".to_string() } else { format!(" by {first} and by {who}") };
+            let same = if *first == who {
+                " twice".to_string()
+            } else {
+                format!(" by {first} and by {who}")
+            };
             problems.push(Problem::new(
                 Reason::DuplicatePin,
-                format!("endpoint {endpoint:?} is pinned{same}; each endpoint can have one certificate"),
+                format!(
+                    "endpoint {endpoint:?} is pinned{same}; each endpoint can have one certificate"
+                ),
             ));
             return;
         }
@@ -132,8 +144,16 @@ pub fn render(files: &[CertificateFile], no_certificate_for: &[String]) -> Resul
         format!("{{ {} }}", pairs.join(", "))
     });
     Ok(RuntimeSettings {
-        certificates: paths.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(","),
-        passwords: paths.iter().map(|f| f.password.as_str()).collect::<Vec<_>>().join(","),
+        certificates: paths
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        passwords: paths
+            .iter()
+            .map(|f| f.password.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
         usages,
     })
 }
@@ -151,16 +171,28 @@ mod tests {
     fn the_briefs_examples_render_exactly_as_the_brief_shows() {
         let files = [
             CertificateFile::new("Mx1", r"D:\App\Mx1.pfx", "secret1", &["Module.WebService1"]),
-            CertificateFile::new("Mx2", r"D:\App\Mx2.pfx", "secret2", &["www.server-to-contact.com"]),
+            CertificateFile::new(
+                "Mx2",
+                r"D:\App\Mx2.pfx",
+                "secret2",
+                &["www.server-to-contact.com"],
+            ),
         ];
         let s = render(&files, &[]).unwrap();
         assert_eq!(s.certificates, r"D:\App\Mx1.pfx,D:\App\Mx2.pfx");
         assert_eq!(s.passwords, "secret1,secret2");
         assert_eq!(
             s.usages.as_deref(),
-            Some(r#"{ "Module.WebService1": "D:\\App\\Mx1.pfx", "www.server-to-contact.com": "D:\\App\\Mx2.pfx" }"#)
+            Some(
+                r#"{ "Module.WebService1": "D:\\App\\Mx1.pfx", "www.server-to-contact.com": "D:\\App\\Mx2.pfx" }"#
+            )
         );
-        let files = [CertificateFile::new("Mx1", r"D:\App\Mx1.pfx", "secret1", &["Module.WebService1"])];
+        let files = [CertificateFile::new(
+            "Mx1",
+            r"D:\App\Mx1.pfx",
+            "secret1",
+            &["Module.WebService1"],
+        )];
         let s = render(&files, &["Module.WebService2".to_string()]).unwrap();
         assert_eq!(
             s.usages.as_deref(),
@@ -179,25 +211,77 @@ mod tests {
     fn format_limits_are_refused_with_their_reasons() {
         let codes = |files: &[CertificateFile], none: &[&str]| {
             let none: Vec<String> = none.iter().map(|s| s.to_string()).collect();
-            let mut c: Vec<&str> = render(files, &none).unwrap_err().iter().map(|p| p.reason.code()).collect();
+            let mut c: Vec<&str> = render(files, &none)
+                .unwrap_err()
+                .iter()
+                .map(|p| p.reason.code())
+                .collect();
             c.sort();
             c
         };
-        assert_eq!(codes(&[CertificateFile::new("a", "/c/a,b.pfx", "pw", &[])], &[]), ["comma-in-path"]);
-        assert_eq!(codes(&[CertificateFile::new("a", "/c/a.pfx", "p,w", &[])], &[]), ["comma-in-password"]);
-        assert_eq!(codes(&[CertificateFile::new("a", "/c/a.pfx", "", &[])], &[]), ["empty-password"]);
-        assert_eq!(codes(&[CertificateFile::new("a", "/c/a.pfx", "pw", &["x.example", "x.example"])], &[]), ["duplicate-pin"]);
+        assert_eq!(
+            codes(&[CertificateFile::new("a", "/c/a,b.pfx", "pw", &[])], &[]),
+            ["comma-in-path"]
+        );
+        assert_eq!(
+            codes(&[CertificateFile::new("a", "/c/a.pfx", "p,w", &[])], &[]),
+            ["comma-in-password"]
+        );
+        assert_eq!(
+            codes(&[CertificateFile::new("a", "/c/a.pfx", "", &[])], &[]),
+            ["empty-password"]
+        );
         assert_eq!(
             codes(
-                &[CertificateFile::new("a", "/c/a.pfx", "pw", &["x.example"]), CertificateFile::new("b", "/c/b.pfx", "pw", &["X.example"])],
+                &[CertificateFile::new(
+                    "a",
+                    "/c/a.pfx",
+                    "pw",
+                    &["x.example", "x.example"]
+                )],
                 &[]
             ),
             ["duplicate-pin"]
         );
-        assert_eq!(codes(&[CertificateFile::new("a", "/c/a.pfx", "pw", &["M.S"])], &["M.S"]), ["duplicate-pin"]);
-        assert_eq!(codes(&[CertificateFile::new("a", "/c/a.pfx", "pw", &["https://x.example/"])], &[]), ["invalid-pin"]);
-        let msg = &render(&[CertificateFile::new("a", "/c/a.pfx", "top,secret", &[])], &[]).unwrap_err()[0].message;
-        assert!(!msg.contains("top,secret"), "a message leaked the password: {msg}");
+        assert_eq!(
+            codes(
+                &[
+                    CertificateFile::new("a", "/c/a.pfx", "pw", &["x.example"]),
+                    CertificateFile::new("b", "/c/b.pfx", "pw", &["X.example"])
+                ],
+                &[]
+            ),
+            ["duplicate-pin"]
+        );
+        assert_eq!(
+            codes(
+                &[CertificateFile::new("a", "/c/a.pfx", "pw", &["M.S"])],
+                &["M.S"]
+            ),
+            ["duplicate-pin"]
+        );
+        assert_eq!(
+            codes(
+                &[CertificateFile::new(
+                    "a",
+                    "/c/a.pfx",
+                    "pw",
+                    &["https://x.example/"]
+                )],
+                &[]
+            ),
+            ["invalid-pin"]
+        );
+        let msg = &render(
+            &[CertificateFile::new("a", "/c/a.pfx", "top,secret", &[])],
+            &[],
+        )
+        .unwrap_err()[0]
+            .message;
+        assert!(
+            !msg.contains("top,secret"),
+            "a message leaked the password: {msg}"
+        );
     }
 
     /// Parses the settings back the way the runtime reads them.
@@ -205,12 +289,25 @@ mod tests {
         let paths: Vec<&str> = s.certificates.split(',').collect();
         let passwords: Vec<&str> = s.passwords.split(',').collect();
         assert_eq!(paths.len(), passwords.len());
-        let usages: BTreeMap<String, String> =
-            s.usages.as_deref().map(|u| serde_json::from_str(u).unwrap()).unwrap_or_default();
+        let usages: BTreeMap<String, String> = s
+            .usages
+            .as_deref()
+            .map(|u| serde_json::from_str(u).unwrap())
+            .unwrap_or_default();
         for path in usages.values() {
-            assert!(path.is_empty() || paths.contains(&path.as_str()), "usage path {path:?} not in ClientCertificates");
+            assert!(
+                path.is_empty() || paths.contains(&path.as_str()),
+                "usage path {path:?} not in ClientCertificates"
+            );
         }
-        (paths.iter().zip(passwords).map(|(a, b)| (a.to_string(), b.to_string())).collect(), usages)
+        (
+            paths
+                .iter()
+                .zip(passwords)
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            usages,
+        )
     }
 
     fn segment() -> impl Strategy<Value = String> {

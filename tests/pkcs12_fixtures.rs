@@ -50,7 +50,12 @@ fn every_fixture_gets_the_recorded_verdict() {
                     "ed25519" => ("Ed25519", 256),
                     other => panic!("unknown key type {other}"),
                 };
-                assert_eq!((d.facts.key_algorithm.as_str(), d.facts.key_size), expected_alg, "{}", row.file);
+                assert_eq!(
+                    (d.facts.key_algorithm.as_str(), d.facts.key_size),
+                    expected_alg,
+                    "{}",
+                    row.file
+                );
             }
             ("ok", Err(p)) => panic!("{}: expected valid, got {p}", row.file),
             (code, Ok(_)) => panic!("{}: expected {code}, got valid", row.file),
@@ -63,12 +68,21 @@ fn every_fixture_gets_the_recorded_verdict() {
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/fixtures/pkcs12/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!(
+        "{}/tests/fixtures/pkcs12/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 #[test]
 fn wrong_password_is_named_for_modern_legacy_and_keytool_files() {
-    for f in ["openssl-rsa-modern.p12", "openssl-rsa-legacy.p12", "keytool-rsa-modern.p12", "keytool-rsa-legacy.p12"] {
+    for f in [
+        "openssl-rsa-modern.p12",
+        "openssl-rsa-legacy.p12",
+        "keytool-rsa-modern.p12",
+        "keytool-rsa-legacy.p12",
+    ] {
         let err = pkcs12::decode_pkcs12(&fixture(f), "not-the-password").unwrap_err();
         assert_eq!(err.reason, Reason::WrongPassword, "{f}");
     }
@@ -81,12 +95,26 @@ fn facts_describe_the_end_entity_certificate_and_its_chain() {
     assert_eq!(d.facts.issuer, "CN=certpin test intermediate CA, O=certpin");
     assert_eq!(d.facts.chain_length, 3);
     assert_eq!(d.facts.encryption, "modern");
-    assert!(d.facts.encryption_detail.contains("AES-256-CBC"), "{}", d.facts.encryption_detail);
+    assert!(
+        d.facts.encryption_detail.contains("AES-256-CBC"),
+        "{}",
+        d.facts.encryption_detail
+    );
     assert_eq!(d.facts.sha256_fingerprint.len(), 32 * 3 - 1);
     let legacy = pkcs12::decode_pkcs12(&fixture("openssl-rsa-legacy.p12"), "changeit").unwrap();
     assert_eq!(legacy.facts.encryption, "legacy");
-    assert!(legacy.facts.encryption_detail.contains("pbeWithSHAAnd40BitRC2-CBC"));
-    assert!(legacy.facts.encryption_detail.contains("pbeWithSHAAnd3-KeyTripleDES-CBC"));
+    assert!(
+        legacy
+            .facts
+            .encryption_detail
+            .contains("pbeWithSHAAnd40BitRC2-CBC")
+    );
+    assert!(
+        legacy
+            .facts
+            .encryption_detail
+            .contains("pbeWithSHAAnd3-KeyTripleDES-CBC")
+    );
     // Same certificate, same fingerprint, whatever the container.
     assert_eq!(legacy.facts.sha256_fingerprint, d.facts.sha256_fingerprint);
 }
@@ -101,15 +129,26 @@ fn expiry_within_the_threshold_is_valid_with_a_warning() {
     policy.warn_within = chrono::Duration::days(5);
     assert!(pkcs12::judge(&d, &policy).unwrap().is_empty());
     policy.now = d.facts.not_after + chrono::Duration::seconds(1);
-    assert_eq!(pkcs12::judge(&d, &policy).unwrap_err().reason, Reason::Expired);
+    assert_eq!(
+        pkcs12::judge(&d, &policy).unwrap_err().reason,
+        Reason::Expired
+    );
 }
 
 #[test]
 fn unsupported_encryption_names_the_scheme() {
     let err = pkcs12::decode_pkcs12(&fixture("openssl-rsa-rc4.p12"), "changeit").unwrap_err();
-    assert!(err.message.contains("pbeWithSHAAnd128BitRC4"), "{}", err.message);
+    assert!(
+        err.message.contains("pbeWithSHAAnd128BitRC4"),
+        "{}",
+        err.message
+    );
     let err = pkcs12::decode_pkcs12(&fixture("openssl-rsa-rc2-128.p12"), "changeit").unwrap_err();
-    assert!(err.message.contains("pbeWithSHAAnd128BitRC2-CBC"), "{}", err.message);
+    assert!(
+        err.message.contains("pbeWithSHAAnd128BitRC2-CBC"),
+        "{}",
+        err.message
+    );
 }
 
 #[test]
@@ -118,16 +157,27 @@ fn jvm_refusals_name_the_cause_and_are_warnings_when_reencoding() {
     let err = pkcs12::judge(&d, &Policy::at(now())).unwrap_err();
     assert_eq!(err.reason, Reason::JvmIncompatible);
     assert!(err.message.contains("DES-EDE3-CBC"), "{}", err.message);
-    let lenient = Policy { jvm_strict: false, ..Policy::at(now()) };
+    let lenient = Policy {
+        jvm_strict: false,
+        ..Policy::at(now())
+    };
     let warnings = pkcs12::judge(&d, &lenient).unwrap();
     assert!(warnings.iter().any(|w| w.contains("re-encoded")));
-    let d = pkcs12::decode_pkcs12(&fixture("openssl-rsa-nonascii-modern.p12"), "pässwörd-ключ-密码").unwrap();
+    let d = pkcs12::decode_pkcs12(
+        &fixture("openssl-rsa-nonascii-modern.p12"),
+        "pässwörd-ключ-密码",
+    )
+    .unwrap();
     let err = pkcs12::judge(&d, &Policy::at(now())).unwrap_err();
     assert!(err.message.contains("non-ASCII"), "{}", err.message);
 }
 
 fn pem(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/fixtures/pem/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!(
+        "{}/tests/fixtures/pem/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 #[test]
@@ -138,7 +188,8 @@ fn pem_pairs_as_cert_manager_writes_them_decode() {
         ("ec256-tls.crt", "ec256-sec1.key", "EC P-256", 2),
         ("ed25519-tls.crt", "ed25519-pkcs8.key", "Ed25519", 1),
     ] {
-        let d = pkcs12::decode_pem(&pem(crt), &pem(key)).unwrap_or_else(|e| panic!("{crt}/{key}: {e}"));
+        let d =
+            pkcs12::decode_pem(&pem(crt), &pem(key)).unwrap_or_else(|e| panic!("{crt}/{key}: {e}"));
         assert_eq!(d.facts.key_algorithm, alg);
         assert_eq!(d.facts.chain_length, chain, "{crt}");
         assert_eq!(d.facts.encryption, "pem");
@@ -152,7 +203,11 @@ fn pem_pairs_as_cert_manager_writes_them_decode() {
 #[test]
 fn reencoded_files_decode_again_to_the_same_certificate() {
     for profile in [pkcs12::Profile::Modern, pkcs12::Profile::Legacy] {
-        for f in ["openssl-rsa-legacy.p12", "openssl-ec384-modern.p12", "openssl-ed25519-modern.p12"] {
+        for f in [
+            "openssl-rsa-legacy.p12",
+            "openssl-ec384-modern.p12",
+            "openssl-ed25519-modern.p12",
+        ] {
             let d = pkcs12::decode_pkcs12(&fixture(f), "changeit").unwrap();
             let enc = pkcs12::encode(&d, "partner-a", profile).unwrap();
             assert_eq!(enc.password.len(), 32);
@@ -160,7 +215,11 @@ fn reencoded_files_decode_again_to_the_same_certificate() {
             let again = pkcs12::decode_pkcs12(&enc.pkcs12, &enc.password).unwrap();
             assert_eq!(again.facts.sha256_fingerprint, d.facts.sha256_fingerprint);
             assert_eq!(again.facts.chain_length, d.facts.chain_length);
-            let expected = if profile == pkcs12::Profile::Modern { "modern" } else { "legacy" };
+            let expected = if profile == pkcs12::Profile::Modern {
+                "modern"
+            } else {
+                "legacy"
+            };
             assert_eq!(again.facts.encryption, expected);
             assert!(again.jvm_refusals.is_empty());
         }

@@ -8,7 +8,11 @@ pub mod settings;
 pub mod validate;
 
 #[derive(Parser, Debug)]
-#[command(name = "certpin", version, about = "Client certificates, pinned per service, for your apps' outgoing connections")]
+#[command(
+    name = "certpin",
+    version,
+    about = "Client certificates, pinned per service, for your apps' outgoing connections"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -56,8 +60,9 @@ pub struct UsageError(pub String);
 
 pub fn read_password(file: Option<&PathBuf>, env: Option<&str>) -> Result<String, UsageError> {
     if let Some(path) = file {
-        let raw = std::fs::read(path)
-            .map_err(|e| UsageError(format!("cannot read password file {}: {e}", path.display())))?;
+        let raw = std::fs::read(path).map_err(|e| {
+            UsageError(format!("cannot read password file {}: {e}", path.display()))
+        })?;
         let mut s = String::from_utf8(raw)
             .map_err(|_| UsageError(format!("password file {} is not UTF-8", path.display())))?;
         if s.ends_with('\n') {
@@ -69,7 +74,8 @@ pub fn read_password(file: Option<&PathBuf>, env: Option<&str>) -> Result<String
         return Ok(s);
     }
     if let Some(var) = env {
-        return std::env::var(var).map_err(|_| UsageError(format!("environment variable {var} is not set")));
+        return std::env::var(var)
+            .map_err(|_| UsageError(format!("environment variable {var} is not set")));
     }
     Ok(String::new())
 }

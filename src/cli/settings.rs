@@ -57,17 +57,22 @@ pub struct Groups {
 impl Groups {
     /// Assigns every grouped option to the --cert before it.
     pub fn from_matches(m: &ArgMatches) -> Result<Groups, UsageError> {
-        let certs: Vec<usize> = m.indices_of("cert").map(|i| i.collect()).unwrap_or_default();
+        let certs: Vec<usize> = m
+            .indices_of("cert")
+            .map(|i| i.collect())
+            .unwrap_or_default();
         let owner = |id: &str| -> Result<Vec<usize>, UsageError> {
             m.indices_of(id)
                 .map(|i| i.collect::<Vec<_>>())
                 .unwrap_or_default()
                 .into_iter()
                 .map(|at| {
-                    certs
-                        .iter()
-                        .rposition(|c| *c < at)
-                        .ok_or_else(|| UsageError(format!("--{} must follow the --cert it belongs to", id.replace('_', "-"))))
+                    certs.iter().rposition(|c| *c < at).ok_or_else(|| {
+                        UsageError(format!(
+                            "--{} must follow the --cert it belongs to",
+                            id.replace('_', "-")
+                        ))
+                    })
                 })
                 .collect()
         };
@@ -119,8 +124,14 @@ fn inputs(args: &SettingsArgs) -> Result<(Vec<Input>, Vec<String>), UsageError> 
         let base = path.parent().map(PathBuf::from).unwrap_or_default();
         let mut out = Vec::new();
         for c in local.certificates {
-            let file = if c.file.is_absolute() { c.file.clone() } else { base.join(&c.file) };
-            let password_file = c.password_file.map(|p| if p.is_absolute() { p } else { base.join(p) });
+            let file = if c.file.is_absolute() {
+                c.file.clone()
+            } else {
+                base.join(&c.file)
+            };
+            let password_file = c
+                .password_file
+                .map(|p| if p.is_absolute() { p } else { base.join(p) });
             out.push(Input {
                 runtime_path: c.runtime_path.unwrap_or_else(|| file.display().to_string()),
                 password: read_password(password_file.as_ref(), c.password_env.as_deref())?,
@@ -131,23 +142,45 @@ fn inputs(args: &SettingsArgs) -> Result<(Vec<Input>, Vec<String>), UsageError> 
         return Ok((out, local.no_certificate_for));
     }
     if args.cert.is_empty() {
-        return Err(UsageError("give at least one --cert FILE, or --file".into()));
+        return Err(UsageError(
+            "give at least one --cert FILE, or --file".into(),
+        ));
     }
     let g = &args.groups;
     let mut out = Vec::new();
     for (i, file) in args.cert.iter().enumerate() {
-        let pick = |owners: &[usize]| -> Vec<usize> { (0..owners.len()).filter(|k| owners[*k] == i).collect() };
-        let env: Vec<&String> = pick(&g.password_env).into_iter().map(|k| &args.password_env[k]).collect();
-        let pwf: Vec<&PathBuf> = pick(&g.password_file).into_iter().map(|k| &args.password_file[k]).collect();
-        let rp: Vec<&String> = pick(&g.runtime_path).into_iter().map(|k| &args.runtime_path[k]).collect();
+        let pick = |owners: &[usize]| -> Vec<usize> {
+            (0..owners.len()).filter(|k| owners[*k] == i).collect()
+        };
+        let env: Vec<&String> = pick(&g.password_env)
+            .into_iter()
+            .map(|k| &args.password_env[k])
+            .collect();
+        let pwf: Vec<&PathBuf> = pick(&g.password_file)
+            .into_iter()
+            .map(|k| &args.password_file[k])
+            .collect();
+        let rp: Vec<&String> = pick(&g.runtime_path)
+            .into_iter()
+            .map(|k| &args.runtime_path[k])
+            .collect();
         if env.len() + pwf.len() > 1 || rp.len() > 1 {
-            return Err(UsageError(format!("{}: give at most one password option and one --runtime-path", file.display())));
+            return Err(UsageError(format!(
+                "{}: give at most one password option and one --runtime-path",
+                file.display()
+            )));
         }
         out.push(Input {
-            runtime_path: rp.first().map(|s| s.to_string()).unwrap_or_else(|| file.display().to_string()),
+            runtime_path: rp
+                .first()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| file.display().to_string()),
             password: read_password(pwf.first().copied(), env.first().map(|s| s.as_str()))?,
             file: file.clone(),
-            pins: pick(&g.pin).into_iter().map(|k| args.pin[k].clone()).collect(),
+            pins: pick(&g.pin)
+                .into_iter()
+                .map(|k| args.pin[k].clone())
+                .collect(),
         });
     }
     Ok((out, args.no_certificate_for.clone()))
@@ -158,9 +191,15 @@ struct JsonOut<'a> {
     valid: bool,
     #[serde(rename = "ClientCertificates", skip_serializing_if = "Option::is_none")]
     certificates: Option<&'a str>,
-    #[serde(rename = "ClientCertificatePasswords", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ClientCertificatePasswords",
+        skip_serializing_if = "Option::is_none"
+    )]
     passwords: Option<&'a str>,
-    #[serde(rename = "ClientCertificateUsages", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ClientCertificateUsages",
+        skip_serializing_if = "Option::is_none"
+    )]
     usages: Option<&'a str>,
     problems: Vec<ProblemOut>,
     files: Vec<Report>,
@@ -183,7 +222,13 @@ pub fn run(args: SettingsArgs) -> Result<i32, UsageError> {
     for input in &inputs {
         let data = std::fs::read(&input.file)
             .map_err(|e| UsageError(format!("cannot read {}: {e}", input.file.display())))?;
-        reports.push(report(&input.file.display().to_string(), &data, None, &input.password, &policy));
+        reports.push(report(
+            &input.file.display().to_string(),
+            &data,
+            None,
+            &input.password,
+            &policy,
+        ));
         files.push(CertificateFile {
             name: input.file.display().to_string(),
             path: input.runtime_path.clone(),
@@ -236,7 +281,9 @@ pub fn run(args: SettingsArgs) -> Result<i32, UsageError> {
                 eprintln!("error ({}): {}", p.reason, p.message);
             }
             if let Some(s) = &settings {
-                eprintln!("\nAdd these custom settings (App > Settings > Configuration > Custom):\n");
+                eprintln!(
+                    "\nAdd these custom settings (App > Settings > Configuration > Custom):\n"
+                );
                 println!("ClientCertificates = {}", s.certificates);
                 println!("ClientCertificatePasswords = {}", s.passwords);
                 if let Some(u) = &s.usages {

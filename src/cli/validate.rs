@@ -35,7 +35,13 @@ pub struct Report {
     pub certificate: Option<Facts>,
 }
 
-pub fn report(file: &str, data: &[u8], key_pem: Option<&[u8]>, password: &str, policy: &Policy) -> Report {
+pub fn report(
+    file: &str,
+    data: &[u8],
+    key_pem: Option<&[u8]>,
+    password: &str,
+    policy: &Policy,
+) -> Report {
     let decoded = match key_pem {
         Some(key) => pkcs12::decode_pem(data, key),
         None => pkcs12::decode_pkcs12(data, password),
@@ -77,15 +83,27 @@ pub fn run(args: &ValidateArgs) -> Result<i32, UsageError> {
     let data = std::fs::read(&args.file)
         .map_err(|e| UsageError(format!("cannot read {}: {e}", args.file.display())))?;
     let key = match &args.key {
-        Some(k) => Some(std::fs::read(k).map_err(|e| UsageError(format!("cannot read {}: {e}", k.display())))?),
+        Some(k) => Some(
+            std::fs::read(k)
+                .map_err(|e| UsageError(format!("cannot read {}: {e}", k.display())))?,
+        ),
         None => None,
     };
-    let password = read_password(args.password.password_file.as_ref(), args.password.password_env.as_deref())?;
+    let password = read_password(
+        args.password.password_file.as_ref(),
+        args.password.password_env.as_deref(),
+    )?;
     let policy = Policy {
         warn_within: chrono::Duration::days(args.warn_days),
         ..Policy::at(chrono::Utc::now())
     };
-    let r = report(&args.file.display().to_string(), &data, key.as_deref(), &password, &policy);
+    let r = report(
+        &args.file.display().to_string(),
+        &data,
+        key.as_deref(),
+        &password,
+        &policy,
+    );
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),
         Output::Text => {

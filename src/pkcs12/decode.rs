@@ -162,8 +162,16 @@ pub fn decode_pkcs12(data: &[u8], password: &str) -> Result<Decoded, Problem> {
             ));
         }
     };
-    let certs: Vec<Vec<u8>> = archive.certs.iter().map(|c| c.cert.as_der().to_vec()).collect();
-    let mut decoded = assemble(Zeroizing::new(key.key.as_der().to_vec()), certs, Some(&scheme))?;
+    let certs: Vec<Vec<u8>> = archive
+        .certs
+        .iter()
+        .map(|c| c.cert.as_der().to_vec())
+        .collect();
+    let mut decoded = assemble(
+        Zeroizing::new(key.key.as_der().to_vec()),
+        certs,
+        Some(&scheme),
+    )?;
     decoded.jvm_refusals = jvm_refusals;
     Ok(decoded)
 }
@@ -171,15 +179,23 @@ pub fn decode_pkcs12(data: &[u8], password: &str) -> Result<Decoded, Problem> {
 /// Decodes a PEM certificate chain and key, as found in a `kubernetes.io/tls`
 /// Secret (`tls.crt`, `tls.key`).
 pub fn decode_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Decoded, Problem> {
-    let blocks = ::pem::parse_many(cert_pem)
-        .map_err(|e| Problem::new(Reason::InvalidPem, format!("tls.crt is not valid PEM ({e})")))?;
+    let blocks = ::pem::parse_many(cert_pem).map_err(|e| {
+        Problem::new(
+            Reason::InvalidPem,
+            format!("tls.crt is not valid PEM ({e})"),
+        )
+    })?;
     let certs: Vec<Vec<u8>> = blocks
         .iter()
         .filter(|b| b.tag() == "CERTIFICATE")
         .map(|b| b.contents().to_vec())
         .collect();
-    let key_blocks = ::pem::parse_many(key_pem)
-        .map_err(|e| Problem::new(Reason::InvalidPem, format!("tls.key is not valid PEM ({e})")))?;
+    let key_blocks = ::pem::parse_many(key_pem).map_err(|e| {
+        Problem::new(
+            Reason::InvalidPem,
+            format!("tls.key is not valid PEM ({e})"),
+        )
+    })?;
     let key_block = match key_blocks.as_slice() {
         [] => {
             return Err(Problem::new(
@@ -191,7 +207,10 @@ pub fn decode_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Decoded, Problem> {
         many => {
             return Err(Problem::new(
                 Reason::MultiplePrivateKeys,
-                format!("tls.key holds {} PEM blocks; it must hold exactly one private key", many.len()),
+                format!(
+                    "tls.key holds {} PEM blocks; it must hold exactly one private key",
+                    many.len()
+                ),
             ));
         }
     };
@@ -210,14 +229,20 @@ fn map_error(err: P12Error, scheme: &Scheme) -> Problem {
     match err {
         P12Error::MacError(_) => wrong_password(),
         // Without a MAC, a wrong password shows as undecryptable content.
-        P12Error::Pkcs5Error(_) | P12Error::UnpadError | P12Error::DerError(_) | P12Error::InvalidPrivateKey
+        P12Error::Pkcs5Error(_)
+        | P12Error::UnpadError
+        | P12Error::DerError(_)
+        | P12Error::InvalidPrivateKey
             if scheme.mac.is_none() =>
         {
             wrong_password()
         }
         P12Error::UnsupportedEncryptionScheme | P12Error::UnsupportedMacAlgorithm => Problem::new(
             Reason::UnsupportedEncryption,
-            format!("the file uses a scheme certpin cannot decrypt ({})", scheme.describe()),
+            format!(
+                "the file uses a scheme certpin cannot decrypt ({})",
+                scheme.describe()
+            ),
         ),
         P12Error::InvalidParameters => Problem::new(
             Reason::UnsupportedEncryption,
@@ -228,14 +253,20 @@ fn map_error(err: P12Error, scheme: &Scheme) -> Problem {
         ),
         other => Problem::new(
             Reason::Corrupt,
-            format!("the file's content cannot be read ({other}); it may be damaged: export it again"),
+            format!(
+                "the file's content cannot be read ({other}); it may be damaged: export it again"
+            ),
         ),
     }
 }
 
 /// Finds the certificate that matches the key, orders its chain, and
 /// extracts the facts.
-fn assemble(key: Zeroizing<Vec<u8>>, certs: Vec<Vec<u8>>, scheme: Option<&Scheme>) -> Result<Decoded, Problem> {
+fn assemble(
+    key: Zeroizing<Vec<u8>>,
+    certs: Vec<Vec<u8>>,
+    scheme: Option<&Scheme>,
+) -> Result<Decoded, Problem> {
     let (kind, public) = keys::public_key_of(&key)?;
     if certs.is_empty() {
         return Err(Problem::new(
@@ -246,9 +277,12 @@ fn assemble(key: Zeroizing<Vec<u8>>, certs: Vec<Vec<u8>>, scheme: Option<&Scheme
     let parsed: Vec<X509Certificate<'_>> = certs
         .iter()
         .map(|der| {
-            parse_x509_certificate(der)
-                .map(|(_, c)| c)
-                .map_err(|e| Problem::new(Reason::Corrupt, format!("a certificate in the file cannot be parsed ({e})")))
+            parse_x509_certificate(der).map(|(_, c)| c).map_err(|e| {
+                Problem::new(
+                    Reason::Corrupt,
+                    format!("a certificate in the file cannot be parsed ({e})"),
+                )
+            })
         })
         .collect::<Result<_, _>>()?;
     let matching: Vec<usize> = (0..parsed.len())

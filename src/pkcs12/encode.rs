@@ -3,7 +3,8 @@
 //! password never does.
 
 use p12_keystore::{
-    Certificate, EncryptionAlgorithm, KeyStore, KeyStoreEntry, MacAlgorithm, PrivateKey, PrivateKeyChain,
+    Certificate, EncryptionAlgorithm, KeyStore, KeyStoreEntry, MacAlgorithm, PrivateKey,
+    PrivateKeyChain,
 };
 use rand::Rng as _;
 use rand::distr::Alphanumeric;
@@ -13,7 +14,17 @@ use zeroize::Zeroizing;
 use super::decode::Decoded;
 
 /// The PKCS12 profile certpin writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 pub enum Profile {
     /// PBES2 with AES-256-CBC and PBKDF2-HMAC-SHA256, HMAC-SHA256 MAC (Java 11.0.12+, 17, 21).
     #[default]
@@ -73,7 +84,10 @@ pub fn encode(decoded: &Decoded, alias: &str, profile: Profile) -> Result<Encode
         KeyStoreEntry::PrivateKeyChain(PrivateKeyChain::new(local_key_id, key, certs)),
     );
     let password = generate_password();
-    let writer = store.writer(&password).encryption_iterations(ITERATIONS).mac_iterations(ITERATIONS);
+    let writer = store
+        .writer(&password)
+        .encryption_iterations(ITERATIONS)
+        .mac_iterations(ITERATIONS);
     let writer = match profile {
         Profile::Modern => writer
             .encryption_algorithm(EncryptionAlgorithm::PbeWithHmacSha256AndAes256)

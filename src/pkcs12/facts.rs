@@ -46,7 +46,12 @@ pub fn fingerprint(der: &[u8]) -> String {
 }
 
 impl Facts {
-    pub(crate) fn extract(cert: &X509Certificate<'_>, der: &[u8], chain_length: usize, scheme: Option<&Scheme>) -> Facts {
+    pub(crate) fn extract(
+        cert: &X509Certificate<'_>,
+        der: &[u8],
+        chain_length: usize,
+        scheme: Option<&Scheme>,
+    ) -> Facts {
         let (key_algorithm, key_size) = keys::describe_certificate_key(cert);
         Facts {
             subject: cert.subject().to_string(),
@@ -59,13 +64,18 @@ impl Facts {
             not_after: ts(cert.validity().not_after),
             chain_length,
             encryption: scheme.map_or("pem", |s| s.profile()).to_string(),
-            encryption_detail: scheme.map_or_else(|| "PEM (unencrypted)".to_string(), Scheme::describe),
+            encryption_detail: scheme
+                .map_or_else(|| "PEM (unencrypted)".to_string(), Scheme::describe),
         }
     }
 
     /// Checks the validity period at `now`. A certificate that expires within
     /// `warn_within` is valid, with a warning.
-    pub fn check_validity(&self, now: DateTime<Utc>, warn_within: chrono::Duration) -> Result<Option<String>, Problem> {
+    pub fn check_validity(
+        &self,
+        now: DateTime<Utc>,
+        warn_within: chrono::Duration,
+    ) -> Result<Option<String>, Problem> {
         if now < self.not_before {
             return Err(Problem::new(
                 Reason::NotYetValid,

@@ -3,8 +3,8 @@
 
 use ed25519_dalek::pkcs8::DecodePrivateKey as _;
 use p256::pkcs8::EncodePrivateKey as _;
-use pkcs8_stable::der::{Decode as _, Encode as _, asn1::ObjectIdentifier};
 use pkcs8_stable::PrivateKeyInfo;
+use pkcs8_stable::der::{Decode as _, Encode as _, asn1::ObjectIdentifier};
 use x509_parser::prelude::*;
 use zeroize::Zeroizing;
 
@@ -61,7 +61,10 @@ pub fn public_key_of(pkcs8: &[u8]) -> Result<(KeyKind, PublicKey), Problem> {
     match alg.as_str() {
         RSA => {
             let rsa = pkcs1::RsaPrivateKey::from_der(info.private_key).map_err(damaged_key)?;
-            Ok((KeyKind::Rsa, PublicKey::Rsa(strip_zeros(rsa.modulus.as_bytes()))))
+            Ok((
+                KeyKind::Rsa,
+                PublicKey::Rsa(strip_zeros(rsa.modulus.as_bytes())),
+            ))
         }
         EC => {
             let curve = info
@@ -83,7 +86,10 @@ pub fn public_key_of(pkcs8: &[u8]) -> Result<(KeyKind, PublicKey), Problem> {
         }
         ED25519 => {
             let sk = ed25519_dalek::SigningKey::from_pkcs8_der(pkcs8).map_err(damaged_key)?;
-            Ok((KeyKind::Ed25519, PublicKey::Ed25519(sk.verifying_key().to_bytes())))
+            Ok((
+                KeyKind::Ed25519,
+                PublicKey::Ed25519(sk.verifying_key().to_bytes()),
+            ))
         }
         other => Err(unsupported_key(key_alg_name(other))),
     }
@@ -104,7 +110,9 @@ pub fn public_key_of_certificate(cert: &X509Certificate<'_>) -> Option<PublicKey
     let bits = spki.subject_public_key.data.as_ref();
     match spki.algorithm.algorithm.to_id_string().as_str() {
         RSA => match spki.parsed().ok()? {
-            x509_parser::public_key::PublicKey::RSA(rsa) => Some(PublicKey::Rsa(strip_zeros(rsa.modulus))),
+            x509_parser::public_key::PublicKey::RSA(rsa) => {
+                Some(PublicKey::Rsa(strip_zeros(rsa.modulus)))
+            }
             _ => None,
         },
         EC => {
@@ -116,8 +124,12 @@ pub fn public_key_of_certificate(cert: &X509Certificate<'_>) -> Option<PublicKey
                 .map(|o| o.to_id_string())
                 .unwrap_or_default();
             match curve.as_str() {
-                P256 => p256::PublicKey::from_sec1_bytes(bits).ok().map(PublicKey::P256),
-                P384 => p384::PublicKey::from_sec1_bytes(bits).ok().map(PublicKey::P384),
+                P256 => p256::PublicKey::from_sec1_bytes(bits)
+                    .ok()
+                    .map(PublicKey::P256),
+                P384 => p384::PublicKey::from_sec1_bytes(bits)
+                    .ok()
+                    .map(PublicKey::P384),
                 _ => None,
             }
         }

@@ -63,11 +63,16 @@ pub fn judge(decoded: &Decoded, policy: &Policy) -> Result<Vec<String>, Problem>
                 .map(|r| format!("re-encoded for the JVM: {r}")),
         );
     }
-    if let Some(w) = decoded.facts.check_validity(policy.now, policy.warn_within)? {
+    if let Some(w) = decoded
+        .facts
+        .check_validity(policy.now, policy.warn_within)?
+    {
         warnings.push(w);
     }
     if decoded.key_kind == KeyKind::Ed25519 {
-        warnings.push("ed25519-key: Ed25519 client keys need Java 15 or newer in the app runtime".into());
+        warnings.push(
+            "ed25519-key: Ed25519 client keys need Java 15 or newer in the app runtime".into(),
+        );
     }
     Ok(warnings)
 }

@@ -126,7 +126,11 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for r in Reason::ALL {
             assert!(seen.insert(r.code()), "duplicate code {r}");
-            assert!(r.code().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+            assert!(
+                r.code()
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            );
             assert_eq!(
                 serde_json::to_value(r).unwrap(),
                 serde_json::Value::String(r.code().into())

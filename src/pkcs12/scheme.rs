@@ -70,7 +70,9 @@ impl Encryption {
     /// loading fixtures with java.security.KeyStore (tests/jvm.rs).
     fn jvm_refusal(&self) -> Option<String> {
         match self {
-            Encryption::Pbes2 { cipher, .. } if cipher != "AES-128-CBC" && cipher != "AES-256-CBC" => {
+            Encryption::Pbes2 { cipher, .. }
+                if cipher != "AES-128-CBC" && cipher != "AES-256-CBC" =>
+            {
                 Some(format!(
                     "PBES2 with {cipher}: the JVM's PKCS12 KeyStore accepts only AES-128-CBC and AES-256-CBC in PBES2 \
                      (\"expecting the object identifier for AES cipher\")"
@@ -152,7 +154,10 @@ fn classify(alg: &spki08::AlgorithmIdentifierOwned) -> Encryption {
         };
         if params.kdf.oid != PBKDF2 {
             return Encryption::Other {
-                name: format!("PBES2 with key derivation {} (only PBKDF2 is supported)", kdf_name(params.kdf.oid)),
+                name: format!(
+                    "PBES2 with key derivation {} (only PBKDF2 is supported)",
+                    kdf_name(params.kdf.oid)
+                ),
             };
         }
         let kdf = params
@@ -281,7 +286,9 @@ pub fn inspect(data: &[u8]) -> Result<Scheme, Problem> {
     let corrupt = |what: &str| {
         Problem::new(
             Reason::Corrupt,
-            format!("the file is not a readable PKCS12 structure ({what}); it may be truncated or damaged: export it again"),
+            format!(
+                "the file is not a readable PKCS12 structure ({what}); it may be truncated or damaged: export it again"
+            ),
         )
     };
     let pfx = Pfx::from_der(data).map_err(|e| corrupt(&e.to_string()))?;
@@ -323,12 +330,14 @@ fn inspect_safe(safe: &ContentInfo, scheme: &mut Scheme) -> Result<(), String> {
             .push(classify(&enc.enc_content_info.content_enc_alg));
     } else if safe.content_type == DATA {
         let octets = OctetString::from_der(&der).map_err(|e| format!("data: {e}"))?;
-        let bags = SafeContents::from_der(octets.as_bytes()).map_err(|e| format!("safe contents: {e}"))?;
+        let bags =
+            SafeContents::from_der(octets.as_bytes()).map_err(|e| format!("safe contents: {e}"))?;
         for bag in bags {
             if bag.bag_id == SHROUDED_KEY_BAG {
                 // The bag value is [0] EXPLICIT EncryptedPrivateKeyInfo.
-                let info = der::asn1::ContextSpecific::<EncryptedPrivateKeyInfo>::from_der(&bag.bag_value)
-                    .map_err(|e| format!("shrouded key bag: {e}"))?;
+                let info =
+                    der::asn1::ContextSpecific::<EncryptedPrivateKeyInfo>::from_der(&bag.bag_value)
+                        .map_err(|e| format!("shrouded key bag: {e}"))?;
                 scheme.keys.push(classify(&info.value.encryption_algorithm));
             }
         }

@@ -1,0 +1,163 @@
+//! Connecting to the local control plane (scripts/testbed), a namespace per
+//! test, and waiting on conditions with timeouts.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, PostParams};
+use kube::runtime::wait::{Condition, await_condition};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+
+/// A client for the test bed. KUBECONFIG must point at it (`eval "$(scripts/testbed env)"`,
+/// which scripts/test does).
+pub async fn client() -> Client {
+    assert!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "KUBECONFIG is not set: run the tests with scripts/test, or `eval \"$(scripts/testbed env)\"` after `scripts/testbed up`"
+    );
+    let client = Client::try_default()
+        .await
+        .expect("kubeconfig from KUBECONFIG");
+    client
+        .apiserver_version()
+        .await
+        .expect("the test bed's API server does not answer: run `scripts/testbed up`");
+    client
+}
+
+/// A namespace of its own for one test, deleted when dropped.
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNamespace {
+    pub async fn new(prefix: &str) -> TestNamespace {
+        let client = client().await;
+        let name = format!("{prefix}-{:08x}", rand_suffix());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"certpin.dev/test": "true"}}
+        }))
+        .expect("namespace");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create test namespace");
+        // Pods need the namespace's default ServiceAccount, created asynchronously.
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), &name);
+        wait_for(Duration::from_secs(60), "default ServiceAccount", || {
+            let sa = sa.clone();
+            async move { sa.get_opt("default").await.ok().flatten().is_some() }
+        })
+        .await;
+        TestNamespace { name, client }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if std::env::var_os("CERTPIN_KEEP_NAMESPACES").is_some() {
+            return;
+        }
+        let name = self.name.clone();
+        // Drop cannot await; delete from a helper thread with its own runtime
+        // and its own client (the test's client lives on the blocked runtime).
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async {
+                    if let Ok(client) = Client::try_default().await {
+                        let _ = Api::<Namespace>::all(client)
+                            .delete(&name, &DeleteParams::background())
+                            .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish() as u32
+}
+
+/// Waits until `cond` holds for the named object, or panics after `timeout`.
+pub async fn wait_until<K>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    cond: impl Condition<K>,
+) -> K
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, cond)).await {
+        Ok(Ok(Some(obj))) => obj,
+        Ok(Ok(None)) => panic!("{name}: deleted while waiting for {what}"),
+        Ok(Err(e)) => panic!("{name}: watch failed while waiting for {what}: {e}"),
+        Err(_) => panic!(
+            "{name}: timed out after {timeout:?} waiting for {what}: last seen {:?}",
+            api.get_opt(name).await.ok().flatten()
+        ),
+    }
+}
+
+/// Polls `check` (every 200 ms) until it returns true, or panics after `timeout`.
+pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A Deployment whose rollout has finished: the controller has seen the
+/// latest spec, every replica is updated and available, no old one is left.
+pub fn rollout_complete() -> impl Condition<k8s_openapi::api::apps::v1::Deployment> {
+    |d: Option<&k8s_openapi::api::apps::v1::Deployment>| {
+        let Some(d) = d else { return false };
+        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let Some(st) = d.status.as_ref() else {
+            return false;
+        };
+        st.observed_generation >= d.metadata.generation
+            && st.updated_replicas.unwrap_or(0) == want
+            && st.available_replicas.unwrap_or(0) == want
+            && st.replicas.unwrap_or(0) == want
+    }
+}

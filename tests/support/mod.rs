@@ -1,0 +1,6 @@
+//! Shared test support. `jvm` runs the app runtime's JVM; `kube` connects to
+//! the local control plane (scripts/testbed).
+#![allow(dead_code)]
+
+pub mod jvm;
+pub mod kube;
