@@ -3,5 +3,8 @@
 
 pub mod cli;
 pub mod endpoint;
+pub mod operator;
 pub mod pkcs12;
+pub mod resource;
 pub mod settings;
+pub mod telemetry;

@@ -1,0 +1,85 @@
+//! What every reconcile shares: the client, the event recorder, and the
+//! decode cache.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::pkcs12::{self, Decoded, Problem};
+
+/// The field manager for every write certpin makes (server-side apply).
+pub const MANAGER: &str = "certpin";
+
+/// Decoded certificates by content key: decoding is dominated by key
+/// derivation, so an unchanged Secret is never decoded twice.
+#[derive(Default)]
+pub struct DecodeCache {
+    entries: Mutex<HashMap<[u8; 32], Result<Arc<Decoded>, Problem>>>,
+    decodes: AtomicU64,
+}
+
+/// Enough for thousands of sets; past it the cache starts over.
+const CACHE_LIMIT: usize = 8192;
+
+impl DecodeCache {
+    pub fn decode_pkcs12(&self, data: &[u8], password: &str) -> Result<Arc<Decoded>, Problem> {
+        let key = pkcs12::content_key(data, password);
+        self.get_or(key, || pkcs12::decode_pkcs12(data, password))
+    }
+
+    pub fn decode_pem(&self, crt: &[u8], key_pem: &[u8]) -> Result<Arc<Decoded>, Problem> {
+        let key = pkcs12::content_key(crt, &String::from_utf8_lossy(key_pem));
+        self.get_or(key, || pkcs12::decode_pem(crt, key_pem))
+    }
+
+    fn get_or(
+        &self,
+        key: [u8; 32],
+        f: impl FnOnce() -> Result<Decoded, Problem>,
+    ) -> Result<Arc<Decoded>, Problem> {
+        if let Some(hit) = self.lock().get(&key) {
+            return hit.clone();
+        }
+        self.decodes.fetch_add(1, Ordering::Relaxed);
+        let value = f().map(Arc::new);
+        let mut entries = self.lock();
+        if entries.len() >= CACHE_LIMIT {
+            entries.clear();
+        }
+        entries.insert(key, value.clone());
+        value
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Result<Arc<Decoded>, Problem>>> {
+        // A panic while holding the lock leaves a valid map: keep using it.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many decodes ran (cache misses) since start.
+    pub fn decodes(&self) -> u64 {
+        self.decodes.load(Ordering::Relaxed)
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub cache: DecodeCache,
+}
+
+impl Context {
+    pub fn new(client: Client) -> Arc<Context> {
+        let reporter = Reporter {
+            controller: "certpin".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Arc::new(Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            cache: DecodeCache::default(),
+        })
+    }
+}

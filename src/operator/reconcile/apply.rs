@@ -1,0 +1,125 @@
+//! Step 4: server-side apply with certpin's own field manager, so that a
+//! GitOps tool that owns the Deployment and certpin never fight over fields.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::Value;
+
+use crate::operator::context::MANAGER;
+use crate::operator::error::Result;
+
+fn params() -> PatchParams {
+    // force: certpin's fields are certpin's; a conflicting manager (someone
+    // who set MXRUNTIME_ClientCertificates by hand) loses them to certpin.
+    PatchParams::apply(MANAGER).force()
+}
+
+pub async fn apply_config_map(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    body: &Value,
+) -> Result<ConfigMap> {
+    Ok(Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .patch(name, &params(), &Patch::Apply(body))
+        .await?)
+}
+
+pub async fn apply_secret(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    body: &Value,
+) -> Result<Secret> {
+    Ok(Api::<Secret>::namespaced(client.clone(), ns)
+        .patch(name, &params(), &Patch::Apply(body))
+        .await?)
+}
+
+pub async fn apply_deployment(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    body: &Value,
+) -> Result<Deployment> {
+    Ok(Api::<Deployment>::namespaced(client.clone(), ns)
+        .patch(name, &params(), &Patch::Apply(body))
+        .await?)
+}
+
+/// Removes every field certpin owns on the Deployment: applying an object
+/// that names no field releases them, and fields no other manager owns go.
+pub async fn unwire_deployment(client: &kube::Client, ns: &str, name: &str) -> Result<()> {
+    let body = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+    });
+    let api = Api::<Deployment>::namespaced(client.clone(), ns);
+    match api.patch(name, &params(), &Patch::Apply(&body)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether the live Deployment already carries exactly this fragment, so an
+/// idle resync makes no write at all.
+pub fn deployment_has(live: &Deployment, fragment: &Value) -> bool {
+    let Ok(live) = serde_json::to_value(live) else {
+        return false;
+    };
+    contains(&live, fragment)
+}
+
+/// `want` is contained in `have`: every field of `want` is in `have` with the
+/// same value; lists of objects with a `name` match by name, others by position.
+pub fn contains(have: &Value, want: &Value) -> bool {
+    match (have, want) {
+        (Value::Object(h), Value::Object(w)) => w.iter().all(|(k, wv)| {
+            if k == "apiVersion" || k == "kind" || k == "namespace" {
+                return true;
+            }
+            h.get(k).is_some_and(|hv| contains(hv, wv))
+        }),
+        (Value::Array(h), Value::Array(w)) => {
+            w.iter().enumerate().all(|(i, wv)| match wv.get("name") {
+                Some(name) => h
+                    .iter()
+                    .any(|hv| hv.get("name") == Some(name) && contains(hv, wv)),
+                None => h.get(i).is_some_and(|hv| contains(hv, wv)),
+            })
+        }
+        (h, w) => h == w,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains;
+    use serde_json::json;
+
+    #[test]
+    fn containment_matches_named_lists_by_name_and_ignores_extra_fields() {
+        let have = json!({"spec": {"containers": [
+            {"name": "a", "image": "x", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+            {"name": "b", "image": "y"}]}});
+        assert!(contains(
+            &have,
+            &json!({"spec": {"containers": [{"name": "a", "env": [{"name": "B", "value": "2"}]}]}})
+        ));
+        assert!(!contains(
+            &have,
+            &json!({"spec": {"containers": [{"name": "a", "env": [{"name": "B", "value": "3"}]}]}})
+        ));
+        assert!(!contains(
+            &have,
+            &json!({"spec": {"containers": [{"name": "c"}]}})
+        ));
+        assert!(contains(
+            &have,
+            &json!({"apiVersion": "apps/v1", "spec": {}})
+        ));
+    }
+}

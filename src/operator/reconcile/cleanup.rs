@@ -1,0 +1,36 @@
+//! Deleting a set: remove the wiring it added to the Deployment (a rollout
+//! follows, so no pod keeps mounting a deleted Secret) and finish a StopStart
+//! it left half-done. The rendered ConfigMap and Secret are owned by the set
+//! and go with it (garbage collection), after the wiring is gone.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+use kube::runtime::controller::Action;
+use tracing::info;
+
+use super::names::{ANN_SET, set_name};
+use super::{apply, restart};
+use crate::operator::context::Context;
+use crate::operator::error::Result;
+use crate::resource::ClientCertificateSet;
+
+pub async fn cleanup(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> Result<Action> {
+    let api = Api::<Deployment>::namespaced(ctx.client.clone(), ns);
+    if let Some(d) = api.get_opt(&set.spec.app.deployment).await? {
+        let ours = d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANN_SET))
+            .map(String::as_str)
+            == Some(set_name(set));
+        if ours {
+            if let Some(record) = restart::record_of(&d) {
+                restart::start(&ctx.client, ns, &set.spec.app.deployment, record.replicas).await?;
+            }
+            apply::unwire_deployment(&ctx.client, ns, &set.spec.app.deployment).await?;
+            info!(deployment = %set.spec.app.deployment, "removed the wiring");
+        }
+    }
+    Ok(Action::await_change())
+}

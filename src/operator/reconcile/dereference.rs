@@ -1,0 +1,153 @@
+//! Step 1: read what the set refers to: its Secrets, its Deployment, and
+//! what certpin rendered before.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use zeroize::Zeroizing;
+
+use super::names;
+use crate::operator::error::Result;
+use crate::resource::{CertificateSpec, ClientCertificateSet};
+
+/// One certificate's raw material, or why it is not there yet.
+pub enum Material {
+    Pkcs12 {
+        data: Vec<u8>,
+        password: Zeroizing<String>,
+    },
+    Pem {
+        crt: Vec<u8>,
+        key: Zeroizing<Vec<u8>>,
+    },
+    /// Not (yet) available: reason (CamelCase) and message.
+    Missing {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+pub struct Inputs {
+    pub materials: Vec<Material>,
+    pub deployment: Option<Deployment>,
+    /// The Secret certpin rendered before, if any (to reuse its encoding).
+    pub rendered_secret: Option<Secret>,
+}
+
+pub async fn dereference(
+    client: &kube::Client,
+    set: &ClientCertificateSet,
+    ns: &str,
+) -> Result<Inputs> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut cache: BTreeMap<String, Option<Secret>> = BTreeMap::new();
+    let mut materials = Vec::with_capacity(set.spec.certificates.len());
+    for cert in &set.spec.certificates {
+        materials.push(material(&secrets, &mut cache, cert).await?);
+    }
+    let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get_opt(&set.spec.app.deployment)
+        .await?;
+    let rendered_secret = secrets.get_opt(&names::rendered(set)).await?;
+    Ok(Inputs {
+        materials,
+        deployment,
+        rendered_secret,
+    })
+}
+
+async fn fetch<'a>(
+    api: &Api<Secret>,
+    cache: &'a mut BTreeMap<String, Option<Secret>>,
+    name: &str,
+) -> Result<&'a Option<Secret>> {
+    if !cache.contains_key(name) {
+        let s = api.get_opt(name).await?;
+        cache.insert(name.to_string(), s);
+    }
+    Ok(cache.get(name).unwrap_or(&None))
+}
+
+fn key_of(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+    if let Some(ByteString(b)) = secret.data.as_ref().and_then(|d| d.get(key)) {
+        return Some(b.clone());
+    }
+    secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|s| s.as_bytes().to_vec())
+}
+
+fn missing_secret(name: &str) -> Material {
+    Material::Missing {
+        reason: "SecretNotFound",
+        message: format!("Secret {name:?} does not exist (yet); certpin proceeds when it appears"),
+    }
+}
+
+fn missing_key(name: &str, key: &str) -> Material {
+    Material::Missing {
+        reason: "KeyNotFound",
+        message: format!("Secret {name:?} has no key {key:?}"),
+    }
+}
+
+async fn material(
+    api: &Api<Secret>,
+    cache: &mut BTreeMap<String, Option<Secret>>,
+    cert: &CertificateSpec,
+) -> Result<Material> {
+    if let Some(tls) = &cert.tls {
+        let Some(secret) = fetch(api, cache, &tls.secret_name).await? else {
+            return Ok(missing_secret(&tls.secret_name));
+        };
+        let Some(crt) = key_of(secret, "tls.crt") else {
+            return Ok(missing_key(&tls.secret_name, "tls.crt"));
+        };
+        let Some(key) = key_of(secret, "tls.key") else {
+            return Ok(missing_key(&tls.secret_name, "tls.key"));
+        };
+        return Ok(Material::Pem {
+            crt,
+            key: Zeroizing::new(key),
+        });
+    }
+    let (Some(p12), Some(pw)) = (&cert.pkcs12, &cert.password) else {
+        // The schema requires these; an old object may still lack them.
+        return Ok(Material::Missing {
+            reason: "InvalidSpec",
+            message: "give pkcs12 and password, or tls".into(),
+        });
+    };
+    let data = match fetch(api, cache, &p12.secret_name).await? {
+        None => return Ok(missing_secret(&p12.secret_name)),
+        Some(s) => match key_of(s, &p12.key) {
+            None => return Ok(missing_key(&p12.secret_name, &p12.key)),
+            Some(d) => d,
+        },
+    };
+    let password = match fetch(api, cache, &pw.secret_name).await? {
+        None => return Ok(missing_secret(&pw.secret_name)),
+        Some(s) => match key_of(s, &pw.key) {
+            None => return Ok(missing_key(&pw.secret_name, &pw.key)),
+            Some(d) => d,
+        },
+    };
+    let Ok(password) = String::from_utf8(password) else {
+        return Ok(Material::Missing {
+            reason: "InvalidPassword",
+            message: format!(
+                "the password in Secret {:?} key {:?} is not UTF-8 text",
+                pw.secret_name, pw.key
+            ),
+        });
+    };
+    Ok(Material::Pkcs12 {
+        data,
+        password: Zeroizing::new(password),
+    })
+}

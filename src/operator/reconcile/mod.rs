@@ -1,0 +1,487 @@
+//! One reconcile pass over a ClientCertificateSet: dereference, validate,
+//! build (pure), apply, restart, status. Invalid input changes nothing that
+//! runs: the last good rendering and wiring stay.
+
+pub mod apply;
+pub mod build;
+pub mod cleanup;
+pub mod dereference;
+pub mod names;
+pub mod restart;
+pub mod status;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::ListParams;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Api, ResourceExt};
+use tracing::{info, instrument};
+
+use crate::operator::context::Context;
+use crate::operator::error::{Error, Result};
+use crate::resource::{ClientCertificateSet, ClientCertificateSetStatus, RestartStrategy};
+use names::*;
+use status::{APPLIED, CERTIFICATES_VALID, Cond, READY, RESTART_DUE};
+
+#[instrument(skip_all, fields(namespace = set.namespace().unwrap_or_default(), set = set.name_any()))]
+pub async fn reconcile(set: Arc<ClientCertificateSet>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = set.namespace().ok_or(Error::MissingField("namespace"))?;
+    let api: Api<ClientCertificateSet> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, set, |event| async {
+        match event {
+            Finalizer::Apply(set) => reconcile_set(&set, &ctx, &ns).await,
+            Finalizer::Cleanup(set) => cleanup::cleanup(&set, &ctx, &ns).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+fn now_time() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// What happened to the Deployment in this pass.
+enum Wiring {
+    /// Wired with this config hash; `restarted` when pods are being replaced.
+    Done { restart_due: Option<String> },
+    /// A StopStart is waiting for pods to go.
+    Stopping { pods: usize },
+    /// Not wired: condition reason and message.
+    NotApplied {
+        reason: &'static str,
+        message: String,
+        waiting: bool,
+    },
+}
+
+async fn reconcile_set(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> Result<Action> {
+    let now = Utc::now();
+    let inputs = dereference::dereference(&ctx.client, set, ns).await?;
+    let validation = validate::validate(set, &inputs, &ctx.cache, now);
+    let old = set.status.clone().unwrap_or_default();
+    let mut status = ClientCertificateSetStatus {
+        observed_generation: set.metadata.generation,
+        certificate_count: Some(set.spec.certificates.len() as i32),
+        earliest_expiry: validation
+            .rows
+            .iter()
+            .filter_map(|r| r.not_after.clone())
+            .min_by_key(|t| t.0),
+        certificates: validation.rows.clone(),
+        applied_hash: old.applied_hash.clone(),
+        last_restart: old.last_restart.clone(),
+        conditions: Vec::new(),
+    };
+    let mut conds = Vec::new();
+    match &validation.failure {
+        None => conds.push(Cond::new(
+            CERTIFICATES_VALID,
+            true,
+            "Valid",
+            "every certificate is valid and its pins render",
+        )),
+        Some(f) => conds.push(Cond::new(
+            CERTIFICATES_VALID,
+            false,
+            f.reason.clone(),
+            f.message.clone(),
+        )),
+    }
+
+    let wiring = match (&inputs.deployment, &validation.valid) {
+        (None, _) => Wiring::NotApplied {
+            reason: "DeploymentNotFound",
+            message: format!(
+                "Deployment {:?} does not exist (yet); certpin wires it when it appears",
+                set.spec.app.deployment
+            ),
+            waiting: true,
+        },
+        (Some(_), None) => Wiring::NotApplied {
+            reason: "InvalidInput",
+            message: match &old.applied_hash {
+                Some(h) => {
+                    format!("nothing changed: the last good configuration ({h}) stays in place")
+                }
+                None => "nothing applied until the certificates are valid".into(),
+            },
+            waiting: false,
+        },
+        (Some(d), Some(valid)) => {
+            wire(
+                set,
+                ctx,
+                ns,
+                d,
+                valid,
+                inputs.rendered_secret.as_ref(),
+                &mut status,
+            )
+            .await?
+        }
+    };
+    let mut requeue = Duration::from_secs(3600);
+    let ready_blocker: Option<(String, String)> = match &wiring {
+        Wiring::Done {
+            restart_due: Some(msg),
+            ..
+        } => {
+            conds.push(Cond::new(
+                APPLIED,
+                true,
+                "Applied",
+                applied_message(set, &status),
+            ));
+            conds.push(Cond::new(RESTART_DUE, true, "RestartDue", msg.clone()));
+            Some(("RestartDue".into(), msg.clone()))
+        }
+        Wiring::Done { .. } => {
+            conds.push(Cond::new(
+                APPLIED,
+                true,
+                "Applied",
+                applied_message(set, &status),
+            ));
+            conds.push(Cond::new(
+                RESTART_DUE,
+                false,
+                "UpToDate",
+                "the app runs with the applied settings",
+            ));
+            None
+        }
+        Wiring::Stopping { pods } => {
+            requeue = Duration::from_secs(2);
+            let msg = format!("StopStart in progress: waiting for {pods} pod(s) to stop");
+            conds.push(Cond::new(
+                APPLIED,
+                false,
+                "StopStartInProgress",
+                msg.clone(),
+            ));
+            Some(("StopStartInProgress".into(), msg))
+        }
+        Wiring::NotApplied {
+            reason,
+            message,
+            waiting,
+        } => {
+            if *waiting {
+                requeue = Duration::from_secs(30);
+            }
+            conds.push(Cond::new(APPLIED, false, *reason, message.clone()));
+            Some((reason.to_string(), message.clone()))
+        }
+    };
+    let ready = match (&validation.failure, ready_blocker) {
+        (Some(f), _) => Cond::new(READY, false, f.reason.clone(), f.message.clone()),
+        (None, Some((reason, message))) => Cond::new(READY, false, reason, message),
+        (None, None) if !validation.warnings.is_empty() => Cond::new(
+            READY,
+            true,
+            "ValidWithWarnings",
+            validation.warnings.join("; "),
+        ),
+        (None, None) => Cond::new(
+            READY,
+            true,
+            "Applied",
+            "the app runs with its client certificates",
+        ),
+    };
+    conds.insert(0, ready.clone());
+    status.conditions = status::conditions(
+        &old.conditions,
+        &conds,
+        set.metadata.generation,
+        &now_time(),
+    );
+
+    events(ctx, set, &old, &status, &ready, &validation.warnings).await;
+    status::patch_status(&ctx.client, set, ns, &status).await?;
+    if let Some(wake) = next_expiry_check(&validation, set, now) {
+        requeue = requeue.min(wake);
+    }
+    Ok(Action::requeue(requeue))
+}
+
+fn applied_message(set: &ClientCertificateSet, status: &ClientCertificateSetStatus) -> String {
+    format!(
+        "rendered ConfigMap and Secret {:?} (hash {}) and wired them into Deployment {:?}",
+        names::rendered(set),
+        status.applied_hash.as_deref().unwrap_or("-"),
+        set.spec.app.deployment
+    )
+}
+
+/// When to look again so that "expiring soon" and "expired" show on time.
+fn next_expiry_check(
+    v: &validate::Validation,
+    set: &ClientCertificateSet,
+    now: chrono::DateTime<Utc>,
+) -> Option<Duration> {
+    let warn = chrono::Duration::days(i64::from(set.spec.expiry_warning_days.max(0)));
+    v.valid
+        .iter()
+        .flatten()
+        .flat_map(|c| {
+            [
+                c.decoded.facts.not_after - warn,
+                c.decoded.facts.not_after + chrono::Duration::seconds(1),
+            ]
+        })
+        .filter(|t| *t > now)
+        .map(|t| (t - now).to_std().unwrap_or(Duration::from_secs(1)))
+        .min()
+        .map(|d| d.max(Duration::from_secs(1)))
+}
+
+async fn events(
+    ctx: &Context,
+    set: &ClientCertificateSet,
+    old: &ClientCertificateSetStatus,
+    new: &ClientCertificateSetStatus,
+    ready: &Cond,
+    warnings: &[String],
+) {
+    let before = status::condition(Some(old), READY);
+    let changed =
+        before.is_none_or(|b| b.reason != ready.reason || (b.status == "True") != ready.ok);
+    if changed && !ready.ok {
+        status::event(
+            ctx,
+            set,
+            true,
+            &ready.reason,
+            "Validate",
+            ready.message.clone(),
+        )
+        .await;
+    }
+    if old.applied_hash != new.applied_hash
+        && let Some(h) = &new.applied_hash
+    {
+        status::event(
+            ctx,
+            set,
+            false,
+            "Applied",
+            "Apply",
+            format!("applied client certificate settings (hash {h})"),
+        )
+        .await;
+    }
+    if old.last_restart != new.last_restart && new.last_restart.is_some() {
+        let how = format!("{:?}", set.spec.restart);
+        status::event(
+            ctx,
+            set,
+            false,
+            "Restarted",
+            "Restart",
+            format!("restarted Deployment {:?} ({how})", set.spec.app.deployment),
+        )
+        .await;
+    }
+    let expiring: Vec<&String> = warnings
+        .iter()
+        .filter(|w| w.contains("expiring-soon"))
+        .collect();
+    let was_expiring = old
+        .certificates
+        .iter()
+        .any(|c| c.warnings.iter().any(|w| w.contains("expiring-soon")));
+    if !expiring.is_empty() && !was_expiring {
+        let note = expiring
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        status::event(ctx, set, true, "ExpiringSoon", "Validate", note).await;
+    }
+}
+
+/// Which set already wires this Deployment, if another one that still exists.
+async fn wired_by_other(
+    ctx: &Context,
+    set: &ClientCertificateSet,
+    ns: &str,
+    d: &Deployment,
+) -> Result<Option<String>> {
+    let Some(owner) = d.metadata.annotations.as_ref().and_then(|a| a.get(ANN_SET)) else {
+        return Ok(None);
+    };
+    if owner == set_name(set) {
+        return Ok(None);
+    }
+    let other = Api::<ClientCertificateSet>::namespaced(ctx.client.clone(), ns)
+        .get_opt(owner)
+        .await?;
+    Ok(other
+        .filter(|o| o.metadata.deletion_timestamp.is_none())
+        .map(|_| owner.clone()))
+}
+
+/// Steps 3 to 5 for valid input: build, apply, restart.
+async fn wire(
+    set: &ClientCertificateSet,
+    ctx: &Context,
+    ns: &str,
+    d: &Deployment,
+    valid: &[validate::ValidCertificate],
+    previous: Option<&k8s_openapi::api::core::v1::Secret>,
+    status: &mut ClientCertificateSetStatus,
+) -> Result<Wiring> {
+    let dname = d.metadata.name.clone().unwrap_or_default();
+    if let Some(other) = wired_by_other(ctx, set, ns, d).await? {
+        return Ok(Wiring::NotApplied {
+            reason: "Conflict",
+            message: format!(
+                "Deployment {dname:?} is already wired by ClientCertificateSet {other:?}; one set per Deployment \
+                 (put the certificates into that set, or delete it)"
+            ),
+            waiting: false,
+        });
+    }
+    let existing: Vec<String> = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+        .unwrap_or_default();
+    let containers = match build::target_containers(set, &existing) {
+        Ok(c) => c,
+        Err(missing) => {
+            return Ok(Wiring::NotApplied {
+                reason: "ContainerNotFound",
+                message: format!(
+                    "Deployment {dname:?} has no container {missing:?} (it has: {})",
+                    existing.join(", ")
+                ),
+                waiting: false,
+            });
+        }
+    };
+
+    // Build (pure) and apply the rendered objects, writing only on change.
+    let rendered = build::render_objects(set, valid, previous, &Utc::now().to_rfc3339())?;
+    let cm_api = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns);
+    let live_cm = cm_api.get_opt(&rendered.name).await?;
+    let cm_body = build::config_map_object(set, ns, &rendered);
+    if !live_cm
+        .is_some_and(|cm| apply::contains(&serde_json::to_value(cm).unwrap_or_default(), &cm_body))
+    {
+        apply::apply_config_map(&ctx.client, ns, &rendered.name, &cm_body).await?;
+    }
+    let secret_body = build::secret_object(set, ns, &rendered);
+    if !(rendered.reused
+        && previous.is_some_and(|s| {
+            apply::contains(&serde_json::to_value(s).unwrap_or_default(), &secret_body)
+        }))
+    {
+        apply::apply_secret(&ctx.client, ns, &rendered.name, &secret_body).await?;
+        info!(hash = %rendered.config_hash, reused = rendered.reused, "rendered client certificate settings");
+    }
+
+    let live_hash = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(ANN_CONFIG_HASH))
+        .cloned();
+    let template_hash = build::template_hash(
+        set.spec.restart,
+        live_hash.as_deref(),
+        &rendered.config_hash,
+    );
+    let fragment =
+        build::deployment_fragment(set, ns, &dname, &rendered, &containers, &template_hash);
+    let needs_change = !apply::deployment_has(d, &fragment);
+    let in_progress = restart::record_of(d);
+    let mut restarted = false;
+
+    if set.spec.restart == RestartStrategy::StopStart
+        && (in_progress.is_some() || (needs_change && restart::replicas_of(d) > 0))
+    {
+        match restart::stop(&ctx.client, ns, d).await? {
+            restart::StopStart::Waiting { pods } => return Ok(Wiring::Stopping { pods }),
+            restart::StopStart::Stopped { replicas } => {
+                if needs_change {
+                    apply::apply_deployment(&ctx.client, ns, &dname, &fragment).await?;
+                }
+                restart::start(&ctx.client, ns, &dname, replicas).await?;
+                info!(replicas, "StopStart: started again");
+                restarted = true;
+            }
+        }
+    } else if needs_change {
+        apply::apply_deployment(&ctx.client, ns, &dname, &fragment).await?;
+        restarted =
+            live_hash.as_deref() != Some(template_hash.as_str()) && restart::replicas_of(d) > 0;
+        info!(hash = %template_hash, restarted, "wired Deployment");
+    }
+    if restarted {
+        status.last_restart = Some(now_time());
+    }
+    status.applied_hash = Some(rendered.config_hash.clone());
+    let restart_due = if set.spec.restart == RestartStrategy::Manual {
+        restart_due(ctx, ns, d, &rendered.rendered_at).await?
+    } else {
+        None
+    };
+    Ok(Wiring::Done { restart_due })
+}
+
+/// Manual: pods created before the content was rendered run old settings.
+async fn restart_due(
+    ctx: &Context,
+    ns: &str,
+    d: &Deployment,
+    rendered_at: &str,
+) -> Result<Option<String>> {
+    let Ok(rendered) = rendered_at.parse::<k8s_openapi::jiff::Timestamp>() else {
+        return Ok(None);
+    };
+    let Some(selector) = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+    else {
+        return Ok(None);
+    };
+    let labels: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+        .list_metadata(&ListParams::default().labels(&labels.join(",")))
+        .await?;
+    let stale = pods
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.metadata
+                .creation_timestamp
+                .as_ref()
+                .is_some_and(|t| t.0 < rendered)
+        })
+        .count();
+    Ok((stale > 0).then(|| {
+        format!(
+            "{stale} pod(s) started before the settings changed; restart the app to apply them \
+             (kubectl rollout restart deployment/{})",
+            d.metadata.name.as_deref().unwrap_or_default()
+        )
+    }))
+}

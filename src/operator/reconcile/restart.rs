@@ -1,0 +1,148 @@
+//! Step 5: restarting the app so the new settings take effect, only when
+//! the rendered content changed.
+//!
+//! - Rolling: the pod-template annotation changes; the Deployment's rolling
+//!   update replaces the pods.
+//! - StopStart: the brief's "stop, then start". The replica count is
+//!   recorded in an annotation on the Deployment before scaling to zero, so
+//!   an operator killed in between restores it when it comes back.
+//! - Manual: nothing; status says a restart is due.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::names::ANN_STOP_START;
+use crate::operator::context::MANAGER;
+use crate::operator::error::Result;
+
+/// What is recorded on the Deployment while a StopStart is in progress.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StopStartRecord {
+    /// The replica count to restore.
+    pub replicas: i32,
+    /// `Stopping` until no pod is left, then `Starting`.
+    pub phase: Phase,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Stopping,
+    Starting,
+}
+
+pub fn record_of(d: &Deployment) -> Option<StopStartRecord> {
+    d.metadata
+        .annotations
+        .as_ref()?
+        .get(ANN_STOP_START)
+        .and_then(|v| serde_json::from_str(v).ok())
+}
+
+pub fn replicas_of(d: &Deployment) -> i32 {
+    d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+}
+
+fn manager() -> PatchParams {
+    PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..PatchParams::default()
+    }
+}
+
+async fn set_record(
+    api: &Api<Deployment>,
+    name: &str,
+    record: Option<StopStartRecord>,
+) -> Result<()> {
+    let value = record.map(|r| serde_json::to_string(&r).unwrap_or_default());
+    let patch = json!({"metadata": {"annotations": {ANN_STOP_START: value}}});
+    api.patch(name, &manager(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+async fn scale(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<()> {
+    let patch = json!({"spec": {"replicas": replicas}});
+    api.patch_scale(name, &manager(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Pods of the Deployment still present (any phase, terminating included).
+pub async fn pods_left(client: &kube::Client, ns: &str, d: &Deployment) -> Result<usize> {
+    let Some(selector) = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+    else {
+        return Ok(0);
+    };
+    let labels: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list_metadata(&ListParams::default().labels(&labels.join(",")))
+        .await?;
+    Ok(pods.items.len())
+}
+
+/// Progress of a StopStart.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StopStart {
+    /// Pods are still running or terminating: come back later.
+    Waiting { pods: usize },
+    /// No pod is left: apply the new wiring, then call `finish`.
+    Stopped { replicas: i32 },
+}
+
+/// Stops the app (recording its replica count first), or continues a stop
+/// that is already in progress.
+pub async fn stop(client: &kube::Client, ns: &str, d: &Deployment) -> Result<StopStart> {
+    let name = d.metadata.name.as_deref().unwrap_or_default();
+    let api = Api::<Deployment>::namespaced(client.clone(), ns);
+    let record = match record_of(d) {
+        Some(r) => r,
+        None => {
+            let r = StopStartRecord {
+                replicas: replicas_of(d),
+                phase: Phase::Stopping,
+            };
+            // Record first: a crash after scaling must not lose the count.
+            set_record(&api, name, Some(r)).await?;
+            r
+        }
+    };
+    if record.phase == Phase::Starting {
+        return Ok(StopStart::Stopped {
+            replicas: record.replicas,
+        });
+    }
+    if replicas_of(d) != 0 {
+        scale(&api, name, 0).await?;
+    }
+    let pods = pods_left(client, ns, d).await?;
+    if pods > 0 {
+        return Ok(StopStart::Waiting { pods });
+    }
+    set_record(
+        &api,
+        name,
+        Some(StopStartRecord {
+            phase: Phase::Starting,
+            ..record
+        }),
+    )
+    .await?;
+    Ok(StopStart::Stopped {
+        replicas: record.replicas,
+    })
+}
+
+/// Starts the app again at the recorded replica count and clears the record.
+pub async fn start(client: &kube::Client, ns: &str, name: &str, replicas: i32) -> Result<()> {
+    let api = Api::<Deployment>::namespaced(client.clone(), ns);
+    scale(&api, name, replicas).await?;
+    set_record(&api, name, None).await
+}

@@ -1,0 +1,203 @@
+//! Step 2: decode and judge each certificate (through the decode cache), and
+//! check that the pins can be rendered. Every failure has its own reason.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::dereference::{Inputs, Material};
+use super::names;
+use crate::operator::context::DecodeCache;
+use crate::pkcs12::{self, Decoded, Policy, Reason};
+use crate::resource::{CertificateStatus, ClientCertificateSet};
+use crate::settings::{CertificateFile, render};
+
+/// A certificate that passed.
+pub struct ValidCertificate {
+    pub name: String,
+    pub decoded: Arc<Decoded>,
+    /// What the decode depended on (content and password), for the input hash.
+    pub input_key: [u8; 32],
+    pub pins: Vec<String>,
+}
+
+/// The first problem, for the Ready condition and the Event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// CamelCase condition reason, e.g. `WrongPassword`.
+    pub reason: String,
+    pub message: String,
+    /// Waiting for something to appear, rather than wrong input.
+    pub waiting: bool,
+}
+
+pub struct Validation {
+    pub rows: Vec<CertificateStatus>,
+    /// All certificates, when every one passed and the settings can be rendered.
+    pub valid: Option<Vec<ValidCertificate>>,
+    pub failure: Option<Failure>,
+    pub warnings: Vec<String>,
+}
+
+fn time(t: DateTime<Utc>) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+    k8s_openapi::jiff::Timestamp::from_second(t.timestamp())
+        .ok()
+        .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
+}
+
+fn row_with_facts(name: &str, path: String, d: &Decoded) -> CertificateStatus {
+    let f = &d.facts;
+    CertificateStatus {
+        name: name.into(),
+        path: Some(path),
+        subject: Some(f.subject.clone()),
+        issuer: Some(f.issuer.clone()),
+        serial: Some(f.serial.clone()),
+        sha256_fingerprint: Some(f.sha256_fingerprint.clone()),
+        key_algorithm: Some(format!("{} {}", f.key_algorithm, f.key_size)),
+        not_before: time(f.not_before),
+        not_after: time(f.not_after),
+        chain_length: Some(f.chain_length as i32),
+        input_encryption: Some(f.encryption.clone()),
+        state: "Valid".into(),
+        message: None,
+        warnings: Vec::new(),
+    }
+}
+
+pub fn validate(
+    set: &ClientCertificateSet,
+    inputs: &Inputs,
+    cache: &DecodeCache,
+    now: DateTime<Utc>,
+) -> Validation {
+    let policy = Policy {
+        now,
+        warn_within: chrono::Duration::days(i64::from(set.spec.expiry_warning_days.max(0))),
+        // Every file is re-encoded, so what the JVM would refuse as it is
+        // still reaches the app in a form it loads.
+        jvm_strict: false,
+    };
+    let mut rows = Vec::new();
+    let mut valid = Vec::new();
+    let mut failure: Option<Failure> = None;
+    let mut warnings = Vec::new();
+    let fail = |failure: &mut Option<Failure>, reason: String, message: String, waiting: bool| {
+        if failure.is_none() {
+            *failure = Some(Failure {
+                reason,
+                message,
+                waiting,
+            });
+        }
+    };
+    for (spec, material) in set.spec.certificates.iter().zip(&inputs.materials) {
+        let path = names::file_path(set, &spec.name);
+        let (decoded, input_key) = match material {
+            Material::Missing { reason, message } => {
+                rows.push(CertificateStatus {
+                    name: spec.name.clone(),
+                    state: reason.to_string(),
+                    message: Some(message.clone()),
+                    ..Default::default()
+                });
+                fail(
+                    &mut failure,
+                    reason.to_string(),
+                    format!("{}: {message}", spec.name),
+                    true,
+                );
+                continue;
+            }
+            Material::Pkcs12 { data, password } => {
+                let mut result = cache.decode_pkcs12(data, password);
+                let mut key = pkcs12::content_key(data, password);
+                let mut extra = None;
+                // `echo pw > file; kubectl create secret --from-file` leaves a
+                // newline: accept it, but say so.
+                if matches!(&result, Err(p) if p.reason == Reason::WrongPassword) {
+                    let trimmed = password.trim_end_matches(['\n', '\r']);
+                    if trimmed.len() != password.len() {
+                        let retry = cache.decode_pkcs12(data, trimmed);
+                        if retry.is_ok() {
+                            result = retry;
+                            key = pkcs12::content_key(data, trimmed);
+                            extra = Some("password-newline: the password in the Secret ends with a newline, which certpin ignored".to_string());
+                        }
+                    }
+                }
+                (result.map(|d| (d, extra)), key)
+            }
+            Material::Pem { crt, key } => {
+                let k = pkcs12::content_key(crt, &String::from_utf8_lossy(key));
+                (cache.decode_pem(crt, key).map(|d| (d, None)), k)
+            }
+        };
+        match decoded.and_then(|(d, extra)| {
+            pkcs12::judge(&d, &policy).map(|mut w| {
+                w.extend(extra);
+                (d, w)
+            })
+        }) {
+            Ok((d, w)) => {
+                let mut row = row_with_facts(&spec.name, path, &d);
+                warnings.extend(w.iter().map(|w| format!("{}: {w}", spec.name)));
+                row.warnings = w;
+                rows.push(row);
+                valid.push(ValidCertificate {
+                    name: spec.name.clone(),
+                    decoded: d,
+                    input_key,
+                    pins: spec.pin_to.clone(),
+                });
+            }
+            Err(problem) => {
+                let mut row = match material {
+                    // Show what the certificate is even when it is refused
+                    // (e.g. expired), when it could be decoded.
+                    Material::Pkcs12 { data, password } => cache
+                        .decode_pkcs12(data, password)
+                        .map(|d| row_with_facts(&spec.name, String::new(), &d))
+                        .unwrap_or_default(),
+                    _ => CertificateStatus::default(),
+                };
+                row.name = spec.name.clone();
+                row.path = None;
+                row.state = problem.reason.code().to_string();
+                row.message = Some(problem.message.clone());
+                rows.push(row);
+                fail(
+                    &mut failure,
+                    problem.reason.camel(),
+                    format!("{}: {}", spec.name, problem.message),
+                    false,
+                );
+            }
+        }
+    }
+    // The pins and names must render: check with placeholder passwords (the
+    // real ones are generated, ASCII alphanumerics).
+    let files: Vec<CertificateFile> = set
+        .spec
+        .certificates
+        .iter()
+        .map(|c| CertificateFile {
+            name: format!("certificate {:?}", c.name),
+            path: names::file_path(set, &c.name),
+            password: "x".into(),
+            pins: c.pin_to.clone(),
+        })
+        .collect();
+    if let Err(problems) = render(&files, &set.spec.no_certificate_for) {
+        for p in &problems {
+            fail(&mut failure, p.reason.camel(), p.message.clone(), false);
+        }
+    }
+    let valid = (failure.is_none() && valid.len() == set.spec.certificates.len()).then_some(valid);
+    Validation {
+        rows,
+        valid,
+        failure,
+        warnings,
+    }
+}

@@ -1,0 +1,203 @@
+//! The `ClientCertificateSet` custom resource (certpin.dev/v1alpha1).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::pkcs12::Profile;
+
+/// The client certificates of one app in one environment, and the services
+/// each is pinned to. certpin validates them, renders the app runtime's
+/// ClientCertificates, ClientCertificatePasswords and ClientCertificateUsages
+/// settings into a ConfigMap and a Secret, wires them into the app's
+/// Deployment, and restarts the app so that they take effect.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "certpin.dev",
+    version = "v1alpha1",
+    kind = "ClientCertificateSet",
+    namespaced,
+    status = "ClientCertificateSetStatus",
+    shortname = "ccs",
+    shortname = "certset",
+    category = "certpin",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
+    printcolumn = r#"{"name":"Certificates","type":"integer","jsonPath":".status.certificateCount"}"#,
+    printcolumn = r#"{"name":"Earliest Expiry","type":"string","jsonPath":".status.earliestExpiry"}"#,
+    printcolumn = r#"{"name":"Deployment","type":"string","jsonPath":".spec.app.deployment","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new("self.certificates.all(c, self.certificates.exists_one(d, d.name == c.name))").message("certificate names must be unique"))]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCertificateSetSpec {
+    /// The app whose outgoing connections use these certificates.
+    pub app: AppRef,
+    /// The client certificates. Each becomes a file `<name>.pfx` in the app's pods.
+    #[schemars(length(min = 1, max = 64))]
+    pub certificates: Vec<CertificateSpec>,
+    /// Endpoints (Module.WebService or host name) that must get no client
+    /// certificate, even if the server asks for one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub no_certificate_for: Vec<String>,
+    /// How the app is restarted when its certificates change: Rolling (the
+    /// Deployment's rolling update), StopStart (scale to zero, then back), or
+    /// Manual (certpin only reports that a restart is due).
+    #[serde(default)]
+    pub restart: RestartStrategy,
+    /// The PKCS12 profile of the files handed to the app: Modern (AES-256,
+    /// for Java 11.0.12+) or Legacy (3DES and SHA-1, for Java 8).
+    #[serde(default)]
+    pub profile: Profile,
+    /// Where the files are mounted in the app's containers.
+    #[serde(default = "default_mount_path")]
+    #[x_kube(validation = Rule::new("self.startsWith('/') && !self.contains(',')").message("mountPath must be an absolute path without commas"))]
+    pub mount_path: String,
+    /// Warn (status and Event) when a certificate expires within this many days.
+    #[serde(default = "default_warning_days")]
+    #[schemars(range(min = 0, max = 3650))]
+    pub expiry_warning_days: i32,
+}
+
+fn default_mount_path() -> String {
+    "/etc/certpin/client-certificates".into()
+}
+
+fn default_warning_days() -> i32 {
+    30
+}
+
+/// The app's Deployment.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppRef {
+    /// Name of the Deployment, in the set's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub deployment: String,
+    /// The containers that get the settings and the files; default: every container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
+}
+
+/// One client certificate: a PKCS12 file and its password from Secrets, or
+/// a `kubernetes.io/tls` Secret (as cert-manager issues), and its pins.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.pkcs12) != has(self.tls)").message("give exactly one of pkcs12 or tls"))]
+#[x_kube(validation = Rule::new("!has(self.pkcs12) || has(self.password)").message("a pkcs12 certificate needs a password"))]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateSpec {
+    /// Name of the certificate: the file in the pod is `<name>.pfx`.
+    /// A DNS label: lower-case letters, digits and '-'.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// The PKCS12 (.pfx/.p12) file: a key of a Secret in the set's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs12: Option<SecretKeyRef>,
+    /// The password of the PKCS12 file: a key of a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretKeyRef>,
+    /// A `kubernetes.io/tls` Secret (tls.crt, tls.key); certpin encodes it to PKCS12.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSecretRef>,
+    /// Endpoints this certificate is presented to: `Module.WebService` for a
+    /// web service, a bare host name (`api.example.com`) for REST, or a custom
+    /// identifier. Without pins the runtime offers it to any server that asks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub pin_to: Vec<String>,
+}
+
+/// A key of a Secret in the set's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// A `kubernetes.io/tls` Secret in the set's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSecretRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum RestartStrategy {
+    /// Change the pod template; the Deployment's rolling update replaces the pods.
+    #[default]
+    Rolling,
+    /// Scale to zero, wait until no pod is left, apply, scale back to the recorded replica count.
+    StopStart,
+    /// Apply the settings, but leave restarting to the user; status says a restart is due.
+    Manual,
+}
+
+/// What certpin observed and applied.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCertificateSetStatus {
+    /// The generation these conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, CertificatesValid, Applied, RestartDue.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// One row per certificate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertificateStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_count: Option<i32>,
+    /// The earliest notAfter among the certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earliest_expiry: Option<Time>,
+    /// Hash of the rendered content now applied (also on the pod template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_hash: Option<String>,
+    /// When certpin last restarted the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restart: Option<Time>,
+}
+
+/// Facts about one certificate (no secret).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateStatus {
+    pub name: String,
+    /// Path of the file in the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256_fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_algorithm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_length: Option<i32>,
+    /// Encryption of the input: modern, legacy, mixed or pem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_encryption: Option<String>,
+    /// `Valid`, or the reason code why not.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
