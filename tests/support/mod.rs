@@ -1,6 +1,7 @@
 //! Shared test support. `jvm` runs the app runtime's JVM; `kube` connects to
-//! the local control plane (scripts/testbed).
+//! the local control plane (scripts/testbed); `operator` runs certpin.
 #![allow(dead_code)]
 
 pub mod jvm;
 pub mod kube;
+pub mod operator;

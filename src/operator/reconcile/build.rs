@@ -292,3 +292,123 @@ pub fn template_hash(strategy: RestartStrategy, live: Option<&str>, new: &str) -
         _ => new.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pkcs12::decode_pkcs12;
+    use std::sync::Arc;
+
+    fn set(profile: &str) -> ClientCertificateSet {
+        let mut s: ClientCertificateSet = serde_json::from_value(json!({
+            "apiVersion": "certpin.dev/v1alpha1", "kind": "ClientCertificateSet",
+            "metadata": {"name": "prod", "namespace": "shop", "uid": "u-1"},
+            "spec": {"app": {"deployment": "shop"}, "profile": profile,
+                     "certificates": [{"name": "a", "tls": {"secretName": "a"}, "pinTo": ["x.example"]}],
+                     "noCertificateFor": ["M.S"]}
+        }))
+        .unwrap();
+        s.metadata.namespace = Some("shop".into());
+        s
+    }
+
+    fn valid() -> Vec<ValidCertificate> {
+        let data = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/pkcs12/openssl-ec256-modern.p12"
+        ))
+        .unwrap();
+        vec![ValidCertificate {
+            name: "a".into(),
+            decoded: Arc::new(decode_pkcs12(&data, "changeit").unwrap()),
+            input_key: pkcs12::content_key(&data, "changeit"),
+            pins: vec!["x.example".into()],
+        }]
+    }
+
+    fn as_secret(body: &Value) -> Secret {
+        serde_json::from_value(body.clone()).unwrap()
+    }
+
+    #[test]
+    fn unchanged_inputs_reuse_the_encoding_so_the_hash_is_stable() {
+        let (s, v) = (set("Modern"), valid());
+        let first = render_objects(&s, &v, None, "t0").unwrap();
+        assert!(!first.reused);
+        let again = render_objects(
+            &s,
+            &v,
+            Some(&as_secret(&secret_object(&s, "shop", &first))),
+            "t1",
+        )
+        .unwrap();
+        assert!(again.reused);
+        assert_eq!(again.config_hash, first.config_hash);
+        assert_eq!(again.secret, first.secret);
+        assert_eq!(again.rendered_at, "t0");
+        // A fresh encoding of the same input differs (random salts and password).
+        let fresh = render_objects(&s, &v, None, "t2").unwrap();
+        assert_ne!(fresh.config_hash, first.config_hash);
+        // A changed input is re-encoded.
+        let changed = render_objects(
+            &set("Legacy"),
+            &v,
+            Some(&as_secret(&secret_object(&s, "shop", &first))),
+            "t3",
+        )
+        .unwrap();
+        assert!(!changed.reused);
+        assert_ne!(changed.input_hash, first.input_hash);
+    }
+
+    #[test]
+    fn the_fragment_wires_env_from_references_and_a_read_only_mount() {
+        let (s, v) = (set("Modern"), valid());
+        let r = render_objects(&s, &v, None, "t0").unwrap();
+        assert_eq!(
+            r.config_map["ClientCertificates"],
+            "/etc/certpin/client-certificates/a.pfx"
+        );
+        assert_eq!(
+            r.config_map["ClientCertificateUsages"],
+            r#"{ "x.example": "/etc/certpin/client-certificates/a.pfx", "M.S": "" }"#
+        );
+        let f = deployment_fragment(&s, "shop", "shop", &r, &["app".into()], &r.config_hash);
+        let c = &f["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["volumeMounts"][0]["readOnly"], json!(true));
+        for e in c["env"].as_array().unwrap() {
+            assert!(
+                e.get("value").is_none() && e.get("valueFrom").is_some(),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            f["spec"]["template"]["metadata"]["annotations"][ANN_CONFIG_HASH],
+            json!(r.config_hash)
+        );
+        let items = &f["spec"]["template"]["spec"]["volumes"][0]["secret"]["items"];
+        assert_eq!(
+            items,
+            &json!([{"key": "a.pfx", "path": "a.pfx"}]),
+            "the passwords key is not mounted"
+        );
+        let body = config_map_object(&s, "shop", &r).to_string();
+        assert!(
+            !body.contains(&*String::from_utf8_lossy(&r.secret[KEY_PASSWORDS].0)),
+            "a password reached the ConfigMap"
+        );
+    }
+
+    #[test]
+    fn manual_keeps_the_live_template_hash() {
+        assert_eq!(
+            template_hash(RestartStrategy::Manual, Some("old"), "new"),
+            "old"
+        );
+        assert_eq!(template_hash(RestartStrategy::Manual, None, "new"), "new");
+        assert_eq!(
+            template_hash(RestartStrategy::Rolling, Some("old"), "new"),
+            "new"
+        );
+    }
+}

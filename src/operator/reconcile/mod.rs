@@ -376,7 +376,13 @@ async fn wire(
     };
 
     // Build (pure) and apply the rendered objects, writing only on change.
-    let rendered = build::render_objects(set, valid, previous, &Utc::now().to_rfc3339())?;
+    // Second precision, as pod creation timestamps have.
+    let rendered = build::render_objects(
+        set,
+        valid,
+        previous,
+        &Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )?;
     let cm_api = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns);
     let live_cm = cm_api.get_opt(&rendered.name).await?;
     let cm_body = build::config_map_object(set, ns, &rendered);

@@ -1,0 +1,194 @@
+//! Running the certpin binary as the operator, restricted to a test's
+//! namespace, and the objects the end-to-end tests share.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+
+use super::kube::{TestNamespace, wait_for};
+
+/// Installs (or updates) the CRD from crds/ and waits until it is served.
+pub async fn install_crd(client: &Client) {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/clientcertificateset.yaml"
+    ))
+    .unwrap();
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = crd.metadata.name.clone().unwrap();
+    api.patch(
+        &name,
+        &PatchParams::apply("certpin-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    wait_for(Duration::from_secs(30), "CRD established", || {
+        let api = api.clone();
+        let name = name.clone();
+        async move {
+            api.get(&name)
+                .await
+                .ok()
+                .and_then(|c| c.status)
+                .and_then(|s| s.conditions)
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
+        }
+    })
+    .await;
+}
+
+/// The operator binary, watching one namespace; killed when dropped.
+pub struct Operator {
+    child: Option<Child>,
+    pub log: PathBuf,
+    ns: String,
+}
+
+impl Operator {
+    pub fn start(ns: &str) -> Operator {
+        let log =
+            std::env::temp_dir().join(format!("certpin-operator-{ns}-{}.log", std::process::id()));
+        let mut op = Operator {
+            child: None,
+            log,
+            ns: ns.to_string(),
+        };
+        op.spawn();
+        op
+    }
+
+    fn spawn(&mut self) {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_certpin"))
+            .args(["run", "--namespace", &self.ns])
+            .env("RUST_LOG", "info,certpin=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start certpin run");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Number of completed reconciles of `set` logged so far.
+    pub fn reconciles(&self, set: &str) -> usize {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains("reconciled") && l.contains(&format!("set={set}")))
+            .count()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- operator log ({}) ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+pub fn fixture(path: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/fixtures/{path}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+pub async fn put_secret(
+    ns: &TestNamespace,
+    name: &str,
+    data: &[(&str, &[u8])],
+    type_: Option<&str>,
+) {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
+                .collect(),
+        ),
+        type_: type_.map(str::to_string),
+        ..Default::default()
+    };
+    let api: Api<Secret> = ns.api();
+    api.patch(
+        name,
+        &PatchParams::apply("certpin-tests").force(),
+        &Patch::Apply(&secret),
+    )
+    .await
+    .unwrap();
+}
+
+pub fn deployment(name: &str, replicas: i32, containers: &[&str]) -> Deployment {
+    let containers: Vec<serde_json::Value> = containers
+        .iter()
+        .map(|c| serde_json::json!({"name": c, "image": format!("example.invalid/{c}:1")}))
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": containers}}
+        }
+    }))
+    .unwrap()
+}
+
+pub async fn create_deployment(ns: &TestNamespace, d: &Deployment) {
+    let api: Api<Deployment> = ns.api();
+    api.create(&PostParams::default(), d).await.unwrap();
+}
+
+/// ReplicaSets of a Deployment: one per pod template it has rolled out.
+pub async fn replica_sets(ns: &TestNamespace, app: &str) -> Vec<ReplicaSet> {
+    let api: Api<ReplicaSet> = ns.api();
+    api.list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .unwrap()
+        .items
+}
