@@ -15,9 +15,11 @@ pub const MANAGER: &str = "certpin";
 
 /// Decoded certificates by content key: decoding is dominated by key
 /// derivation, so an unchanged Secret is never decoded twice.
+type Entries = HashMap<[u8; 32], Result<Arc<Decoded>, Problem>>;
+
 #[derive(Default)]
 pub struct DecodeCache {
-    entries: Mutex<HashMap<[u8; 32], Result<Arc<Decoded>, Problem>>>,
+    entries: Mutex<Entries>,
     decodes: AtomicU64,
 }
 
@@ -53,7 +55,7 @@ impl DecodeCache {
         value
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Result<Arc<Decoded>, Problem>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         // A panic while holding the lock leaves a valid map: keep using it.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }

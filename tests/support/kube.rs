@@ -93,6 +93,29 @@ impl Drop for TestNamespace {
     }
 }
 
+/// The operator is gone by the time a test's namespace is deleted, so the
+/// sets' finalizers would keep the namespace Terminating: drop them.
+async fn release_finalizers(client: &Client, ns: &str) {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "certpin.dev",
+        "v1alpha1",
+        "ClientCertificateSet",
+    ));
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let Ok(list) = api.list(&Default::default()).await else {
+        return;
+    };
+    for obj in list.items {
+        if let Some(name) = obj.metadata.name {
+            let patch = serde_json::json!({"metadata": {"finalizers": null}});
+            let _ = api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+        }
+    }
+}
+
 fn rand_suffix() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

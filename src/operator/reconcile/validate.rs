@@ -54,7 +54,11 @@ fn row_with_facts(name: &str, path: String, d: &Decoded) -> CertificateStatus {
         issuer: Some(f.issuer.clone()),
         serial: Some(f.serial.clone()),
         sha256_fingerprint: Some(f.sha256_fingerprint.clone()),
-        key_algorithm: Some(format!("{} {}", f.key_algorithm, f.key_size)),
+        key_algorithm: Some(if f.key_algorithm == "RSA" {
+            format!("RSA {}", f.key_size)
+        } else {
+            f.key_algorithm.clone()
+        }),
         not_before: time(f.not_before),
         not_after: time(f.not_after),
         chain_length: Some(f.chain_length as i32),
