@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
+use super::metrics::Metrics;
 use crate::pkcs12::{self, Decoded, Problem};
 
 /// The field manager for every write certpin makes (server-side apply).
@@ -21,6 +22,8 @@ type Entries = HashMap<[u8; 32], Result<Arc<Decoded>, Problem>>;
 pub struct DecodeCache {
     entries: Mutex<Entries>,
     decodes: AtomicU64,
+    /// Also counted as a metric.
+    counter: prometheus_client::metrics::counter::Counter,
 }
 
 /// Enough for thousands of sets; past it the cache starts over.
@@ -46,6 +49,7 @@ impl DecodeCache {
             return hit.clone();
         }
         self.decodes.fetch_add(1, Ordering::Relaxed);
+        self.counter.inc();
         let value = f().map(Arc::new);
         let mut entries = self.lock();
         if entries.len() >= CACHE_LIMIT {
@@ -70,6 +74,7 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub cache: DecodeCache,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
@@ -78,10 +83,15 @@ impl Context {
             controller: "certpin".into(),
             instance: std::env::var("POD_NAME").ok(),
         };
+        let metrics = Arc::new(Metrics::default());
         Arc::new(Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
-            cache: DecodeCache::default(),
+            cache: DecodeCache {
+                counter: metrics.decodes.clone(),
+                ..DecodeCache::default()
+            },
+            metrics,
         })
     }
 }

@@ -11,6 +11,16 @@ pub enum Error {
     MissingField(&'static str),
     #[error("finalizer: {0}")]
     Finalizer(String),
+    #[error("kubeconfig: {0}")]
+    Config(String),
+    #[error("leader election: {0}")]
+    Lease(String),
+}
+
+impl From<kube_lease_manager::LeaseManagerError> for Error {
+    fn from(e: kube_lease_manager::LeaseManagerError) -> Self {
+        Error::Lease(e.to_string())
+    }
 }
 
 impl Error {
@@ -21,6 +31,8 @@ impl Error {
             Error::Encode(_) => "encode",
             Error::MissingField(_) => "missing-field",
             Error::Finalizer(_) => "finalizer",
+            Error::Config(_) => "config",
+            Error::Lease(_) => "lease",
         }
     }
 }

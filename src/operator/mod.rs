@@ -3,9 +3,12 @@
 
 pub mod context;
 pub mod error;
+pub mod http;
+pub mod metrics;
 pub mod reconcile;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
@@ -17,6 +20,7 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
+use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{error, info, warn};
 
 use crate::resource::ClientCertificateSet;
@@ -25,15 +29,36 @@ use error::Error;
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "CERTPIN_NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (comma-separated or repeated; default: all namespaces).
+    #[arg(long = "namespace", env = "CERTPIN_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
     /// How many sets are reconciled at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: u16,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "CERTPIN_LOG_JSON")]
     pub log_json: bool,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "CERTPIN_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// Elect a leader on a Lease, so that only one replica reconciles.
+    #[arg(long, env = "CERTPIN_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Namespace of the Lease (in a pod: its own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    #[arg(long, env = "CERTPIN_LEASE_NAME", default_value = "certpin")]
+    pub lease_name: String,
+    /// Seconds a leader holds the Lease without renewing it; a new leader takes over after at most this.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// This replica's identity in the Lease (in a pod: its name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Act as this user (e.g. system:serviceaccount:NS:NAME), as `kubectl --as` does: to check
+    /// that a ServiceAccount's RBAC is enough.
+    #[arg(long, hide = true)]
+    pub impersonate: Option<String>,
 }
 
 pub fn run(args: RunArgs) -> Result<i32, crate::cli::UsageError> {
@@ -101,16 +126,110 @@ fn sets_wiring(
         .collect()
 }
 
-pub async fn run_operator(args: RunArgs) -> Result<(), Error> {
-    let client = Client::try_default().await?;
-    let ns = args.namespace.as_deref();
-    let sets: Api<ClientCertificateSet> = api(&client, ns);
-    // Fail early and clearly when the CRD is missing.
-    if let Err(e) = sets.list(&kube::api::ListParams::default().limit(1)).await {
-        error!(error = %e, "cannot list ClientCertificateSets: is the CRD installed (kubectl apply -f crds/)?");
-        return Err(e.into());
+async fn client(args: &RunArgs) -> Result<Client, Error> {
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(|e| Error::Config(e.to_string()))?;
+    if let Some(user) = &args.impersonate {
+        config.auth_info.impersonate = Some(user.clone());
     }
+    Ok(Client::try_from(config)?)
+}
+
+pub async fn run_operator(args: RunArgs) -> Result<(), Error> {
+    let client = client(&args).await?;
     let ctx = Context::new(client.clone());
+    let ready = Arc::new(AtomicBool::new(false));
+    let health = http::Health {
+        metrics: ctx.metrics.clone(),
+        ready: ready.clone(),
+    };
+    let addr = args.metrics_addr;
+    tokio::spawn(async move {
+        if let Err(e) = http::serve(addr, health).await {
+            error!(error = %e, %addr, "the metrics endpoint failed");
+        }
+    });
+    // Fail early and clearly when the CRD is missing or access is denied.
+    for ns in namespaces(&args) {
+        let sets: Api<ClientCertificateSet> = api(&client, ns);
+        if let Err(e) = sets.list(&kube::api::ListParams::default().limit(1)).await {
+            error!(error = %e, namespace = ns.unwrap_or("<all>"), "cannot list ClientCertificateSets: is the CRD installed (kubectl apply --server-side -f crds/) and may certpin list them?");
+            return Err(e.into());
+        }
+    }
+    ready.store(true, Ordering::Relaxed);
+    if !args.leader_election {
+        run_controllers(&args, &client, ctx).await;
+        return Ok(());
+    }
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "certpin".into()),
+            crate::pkcs12::generate_password()[..8].to_string()
+        )
+    });
+    let duration = args.lease_duration_seconds.max(3);
+    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&args.lease_namespace)
+        .with_identity(&identity)
+        .with_duration(duration)
+        .with_grace((duration / 3).max(1))
+        .with_field_manager(format!("certpin-lease-{identity}"))
+        .build()
+        .await?;
+    let (mut leader, task) = manager.watch().await;
+    info!(lease = %args.lease_name, namespace = %args.lease_namespace, %identity, "waiting to become the leader");
+    loop {
+        if *leader.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            changed = leader.changed() => if changed.is_err() { return Err(Error::Lease("the lease task ended".into())) },
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+    info!(%identity, "became the leader");
+    let lost = async {
+        loop {
+            if leader.changed().await.is_err() || !*leader.borrow() {
+                return;
+            }
+        }
+    };
+    let result = tokio::select! {
+        _ = run_controllers(&args, &client, ctx) => Ok(()),
+        _ = lost => Err(Error::Lease("lost the lease to another replica; exiting so that only the leader writes".into())),
+    };
+    drop(leader);
+    // Hand the Lease over at once instead of letting it expire.
+    if let Ok(Ok(manager)) = task.await
+        && let Err(e) = manager.release().await
+    {
+        warn!(error = %e, "releasing the lease failed");
+    }
+    result
+}
+
+fn namespaces(args: &RunArgs) -> Vec<Option<&str>> {
+    if args.namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.namespaces.iter().map(|n| Some(n.as_str())).collect()
+    }
+}
+
+/// One controller per watched namespace (or one for all), until a signal.
+async fn run_controllers(args: &RunArgs, client: &Client, ctx: Arc<Context>) {
+    let runs = namespaces(args)
+        .into_iter()
+        .map(|ns| run_controller(args, client, ns, ctx.clone()));
+    futures::future::join_all(runs).await;
+}
+
+async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: Arc<Context>) {
+    let sets: Api<ClientCertificateSet> = api(client, ns);
     let controller = Controller::new(sets, watcher::Config::default().any_semantic()).with_config(
         ControllerConfig::default()
             .concurrency(args.concurrency)
@@ -122,19 +241,19 @@ pub async fn run_operator(args: RunArgs) -> Result<(), Error> {
     // all a trigger needs.
     let secret_store = store.clone();
     let secrets = watcher(
-        api::<PartialObjectMeta<Secret>>(&client, ns),
+        api::<PartialObjectMeta<Secret>>(client, ns),
         watcher::Config::default().any_semantic(),
     )
     .touched_objects();
     let deployment_store = store.clone();
     let deployments = watcher(
-        api::<PartialObjectMeta<Deployment>>(&client, ns),
+        api::<PartialObjectMeta<Deployment>>(client, ns),
         watcher::Config::default().any_semantic(),
     )
     .touched_objects();
     info!(
         namespace = ns.unwrap_or("<all>"),
-        "certpin operator starting"
+        "certpin controller starting"
     );
     controller
         .watches_stream(secrets, move |s| {
@@ -162,11 +281,19 @@ pub async fn run_operator(args: RunArgs) -> Result<(), Error> {
             }
         })
         .await;
-    info!("certpin operator stopped");
-    Ok(())
+    info!(
+        namespace = ns.unwrap_or("<all>"),
+        "certpin controller stopped"
+    );
 }
 
-fn error_policy(set: Arc<ClientCertificateSet>, err: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(set: Arc<ClientCertificateSet>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .failures
+        .get_or_create(&metrics::ReasonLabel {
+            reason: format!("error-{}", err.metric_label()),
+        })
+        .inc();
     warn!(namespace = set.namespace().unwrap_or_default(), set = set.name_any(), error = %err, reason = err.metric_label(), "reconcile error; retrying");
     Action::requeue(Duration::from_secs(5))
 }

@@ -54,19 +54,44 @@ pub struct Operator {
     child: Option<Child>,
     pub log: PathBuf,
     ns: String,
+    pub metrics_port: u16,
+    extra: Vec<String>,
+}
+
+/// A free port on loopback (released before the operator binds it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Operator {
     pub fn start(ns: &str) -> Operator {
-        let log =
-            std::env::temp_dir().join(format!("certpin-operator-{ns}-{}.log", std::process::id()));
+        Operator::start_with(ns, "", &[])
+    }
+
+    /// `tag` tells apart several operators in one namespace; `extra` are more `run` flags.
+    pub fn start_with(ns: &str, tag: &str, extra: &[&str]) -> Operator {
+        let log = std::env::temp_dir().join(format!(
+            "certpin-operator-{ns}{tag}-{}.log",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&log);
         let mut op = Operator {
             child: None,
             log,
             ns: ns.to_string(),
+            metrics_port: free_port(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         op.spawn();
         op
+    }
+
+    pub fn metrics_url(&self) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.metrics_port)
     }
 
     fn spawn(&mut self) {
@@ -76,7 +101,20 @@ impl Operator {
             .open(&self.log)
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_certpin"))
-            .args(["run", "--namespace", &self.ns])
+            .args([
+                "run",
+                "--namespace",
+                &self.ns,
+                "--lease-namespace",
+                &self.ns,
+                "--lease-duration-seconds",
+                "6",
+            ])
+            .args([
+                "--metrics-addr",
+                &format!("127.0.0.1:{}", self.metrics_port),
+            ])
+            .args(&self.extra)
             .env("RUST_LOG", "info,certpin=debug")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())

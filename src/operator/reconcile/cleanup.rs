@@ -32,5 +32,6 @@ pub async fn cleanup(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> Res
             info!(deployment = %set.spec.app.deployment, "removed the wiring");
         }
     }
+    ctx.metrics.set_expiries(ns, set_name(set), &[]);
     Ok(Action::await_change())
 }

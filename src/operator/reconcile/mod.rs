@@ -34,7 +34,8 @@ use status::{APPLIED, CERTIFICATES_VALID, Cond, READY, RESTART_DUE};
 pub async fn reconcile(set: Arc<ClientCertificateSet>, ctx: Arc<Context>) -> Result<Action> {
     let ns = set.namespace().ok_or(Error::MissingField("namespace"))?;
     let api: Api<ClientCertificateSet> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, set, |event| async {
+    let started = std::time::Instant::now();
+    let result = finalizer(&api, FINALIZER, set, |event| async {
         match event {
             Finalizer::Apply(set) => reconcile_set(&set, &ctx, &ns).await,
             Finalizer::Cleanup(set) => cleanup::cleanup(&set, &ctx, &ns).await,
@@ -45,7 +46,18 @@ pub async fn reconcile(set: Arc<ClientCertificateSet>, ctx: Arc<Context>) -> Res
         kube::runtime::finalizer::Error::ApplyFailed(e)
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => Error::Finalizer(other.to_string()),
-    })
+    });
+    ctx.metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
+    let label = if result.is_ok() { "ok" } else { "error" };
+    ctx.metrics
+        .reconciliations
+        .get_or_create(&crate::operator::metrics::ResultLabel {
+            result: label.into(),
+        })
+        .inc();
+    result
 }
 
 fn now_time() -> Time {
@@ -210,11 +222,45 @@ async fn reconcile_set(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> R
     );
 
     events(ctx, set, &old, &status, &ready, &validation.warnings).await;
+    record_metrics(ctx, set, ns, &old, &status, &ready);
     status::patch_status(&ctx.client, set, ns, &status).await?;
     if let Some(wake) = next_expiry_check(&validation, set, now) {
         requeue = requeue.min(wake);
     }
     Ok(Action::requeue(requeue))
+}
+
+fn record_metrics(
+    ctx: &Context,
+    set: &ClientCertificateSet,
+    ns: &str,
+    old: &ClientCertificateSetStatus,
+    new: &ClientCertificateSetStatus,
+    ready: &Cond,
+) {
+    use crate::operator::metrics::{ReasonLabel, StrategyLabel};
+    if !ready.ok {
+        ctx.metrics
+            .failures
+            .get_or_create(&ReasonLabel {
+                reason: ready.reason.clone(),
+            })
+            .inc();
+    }
+    if old.last_restart != new.last_restart && new.last_restart.is_some() {
+        ctx.metrics
+            .restarts
+            .get_or_create(&StrategyLabel {
+                strategy: format!("{:?}", set.spec.restart),
+            })
+            .inc();
+    }
+    let expiries: Vec<(String, i64)> = new
+        .certificates
+        .iter()
+        .filter_map(|c| Some((c.name.clone(), c.not_after.as_ref()?.0.as_second())))
+        .collect();
+    ctx.metrics.set_expiries(ns, set_name(set), &expiries);
 }
 
 fn applied_message(set: &ClientCertificateSet, status: &ClientCertificateSetStatus) -> String {

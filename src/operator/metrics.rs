@@ -1,0 +1,129 @@
+//! Prometheus metrics (prometheus-client): reconciliations and their
+//! duration, failures by reason code, restarts, decodes, and each
+//! certificate's notAfter so an alert can fire before it expires.
+//! Labels never carry a secret.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StrategyLabel {
+    pub strategy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    pub namespace: String,
+    pub set: String,
+    pub certificate: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub reconciliations: Family<ResultLabel, Counter>,
+    pub duration: Histogram,
+    pub failures: Family<ReasonLabel, Counter>,
+    pub restarts: Family<StrategyLabel, Counter>,
+    pub not_after: Family<CertificateLabels, Gauge>,
+    pub decodes: Counter,
+    /// Certificates exported per set, to drop gauges of removed ones.
+    exported: Mutex<std::collections::HashMap<(String, String), Vec<String>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("certpin");
+        let reconciliations = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "reconciliations",
+            "Reconciliations of ClientCertificateSets, by result",
+            reconciliations.clone(),
+        );
+        let duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of one reconciliation",
+            duration.clone(),
+        );
+        let failures = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "reconcile_failures",
+            "Reconciliations that left a set not Ready, by reason code (e.g. WrongPassword) or API error",
+            failures.clone(),
+        );
+        let restarts = Family::<StrategyLabel, Counter>::default();
+        registry.register(
+            "restarts",
+            "App restarts certpin performed, by strategy",
+            restarts.clone(),
+        );
+        let not_after = Family::<CertificateLabels, Gauge>::default();
+        registry.register(
+            "certificate_not_after_timestamp_seconds",
+            "The certificate's notAfter, as a Unix timestamp",
+            not_after.clone(),
+        );
+        let decodes = Counter::default();
+        registry.register(
+            "pkcs12_decodes",
+            "PKCS12/PEM decodes performed (cache misses)",
+            decodes.clone(),
+        );
+        Metrics {
+            registry,
+            reconciliations,
+            duration,
+            failures,
+            restarts,
+            not_after,
+            decodes,
+            exported: Mutex::default(),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Replaces the expiry gauges of one set.
+    pub fn set_expiries(&self, ns: &str, set: &str, certs: &[(String, i64)]) {
+        let mut exported = self.exported.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (ns.to_string(), set.to_string());
+        let labels = |c: &str| CertificateLabels {
+            namespace: ns.into(),
+            set: set.into(),
+            certificate: c.into(),
+        };
+        for old in exported.remove(&key).unwrap_or_default() {
+            if !certs.iter().any(|(c, _)| *c == old) {
+                self.not_after.remove(&labels(&old));
+            }
+        }
+        for (c, t) in certs {
+            self.not_after.get_or_create(&labels(c)).set(*t);
+        }
+        if !certs.is_empty() {
+            exported.insert(key, certs.iter().map(|(c, _)| c.clone()).collect());
+        }
+    }
+}
