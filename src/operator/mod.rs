@@ -167,7 +167,7 @@ pub async fn run_operator(args: RunArgs) -> Result<(), Error> {
         format!(
             "{}-{}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "certpin".into()),
-            crate::pkcs12::generate_password()[..8].to_string()
+            &crate::pkcs12::generate_password()[..8]
         )
     });
     let duration = args.lease_duration_seconds.max(3);
