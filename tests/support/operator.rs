@@ -105,11 +105,14 @@ impl Operator {
                 "run",
                 "--namespace",
                 &self.ns,
-                "--lease-namespace",
-                &self.ns,
                 "--lease-duration-seconds",
                 "6",
             ])
+            .args(if self.extra.iter().any(|a| a == "--lease-namespace") {
+                vec![]
+            } else {
+                vec!["--lease-namespace", self.ns.as_str()]
+            })
             .args([
                 "--metrics-addr",
                 &format!("127.0.0.1:{}", self.metrics_port),

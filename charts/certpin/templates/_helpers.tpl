@@ -1,0 +1,62 @@
+{{- define "certpin.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "certpin.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "certpin.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "certpin.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "certpin.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* What certpin does in a watched namespace (least privilege). */}}
+{{- define "certpin.rules" -}}
+- apiGroups: [certpin.dev]
+  resources: [clientcertificatesets]
+  verbs: [get, list, watch, patch, update]
+- apiGroups: [certpin.dev]
+  resources: [clientcertificatesets/status]
+  verbs: [get, patch, update]
+- apiGroups: [certpin.dev]
+  resources: [clientcertificatesets/finalizers]
+  verbs: [update]
+# Secrets: watched as metadata, read when a set names them; the rendered
+# Secret is created and applied.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, create, patch]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, patch]
+- apiGroups: [apps]
+  resources: [deployments/scale]
+  verbs: [get, patch]
+# StopStart waits for pods to stop; Manual tells which pods run old settings.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}

@@ -1,0 +1,390 @@
+//! Installing certpin the way users do: the Helm chart (lint, template,
+//! install, upgrade, uninstall), the plain manifests generated from it, the
+//! chart's RBAC being enough (and no more), two replicas with leader
+//! election, and the metrics endpoint.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::Duration;
+
+use certpin::resource::ClientCertificateSet;
+use kube::Api;
+use kube::api::PostParams;
+use support::kube::{TestNamespace, wait_for, wait_until};
+use support::operator::*;
+
+const T: Duration = Duration::from_secs(90);
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/certpin");
+
+fn run(cmd: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e} (run the tests with scripts/test)"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn ok(cmd: &str, args: &[&str]) -> String {
+    let (success, out) = run(cmd, args);
+    assert!(success, "{cmd} {}: {out}", args.join(" "));
+    out
+}
+
+#[test]
+fn chart_lints_templates_and_the_manifests_are_generated_from_it() {
+    ok("helm", &["lint", "--strict", CHART]);
+    let all = ok(
+        "helm",
+        &[
+            "template",
+            "certpin",
+            CHART,
+            "--namespace",
+            "certpin-system",
+        ],
+    );
+    for kind in [
+        "CustomResourceDefinition",
+        "Deployment",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Service",
+    ] {
+        assert!(
+            all.contains(&format!("kind: {kind}\n")),
+            "no {kind} in the chart"
+        );
+    }
+    for hardening in [
+        "runAsNonRoot: true",
+        "readOnlyRootFilesystem: true",
+        "allowPrivilegeEscalation: false",
+        "drop: [ALL]",
+        "type: RuntimeDefault",
+        "livenessProbe:",
+        "readinessProbe:",
+        "limits:",
+    ] {
+        assert!(all.contains(hardening), "Deployment lacks {hardening}");
+    }
+    // Namespaced RBAC when namespaces are listed; no CRD when told.
+    let ns = ok(
+        "helm",
+        &[
+            "template",
+            "certpin",
+            CHART,
+            "--set",
+            "watchNamespaces={team-a,team-b}",
+            "--set",
+            "crds.install=false",
+        ],
+    );
+    assert!(
+        !ns.contains("kind: ClusterRole"),
+        "cluster-wide RBAC despite watchNamespaces"
+    );
+    assert_eq!(
+        ns.matches("kind: RoleBinding").count(),
+        3,
+        "a binding per namespace plus leader election"
+    );
+    assert!(ns.contains("--namespace=team-a,team-b"));
+    assert!(!ns.contains("kind: CustomResourceDefinition"));
+    // The values schema refuses nonsense.
+    let (accepted, out) = run(
+        "helm",
+        &["template", "certpin", CHART, "--set", "replicaCount=-1"],
+    );
+    assert!(!accepted && out.contains("replicaCount"), "{out}");
+    let (accepted, _) = run(
+        "helm",
+        &["template", "certpin", CHART, "--set", "nonsense=1"],
+    );
+    assert!(!accepted);
+    // deploy/ and the chart's CRD are what the generator makes now.
+    let (fresh, out) = run(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/gen-manifests"),
+        &["--check"],
+    );
+    assert!(fresh, "{out}");
+}
+
+fn http_get(url: &str) -> String {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+async fn app_ns_with_set(prefix: &str) -> TestNamespace {
+    let ns = TestNamespace::new(prefix).await;
+    install_crd(&ns.client).await;
+    put_secret(
+        &ns,
+        "partner-a",
+        &[
+            (
+                "certificate.pfx",
+                &fixture("pkcs12/openssl-ec256-legacy.p12"),
+            ),
+            ("password", b"changeit"),
+        ],
+        None,
+    )
+    .await;
+    create_deployment(&ns, &deployment("shop", 1, &["mendix"])).await;
+    ns
+}
+
+fn set(name: &str) -> ClientCertificateSet {
+    set_for(name, "shop")
+}
+
+fn set_for(name: &str, deployment: &str) -> ClientCertificateSet {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "certpin.dev/v1alpha1", "kind": "ClientCertificateSet",
+        "metadata": {"name": name},
+        "spec": {"app": {"deployment": deployment}, "certificates": [{
+            "name": "partner-a", "pkcs12": {"secretName": "partner-a", "key": "certificate.pfx"},
+            "password": {"secretName": "partner-a", "key": "password"}, "pinTo": ["api.example.com"]}]}
+    }))
+    .unwrap()
+}
+
+fn is_ready(s: Option<&ClientCertificateSet>) -> bool {
+    s.and_then(|s| s.status.as_ref()).is_some_and(|st| {
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+#[tokio::test]
+async fn helm_install_and_the_charts_rbac_is_enough_and_no_more() {
+    let app = app_ns_with_set("helm-app").await;
+    let release_ns = TestNamespace::new("helm-sys").await;
+    let rel = release_ns.name.as_str();
+    let watch = format!("watchNamespaces={{{}}}", app.name);
+    ok(
+        "helm",
+        &[
+            "install",
+            "certpin",
+            CHART,
+            "--namespace",
+            rel,
+            "--set",
+            &watch,
+            "--set",
+            "crds.install=false",
+            "--wait",
+            "--timeout",
+            "2m",
+        ],
+    );
+    let sa = format!("system:serviceaccount:{rel}:certpin");
+
+    // What the ServiceAccount may not do.
+    let other = TestNamespace::new("helm-other").await;
+    for (verb, what, ns) in [
+        ("get", "secrets", other.name.as_str()),
+        ("list", "secrets", other.name.as_str()),
+        ("delete", "deployments", app.name.as_str()),
+        ("delete", "secrets", app.name.as_str()),
+        ("create", "pods", app.name.as_str()),
+        ("update", "clusterroles", app.name.as_str()),
+        ("get", "leases", app.name.as_str()),
+    ] {
+        let (allowed, out) = run(
+            "kubectl",
+            &["auth", "can-i", verb, what, "-n", ns, "--as", &sa],
+        );
+        assert!(
+            !allowed,
+            "the chart's ServiceAccount may {verb} {what} in {ns}: {out}"
+        );
+    }
+    for (verb, what, ns) in [
+        ("list", "secrets", app.name.as_str()),
+        ("patch", "deployments", app.name.as_str()),
+        ("create", "leases", rel),
+    ] {
+        let (allowed, out) = run(
+            "kubectl",
+            &["auth", "can-i", verb, what, "-n", ns, "--as", &sa],
+        );
+        assert!(
+            allowed,
+            "the chart's ServiceAccount may not {verb} {what} in {ns}: {out}"
+        );
+    }
+
+    // The operator, as that ServiceAccount, reconciles a set end to end.
+    let as_flag = format!("--impersonate={sa}");
+    let _op = Operator::start_with(
+        &app.name,
+        "-helm",
+        &[
+            &as_flag,
+            "--lease-name",
+            "certpin",
+            "--lease-namespace",
+            rel,
+        ],
+    );
+    let sets: Api<ClientCertificateSet> = app.api();
+    sets.create(&PostParams::default(), &set("prod"))
+        .await
+        .unwrap();
+    wait_until(
+        &sets,
+        "prod",
+        T,
+        "Ready as the chart's ServiceAccount",
+        is_ready,
+    )
+    .await;
+
+    ok(
+        "helm",
+        &[
+            "upgrade",
+            "certpin",
+            CHART,
+            "--namespace",
+            rel,
+            "--set",
+            &watch,
+            "--set",
+            "crds.install=false",
+            "--set",
+            "replicaCount=1",
+            "--wait",
+            "--timeout",
+            "2m",
+        ],
+    );
+    let replicas = ok(
+        "kubectl",
+        &[
+            "-n",
+            rel,
+            "get",
+            "deployment",
+            "certpin",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+    );
+    assert_eq!(replicas.trim(), "1");
+    ok(
+        "helm",
+        &["uninstall", "certpin", "--namespace", rel, "--wait"],
+    );
+    let (exists, _) = run("kubectl", &["-n", rel, "get", "deployment", "certpin"]);
+    assert!(!exists, "uninstall left the Deployment");
+    let (exists, _) = run(
+        "kubectl",
+        &["-n", &app.name, "get", "rolebinding", "certpin"],
+    );
+    assert!(!exists, "uninstall left the RoleBinding");
+}
+
+#[tokio::test]
+async fn two_replicas_one_leader_and_failover_finishes_pending_work() {
+    let ns = app_ns_with_set("leader").await;
+    let lease = ["--lease-name", "certpin-ha"];
+    let mut a = Operator::start_with(&ns.name, "-a", &lease);
+    let mut b = Operator::start_with(&ns.name, "-b", &lease);
+    let sets: Api<ClientCertificateSet> = ns.api();
+    sets.create(&PostParams::default(), &set("first"))
+        .await
+        .unwrap();
+    wait_until(&sets, "first", T, "Ready", is_ready).await;
+    let leads = |o: &Operator| o.log_text().contains("became the leader");
+    assert!(leads(&a) ^ leads(&b), "exactly one replica leads");
+    let (leader, standby) = if leads(&a) {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    assert!(standby.log_text().contains("waiting to become the leader"));
+    assert_eq!(standby.reconciles("first"), 0, "the standby reconciled");
+
+    // The leader dies (SIGKILL: no release); work arrives meanwhile.
+    leader.kill();
+    create_deployment(&ns, &deployment("shop2", 1, &["mendix"])).await;
+    sets.create(&PostParams::default(), &set_for("second", "shop2"))
+        .await
+        .unwrap();
+    wait_until(
+        &sets,
+        "second",
+        Duration::from_secs(60),
+        "Ready after failover",
+        is_ready,
+    )
+    .await;
+    assert!(standby.log_text().contains("became the leader"));
+    assert!(standby.reconciles("second") >= 1);
+}
+
+#[tokio::test]
+async fn metrics_expose_the_exact_expiry_of_a_known_certificate() {
+    let ns = app_ns_with_set("metrics").await;
+    let op = Operator::start(&ns.name);
+    let sets: Api<ClientCertificateSet> = ns.api();
+    sets.create(&PostParams::default(), &set("prod"))
+        .await
+        .unwrap();
+    wait_until(&sets, "prod", T, "Ready", is_ready).await;
+    let not_after =
+        certpin::pkcs12::decode_pkcs12(&fixture("pkcs12/openssl-ec256-legacy.p12"), "changeit")
+            .unwrap()
+            .facts
+            .not_after
+            .timestamp();
+    let line = format!(
+        "certpin_certificate_not_after_timestamp_seconds{{namespace=\"{}\",set=\"prod\",certificate=\"partner-a\"}} {not_after}",
+        ns.name
+    );
+    let url = op.metrics_url();
+    wait_for(T, "the expiry gauge", || {
+        let body = http_get(&url);
+        let found = body.lines().any(|l| l == line);
+        async move { found }
+    })
+    .await;
+    let body = http_get(&url);
+    assert!(
+        body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
+        "{body}"
+    );
+    for metric in [
+        "certpin_reconciliations_total{result=\"ok\"}",
+        "certpin_reconcile_duration_seconds_bucket",
+        "certpin_pkcs12_decodes_total",
+    ] {
+        assert!(body.contains(metric), "no {metric} in:\n{body}");
+    }
+    assert!(!body.contains("changeit"));
+    let health = http_get(&url.replace("/metrics", "/healthz"));
+    assert!(health.contains(" 200 "), "{health}");
+    let ready = http_get(&url.replace("/metrics", "/readyz"));
+    assert!(ready.contains(" 200 "), "{ready}");
+}
