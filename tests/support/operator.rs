@@ -56,6 +56,7 @@ pub struct Operator {
     ns: String,
     pub metrics_port: u16,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 /// A free port on loopback (released before the operator binds it).
@@ -74,6 +75,10 @@ impl Operator {
 
     /// `tag` tells apart several operators in one namespace; `extra` are more `run` flags.
     pub fn start_with(ns: &str, tag: &str, extra: &[&str]) -> Operator {
+        Operator::start_with_env(ns, tag, extra, &[])
+    }
+
+    pub fn start_with_env(ns: &str, tag: &str, extra: &[&str], env: &[(&str, &str)]) -> Operator {
         let log = std::env::temp_dir().join(format!(
             "certpin-operator-{ns}{tag}-{}.log",
             std::process::id()
@@ -85,6 +90,10 @@ impl Operator {
             ns: ns.to_string(),
             metrics_port: free_port(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         op.spawn();
         op
@@ -120,6 +129,7 @@ impl Operator {
             .args(&self.extra)
             .env("RUST_LOG", "info,certpin=debug")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
