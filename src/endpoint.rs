@@ -8,54 +8,60 @@ use crate::pkcs12::{Problem, Reason};
 /// Checks one pin; on refusal, the message shows the corrected form where
 /// there is one.
 pub fn check_pin(pin: &str) -> Result<(), Problem> {
-    let refuse = |why: &str, fix: Option<String>| {
-        let fix = fix
-            .filter(|f| !f.is_empty() && check_pin(f).is_ok())
-            .map(|f| format!("; use \"{f}\""))
-            .unwrap_or_default();
-        Err(Problem::new(
-            Reason::InvalidPin,
-            format!(
-                "pin {:?} is not an endpoint: {why}{fix} (an endpoint is Module.WebService, a bare host name such \
-                 as api.example.com, or a custom identifier)",
-                pin
-            ),
-        ))
+    let Some((why, fix)) = defect(pin) else {
+        return Ok(());
     };
+    // Suggest a fix only when it is itself a valid endpoint (checked without
+    // recursing: a fix may be as broken as the pin).
+    let fix = fix
+        .filter(|f| !f.is_empty() && f != pin && defect(f).is_none())
+        .map(|f| format!("; use \"{f}\""))
+        .unwrap_or_default();
+    Err(Problem::new(
+        Reason::InvalidPin,
+        format!(
+            "pin {pin:?} is not an endpoint: {why}{fix} (an endpoint is Module.WebService, a bare host name such \
+             as api.example.com, or a custom identifier)"
+        ),
+    ))
+}
+
+/// What is wrong with a pin, and the corrected form where there is one.
+fn defect(pin: &str) -> Option<(&'static str, Option<String>)> {
     if pin.trim().is_empty() {
-        return refuse("it is empty", None);
+        return Some(("it is empty", None));
     }
     if let Some(idx) = pin.find("://") {
         let rest = &pin[idx + 3..];
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
         let host = authority.rsplit('@').next().unwrap_or_default();
-        return refuse(
+        return Some((
             "it is a URL, the runtime matches the host name only",
             Some(strip_port(host).to_string()),
-        );
+        ));
     }
     if pin.chars().any(|c| c.is_whitespace()) {
-        return refuse(
+        return Some((
             "it contains whitespace",
             Some(pin.split_whitespace().collect::<String>()),
-        );
+        ));
     }
     if pin.chars().any(|c| c.is_control()) {
-        return refuse("it contains control characters", None);
+        return Some(("it contains control characters", None));
     }
     if pin.contains('/') {
-        return refuse(
+        return Some((
             "it contains a path, the runtime matches the host name only",
             pin.split('/').next().map(str::to_string),
-        );
+        ));
     }
     if pin.contains(':') {
-        return refuse(
-            "it contains a port, the runtime matches the host name only",
+        return Some((
+            "it contains ':' (a port?), the runtime matches the host name only",
             Some(strip_port(pin).to_string()),
-        );
+        ));
     }
-    Ok(())
+    None
 }
 
 fn strip_port(host: &str) -> &str {
@@ -94,6 +100,8 @@ mod tests {
             ("", None),
             ("   ", None),
             ("a\u{7}b", None),
+            // Found by the fuzzer: the "fix" was the pin itself (infinite recursion).
+            ("Module.WebService0m\\:.cD", None),
         ] {
             let err = check_pin(pin).unwrap_err();
             assert_eq!(err.reason, Reason::InvalidPin, "{pin:?}");

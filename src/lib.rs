@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod endpoint;
+pub mod fuzzing;
 pub mod operator;
 pub mod pkcs12;
 pub mod resource;
