@@ -184,7 +184,7 @@ fn owner_reference(set: &ClientCertificateSet) -> Value {
 }
 
 fn labels(set: &ClientCertificateSet) -> Value {
-    json!({ LABEL_SET: set_name(set), LABEL_MANAGED_BY: "certpin" })
+    json!({ LABEL_SET: names::label_value(set_name(set)), LABEL_MANAGED_BY: "certpin" })
 }
 
 /// The ConfigMap, as a server-side apply body.

@@ -39,6 +39,16 @@ pub fn rendered(set: &ClientCertificateSet) -> String {
     format!("{}-{digest}-certpin", &name[..253 - 21])
 }
 
+/// A label value for the set's name: label values are limited to 63
+/// characters, names to 253, so long names are shortened with a hash.
+pub fn label_value(name: &str) -> String {
+    if name.len() <= 63 {
+        return name.to_string();
+    }
+    let digest = hex::encode(&Sha256::digest(name.as_bytes())[..5]);
+    format!("{}-{digest}", name[..52].trim_end_matches(['-', '.']))
+}
+
 pub fn file_name(cert: &str) -> String {
     format!("{cert}.pfx")
 }
