@@ -244,12 +244,14 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
         api::<PartialObjectMeta<Secret>>(client, ns),
         watcher::Config::default().any_semantic(),
     )
+    .default_backoff()
     .touched_objects();
     let deployment_store = store.clone();
     let deployments = watcher(
         api::<PartialObjectMeta<Deployment>>(client, ns),
         watcher::Config::default().any_semantic(),
     )
+    .default_backoff()
     .touched_objects();
     info!(
         namespace = ns.unwrap_or("<all>"),

@@ -1,0 +1,138 @@
+//! The API server and etcd restarted mid-reconcile (the whole control plane
+//! is stopped and started with its data): certpin converges with exactly the
+//! restarts the content required. In its own test binary: test binaries run
+//! one after another, so no other test sees the outage.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use certpin::resource::ClientCertificateSet;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::json;
+use support::kube::{TestNamespace, rollout_complete, wait_until};
+use support::operator::*;
+
+const T: Duration = Duration::from_secs(120);
+
+fn restart_control_plane() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/testbed");
+    let out = Command::new(script).arg("restart").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ready(s: Option<&ClientCertificateSet>) -> bool {
+    let Some(s) = s else { return false };
+    s.status.as_ref().is_some_and(|st| {
+        st.observed_generation == s.metadata.generation
+            && st
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+#[tokio::test]
+async fn api_server_and_etcd_restarts_mid_reconcile_converge() {
+    let ns = TestNamespace::new("cp-restart").await;
+    install_crd(&ns.client).await;
+    put_secret(
+        &ns,
+        "cert",
+        &[
+            (
+                "certificate.pfx",
+                &fixture("pkcs12/openssl-ec256-modern.p12"),
+            ),
+            ("password", b"changeit"),
+        ],
+        None,
+    )
+    .await;
+    create_deployment(&ns, &deployment("app", 2, &["mendix"])).await;
+    // Without leader election: a leader that cannot renew its Lease during
+    // the outage exits by design (its pod would be restarted); this test is
+    // about the reconcile loop riding out the outage.
+    let op = Operator::start_with(&ns.name, "", &["--leader-election=false"]);
+    let sets: Api<ClientCertificateSet> = ns.api();
+    let set: ClientCertificateSet = serde_json::from_value(json!({
+        "apiVersion": "certpin.dev/v1alpha1", "kind": "ClientCertificateSet", "metadata": {"name": "s"},
+        "spec": {"app": {"deployment": "app"}, "certificates": [{"name": "c",
+            "pkcs12": {"secretName": "cert", "key": "certificate.pfx"}, "password": {"secretName": "cert", "key": "password"}}]}
+    }))
+    .unwrap();
+    sets.create(&PostParams::default(), &set).await.unwrap();
+    restart_control_plane();
+    let client = support::kube::client().await;
+    let sets: Api<ClientCertificateSet> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    wait_until(&sets, "s", T, "Ready after the restart", ready).await;
+    wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
+    let count = replica_sets_with(&client, &ns.name, "app").await;
+    assert_eq!(count, 2, "one rollout for the wiring");
+
+    // Rotation, and the control plane restarts again right away.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), &ns.name);
+    let mut s = secrets.get("cert").await.unwrap();
+    s.data.as_mut().unwrap().insert(
+        "certificate.pfx".into(),
+        k8s_openapi::ByteString(fixture("pkcs12/openssl-ec384-modern.p12")),
+    );
+    s.metadata.managed_fields = None;
+    secrets
+        .replace("cert", &PostParams::default(), &s)
+        .await
+        .unwrap();
+    restart_control_plane();
+    wait_until(
+        &sets,
+        "s",
+        T,
+        "rotated after the restart",
+        |s: Option<&ClientCertificateSet>| {
+            ready(s)
+                && s.and_then(|s| s.status.as_ref()).is_some_and(|st| {
+                    st.certificates[0].key_algorithm.as_deref() == Some("EC P-384")
+                })
+        },
+    )
+    .await;
+    // After a second full restart kwok's simulated kubelet may be slow to
+    // make new pods Ready; certpin's part is the new pod template: one new
+    // ReplicaSet, no more.
+    support::kube::wait_for(T, "the rotation's ReplicaSet", || {
+        let client = client.clone();
+        let ns = ns.name.clone();
+        async move { replica_sets_with(&client, &ns, "app").await >= 3 }
+    })
+    .await;
+    let d = deployments.get("app").await.unwrap();
+    assert_eq!(
+        d.metadata.generation,
+        d.status.and_then(|s| s.observed_generation),
+        "Deployment controller has not seen the template"
+    );
+    assert_eq!(
+        replica_sets_with(&client, &ns.name, "app").await,
+        3,
+        "exactly one rollout for the rotation"
+    );
+    assert!(!op.log_text().contains("panicked"));
+}
+
+async fn replica_sets_with(client: &kube::Client, ns: &str, app: &str) -> usize {
+    let api: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(client.clone(), ns);
+    api.list(&kube::api::ListParams::default().labels(&format!("app={app}")))
+        .await
+        .unwrap()
+        .items
+        .len()
+}
