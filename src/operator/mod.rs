@@ -3,6 +3,7 @@
 
 pub mod context;
 pub mod error;
+pub mod faults;
 pub mod http;
 pub mod metrics;
 pub mod reconcile;

@@ -145,6 +145,21 @@ impl Operator {
         }
     }
 
+    /// Waits until the process exits by itself (a crash); true if it did.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut()
+                && c.try_wait().ok().flatten().is_some()
+            {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        false
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();

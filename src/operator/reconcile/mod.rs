@@ -26,6 +26,7 @@ use tracing::{info, instrument};
 
 use crate::operator::context::Context;
 use crate::operator::error::{Error, Result};
+use crate::operator::faults;
 use crate::resource::{ClientCertificateSet, ClientCertificateSetStatus, RestartStrategy};
 use names::*;
 use status::{APPLIED, CERTIFICATES_VALID, Cond, READY, RESTART_DUE};
@@ -81,7 +82,9 @@ enum Wiring {
 async fn reconcile_set(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> Result<Action> {
     let now = Utc::now();
     let inputs = dereference::dereference(&ctx.client, set, ns).await?;
+    faults::after("dereference");
     let validation = validate::validate(set, &inputs, &ctx.cache, now);
+    faults::after("validate");
     let old = set.status.clone().unwrap_or_default();
     let mut status = ClientCertificateSetStatus {
         observed_generation: set.metadata.generation,
@@ -224,6 +227,7 @@ async fn reconcile_set(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> R
     events(ctx, set, &old, &status, &ready, &validation.warnings).await;
     record_metrics(ctx, set, ns, &old, &status, &ready);
     status::patch_status(&ctx.client, set, ns, &status).await?;
+    faults::after("status");
     if let Some(wake) = next_expiry_check(&validation, set, now) {
         requeue = requeue.min(wake);
     }
@@ -436,6 +440,7 @@ async fn wire(
         .is_some_and(|cm| apply::contains(&serde_json::to_value(cm).unwrap_or_default(), &cm_body))
     {
         apply::apply_config_map(&ctx.client, ns, &rendered.name, &cm_body).await?;
+        faults::after("apply-configmap");
     }
     let secret_body = build::secret_object(set, ns, &rendered);
     if !(rendered.reused
@@ -444,6 +449,7 @@ async fn wire(
         }))
     {
         apply::apply_secret(&ctx.client, ns, &rendered.name, &secret_body).await?;
+        faults::after("apply-secret");
         info!(hash = %rendered.config_hash, reused = rendered.reused, "rendered client certificate settings");
     }
 
@@ -473,6 +479,8 @@ async fn wire(
             restart::StopStart::Stopped { replicas } => {
                 if needs_change {
                     apply::apply_deployment(&ctx.client, ns, &dname, &fragment).await?;
+                    faults::after("apply-deployment");
+                    faults::after("apply-deployment");
                 }
                 restart::start(&ctx.client, ns, &dname, replicas).await?;
                 info!(replicas, "StopStart: started again");

@@ -18,6 +18,7 @@ use serde_json::json;
 use super::names::ANN_STOP_START;
 use crate::operator::context::MANAGER;
 use crate::operator::error::Result;
+use crate::operator::faults;
 
 /// What is recorded on the Deployment while a StopStart is in progress.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +112,7 @@ pub async fn stop(client: &kube::Client, ns: &str, d: &Deployment) -> Result<Sto
             };
             // Record first: a crash after scaling must not lose the count.
             set_record(&api, name, Some(r)).await?;
+            faults::after("stop-record");
             r
         }
     };
@@ -121,6 +123,7 @@ pub async fn stop(client: &kube::Client, ns: &str, d: &Deployment) -> Result<Sto
     }
     if replicas_of(d) != 0 {
         scale(&api, name, 0).await?;
+        faults::after("scale-zero");
     }
     let pods = pods_left(client, ns, d).await?;
     if pods > 0 {
@@ -135,6 +138,7 @@ pub async fn stop(client: &kube::Client, ns: &str, d: &Deployment) -> Result<Sto
         }),
     )
     .await?;
+    faults::after("stopped");
     Ok(StopStart::Stopped {
         replicas: record.replicas,
     })
@@ -144,5 +148,6 @@ pub async fn stop(client: &kube::Client, ns: &str, d: &Deployment) -> Result<Sto
 pub async fn start(client: &kube::Client, ns: &str, name: &str, replicas: i32) -> Result<()> {
     let api = Api::<Deployment>::namespaced(client.clone(), ns);
     scale(&api, name, replicas).await?;
+    faults::after("start-scale");
     set_record(&api, name, None).await
 }
