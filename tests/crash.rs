@@ -79,7 +79,18 @@ async fn crash_at(step: &'static str) {
     }
     let rs_before = replica_sets(&ns, "app").await.len();
 
-    // Rotate while no operator runs, then one that crashes at `step`.
+    // While no operator runs: rotate the certificate and move its pin (so
+    // that the ConfigMap changes too); then an operator that crashes at `step`.
+    let pin = json!({"spec": {"certificates": [{"name": "c",
+        "pkcs12": {"secretName": "cert", "key": "certificate.pfx"}, "password": {"secretName": "cert", "key": "password"},
+        "pinTo": ["api.example.com"]}]}});
+    sets.patch(
+        "s",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&pin),
+    )
+    .await
+    .unwrap();
     put_secret(
         &ns,
         "cert",
