@@ -225,3 +225,17 @@ fn reencoded_files_decode_again_to_the_same_certificate() {
         }
     }
 }
+
+#[test]
+fn pem_cache_keys_are_taken_over_raw_bytes() {
+    // Two keys that differ only in invalid UTF-8 must not share a cache key.
+    let crt = pem("ec256-tls.crt");
+    assert_ne!(
+        pkcs12::pem_content_key(&crt, &[0xff, 0x01]),
+        pkcs12::pem_content_key(&crt, &[0xfe, 0x01])
+    );
+    assert_ne!(
+        pkcs12::pem_content_key(&crt, b"k"),
+        pkcs12::content_key(&crt, "k")
+    );
+}

@@ -30,14 +30,27 @@ pub struct DecodeCache {
 const CACHE_LIMIT: usize = 8192;
 
 impl DecodeCache {
-    pub fn decode_pkcs12(&self, data: &[u8], password: &str) -> Result<Arc<Decoded>, Problem> {
+    /// Decodes (or finds) a PKCS12 file; also returns the content key the
+    /// result is cached under, which callers hash into the input hash.
+    pub fn decode_pkcs12(
+        &self,
+        data: &[u8],
+        password: &str,
+    ) -> (Result<Arc<Decoded>, Problem>, [u8; 32]) {
         let key = pkcs12::content_key(data, password);
-        self.get_or(key, || pkcs12::decode_pkcs12(data, password))
+        (
+            self.get_or(key, || pkcs12::decode_pkcs12(data, password)),
+            key,
+        )
     }
 
-    pub fn decode_pem(&self, crt: &[u8], key_pem: &[u8]) -> Result<Arc<Decoded>, Problem> {
-        let key = pkcs12::content_key(crt, &String::from_utf8_lossy(key_pem));
-        self.get_or(key, || pkcs12::decode_pem(crt, key_pem))
+    pub fn decode_pem(
+        &self,
+        crt: &[u8],
+        key_pem: &[u8],
+    ) -> (Result<Arc<Decoded>, Problem>, [u8; 32]) {
+        let key = pkcs12::pem_content_key(crt, key_pem);
+        (self.get_or(key, || pkcs12::decode_pem(crt, key_pem)), key)
     }
 
     fn get_or(

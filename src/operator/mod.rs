@@ -93,38 +93,27 @@ where
     }
 }
 
-/// The sets that reference the Secret `name` in `ns`.
-fn sets_using_secret(
+/// The sets in `ns` for which `matches` holds.
+fn sets_in(
     store: &Store<ClientCertificateSet>,
     ns: &str,
-    name: &str,
+    matches: impl Fn(&ClientCertificateSet) -> bool,
 ) -> Vec<ObjectRef<ClientCertificateSet>> {
     store
         .state()
         .iter()
-        .filter(|s| s.namespace().as_deref() == Some(ns))
-        .filter(|s| {
-            s.spec.certificates.iter().any(|c| {
-                c.pkcs12.as_ref().is_some_and(|r| r.secret_name == name)
-                    || c.password.as_ref().is_some_and(|r| r.secret_name == name)
-                    || c.tls.as_ref().is_some_and(|r| r.secret_name == name)
-            })
-        })
+        .filter(|s| s.namespace().as_deref() == Some(ns) && matches(s))
         .map(|s| ObjectRef::from_obj(s.as_ref()))
         .collect()
 }
 
-fn sets_wiring(
-    store: &Store<ClientCertificateSet>,
-    ns: &str,
-    name: &str,
-) -> Vec<ObjectRef<ClientCertificateSet>> {
-    store
-        .state()
-        .iter()
-        .filter(|s| s.namespace().as_deref() == Some(ns) && s.spec.app.deployment == name)
-        .map(|s| ObjectRef::from_obj(s.as_ref()))
-        .collect()
+/// Whether the set references the Secret `name`.
+fn uses_secret(set: &ClientCertificateSet, name: &str) -> bool {
+    set.spec.certificates.iter().any(|c| {
+        c.pkcs12.as_ref().is_some_and(|r| r.secret_name == name)
+            || c.password.as_ref().is_some_and(|r| r.secret_name == name)
+            || c.tls.as_ref().is_some_and(|r| r.secret_name == name)
+    })
 }
 
 async fn client(args: &RunArgs) -> Result<Client, Error> {
@@ -260,17 +249,17 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
     );
     controller
         .watches_stream(secrets, move |s| {
-            sets_using_secret(
-                &secret_store,
-                &s.namespace().unwrap_or_default(),
-                &s.name_any(),
-            )
+            let name = s.name_any();
+            sets_in(&secret_store, &s.namespace().unwrap_or_default(), |set| {
+                uses_secret(set, &name)
+            })
         })
         .watches_stream(deployments, move |d| {
-            sets_wiring(
+            let name = d.name_any();
+            sets_in(
                 &deployment_store,
                 &d.namespace().unwrap_or_default(),
-                &d.name_any(),
+                |set| set.spec.app.deployment == name,
             )
         })
         .shutdown_on_signal()

@@ -54,6 +54,16 @@ pub fn content_key(data: &[u8], password: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// The cache key of a PEM certificate and key, over their raw bytes.
+pub fn pem_content_key(crt: &[u8], key: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"certpin-pem-v1\0");
+    h.update((crt.len() as u64).to_be_bytes());
+    h.update(crt);
+    h.update(key);
+    h.finalize().into()
+}
+
 fn looks_like_text(data: &[u8]) -> bool {
     let sample = &data[..data.len().min(512)];
     !sample.is_empty()

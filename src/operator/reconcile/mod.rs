@@ -16,9 +16,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, ResourceExt};
@@ -515,19 +514,8 @@ async fn restart_due(
     let Ok(rendered) = rendered_at.parse::<k8s_openapi::jiff::Timestamp>() else {
         return Ok(None);
     };
-    let Some(selector) = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.match_labels.as_ref())
-    else {
-        return Ok(None);
-    };
-    let labels: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
-        .list_metadata(&ListParams::default().labels(&labels.join(",")))
-        .await?;
+    let pods = restart::pods_of(&ctx.client, ns, d).await?;
     let stale = pods
-        .items
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {

@@ -12,6 +12,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -73,20 +74,24 @@ async fn scale(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<()> {
     Ok(())
 }
 
-/// Pods of the Deployment still present (any phase, terminating included).
-pub async fn pods_left(client: &kube::Client, ns: &str, d: &Deployment) -> Result<usize> {
+/// The Deployment's pods (metadata only, any phase, terminating included).
+pub async fn pods_of(
+    client: &kube::Client,
+    ns: &str,
+    d: &Deployment,
+) -> Result<Vec<PartialObjectMeta<Pod>>> {
     let Some(selector) = d
         .spec
         .as_ref()
         .and_then(|s| s.selector.match_labels.as_ref())
     else {
-        return Ok(0);
+        return Ok(Vec::new());
     };
     let labels: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let pods = Api::<Pod>::namespaced(client.clone(), ns)
         .list_metadata(&ListParams::default().labels(&labels.join(",")))
         .await?;
-    Ok(pods.items.len())
+    Ok(pods.items)
 }
 
 /// Progress of a StopStart.
@@ -125,7 +130,7 @@ pub async fn stop(client: &kube::Client, ns: &str, d: &Deployment) -> Result<Sto
         scale(&api, name, 0).await?;
         faults::after("scale-zero");
     }
-    let pods = pods_left(client, ns, d).await?;
+    let pods = pods_of(client, ns, d).await?.len();
     if pods > 0 {
         return Ok(StopStart::Waiting { pods });
     }

@@ -114,18 +114,17 @@ pub fn validate(
                 continue;
             }
             Material::Pkcs12 { data, password } => {
-                let mut result = cache.decode_pkcs12(data, password);
-                let mut key = pkcs12::content_key(data, password);
+                let (mut result, mut key) = cache.decode_pkcs12(data, password);
                 let mut extra = None;
                 // `echo pw > file; kubectl create secret --from-file` leaves a
                 // newline: accept it, but say so.
                 if matches!(&result, Err(p) if p.reason == Reason::WrongPassword) {
                     let trimmed = password.trim_end_matches(['\n', '\r']);
                     if trimmed.len() != password.len() {
-                        let retry = cache.decode_pkcs12(data, trimmed);
+                        let (retry, retry_key) = cache.decode_pkcs12(data, trimmed);
                         if retry.is_ok() {
                             result = retry;
-                            key = pkcs12::content_key(data, trimmed);
+                            key = retry_key;
                             extra = Some("password-newline: the password in the Secret ends with a newline, which certpin ignored".to_string());
                         }
                     }
@@ -133,8 +132,8 @@ pub fn validate(
                 (result.map(|d| (d, extra)), key)
             }
             Material::Pem { crt, key } => {
-                let k = pkcs12::content_key(crt, &String::from_utf8_lossy(key));
-                (cache.decode_pem(crt, key).map(|d| (d, None)), k)
+                let (result, k) = cache.decode_pem(crt, key);
+                (result.map(|d| (d, None)), k)
             }
         };
         match decoded.and_then(|(d, extra)| {
@@ -161,6 +160,7 @@ pub fn validate(
                     // (e.g. expired), when it could be decoded.
                     Material::Pkcs12 { data, password } => cache
                         .decode_pkcs12(data, password)
+                        .0
                         .map(|d| row_with_facts(&spec.name, String::new(), &d))
                         .unwrap_or_default(),
                     _ => CertificateStatus::default(),
