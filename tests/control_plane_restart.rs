@@ -132,13 +132,12 @@ async fn api_server_and_etcd_restarts_mid_reconcile_converge() {
     // restart of the whole control plane; certpin's part is the pod
     // template: exactly one new ReplicaSet for the wiring.
     support::kube::wait_for(T, "the wiring's ReplicaSet", || {
-        let client = client.clone();
-        let ns = ns.name.clone();
-        async move { replica_sets_with(&client, &ns, "app").await >= 2 }
+        let ns = &ns;
+        async move { replica_sets(ns, "app").await.len() >= 2 }
     })
     .await;
     assert_eq!(
-        replica_sets_with(&client, &ns.name, "app").await,
+        replica_sets(&ns, "app").await.len(),
         2,
         "one rollout for the wiring"
     );
@@ -174,24 +173,14 @@ async fn api_server_and_etcd_restarts_mid_reconcile_converge() {
     // make new pods Ready; certpin's part is the new pod template: one new
     // ReplicaSet, no more.
     support::kube::wait_for(T, "the rotation's ReplicaSet", || {
-        let client = client.clone();
-        let ns = ns.name.clone();
-        async move { replica_sets_with(&client, &ns, "app").await >= 3 }
+        let ns = &ns;
+        async move { replica_sets(ns, "app").await.len() >= 3 }
     })
     .await;
     assert_eq!(
-        replica_sets_with(&client, &ns.name, "app").await,
+        replica_sets(&ns, "app").await.len(),
         3,
         "exactly one rollout for the rotation"
     );
     assert!(!op.log_text().contains("panicked"));
-}
-
-async fn replica_sets_with(client: &kube::Client, ns: &str, app: &str) -> usize {
-    let api: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(client.clone(), ns);
-    api.list(&kube::api::ListParams::default().labels(&format!("app={app}")))
-        .await
-        .unwrap()
-        .items
-        .len()
 }

@@ -141,7 +141,7 @@ async fn no_password_or_key_reaches_logs_events_status_configmaps_or_metrics() {
     wait_until(&sets, "prod", T, "Ready again", ready("ValidWithWarnings")).await;
 
     // Collect everything certpin emitted.
-    let metrics = reqwest_free_get(&op.metrics_url());
+    let metrics = http_get(&op.metrics_url());
     let status = serde_json::to_string(&sets.get("prod").await.unwrap().status).unwrap();
     let events = serde_json::to_string(
         &ns.api::<Event>()
@@ -230,15 +230,4 @@ async fn no_password_or_key_reaches_logs_events_status_configmaps_or_metrics() {
             );
         }
     }
-}
-
-fn reqwest_free_get(url: &str) -> String {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(s, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
 }

@@ -258,3 +258,16 @@ pub async fn replica_sets(ns: &TestNamespace, app: &str) -> Vec<ReplicaSet> {
         .unwrap()
         .items
 }
+
+/// A plain HTTP/1.0 GET on loopback (the metrics endpoint); status line included.
+pub fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
