@@ -278,15 +278,20 @@ async fn another_manager_reapplying_the_deployment_keeps_its_fields_and_ours_wit
     let settled = replica_sets(&ns, "app").await.len();
     let generation = deployments.get("app").await.unwrap().metadata.generation;
     let before = op.reconciles("s");
-    // Any event makes certpin look again: it must find nothing to do.
+    // A change certpin watches that changes no content (a label on the
+    // referenced Secret, as a secret manager writes) makes it look again: it
+    // must find nothing to do. (Labels on the set, or its status, no longer
+    // trigger a pass at all.)
     p12_secret(&ns, "unrelated", "openssl-ec256-modern.p12").await;
-    sets.patch(
-        "s",
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(&json!({"metadata": {"labels": {"poke": "1"}}})),
-    )
-    .await
-    .unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = ns.api();
+    secrets
+        .patch(
+            "cert",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&json!({"metadata": {"labels": {"poke": "1"}}})),
+        )
+        .await
+        .unwrap();
     wait_for(T, "another reconcile", || {
         let n = op.reconciles("s");
         async move { n > before }

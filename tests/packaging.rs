@@ -329,7 +329,16 @@ async fn two_replicas_one_leader_and_failover_finishes_pending_work() {
     )
     .await;
     assert!(standby.log_text().contains("became the leader"));
-    assert!(standby.reconciles("second") >= 1);
+    // The pass logs after its status write lands: wait for the line.
+    wait_for(
+        Duration::from_secs(10),
+        "the standby's pass on the new set",
+        || {
+            let n = standby.reconciles("second");
+            async move { n >= 1 }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -88,10 +88,12 @@ pub struct Context {
     pub recorder: Recorder,
     pub cache: DecodeCache,
     pub metrics: Arc<Metrics>,
+    /// Every set is reconciled at least this often, changed or not.
+    pub resync: std::time::Duration,
 }
 
 impl Context {
-    pub fn new(client: Client) -> Arc<Context> {
+    pub fn new(client: Client, resync: std::time::Duration) -> Arc<Context> {
         let reporter = Reporter {
             controller: "certpin".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -100,6 +102,7 @@ impl Context {
         Arc::new(Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            resync,
             cache: DecodeCache {
                 counter: metrics.decodes.clone(),
                 ..DecodeCache::default()

@@ -7,6 +7,7 @@ pub mod faults;
 pub mod http;
 pub mod metrics;
 pub mod reconcile;
+pub mod triggers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,8 +18,9 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
+use kube::runtime::PredicateConfig;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
@@ -36,6 +38,15 @@ pub struct RunArgs {
     /// How many sets are reconciled at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: u16,
+    /// Reconcile every set at least this often (seconds), even when nothing
+    /// changed: re-checks expiry and repairs drift the watches missed.
+    #[arg(long, env = "CERTPIN_RESYNC_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub resync_seconds: u64,
+    /// Wait this long (ms) for more changes to a set before reconciling it.
+    /// 0 reacts at once; a pipeline that rotates several Secrets of one set
+    /// one after another can set e.g. 2000 to restart the app once, not per Secret.
+    #[arg(long, env = "CERTPIN_DEBOUNCE_MS", default_value_t = 0)]
+    pub debounce_ms: u64,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "CERTPIN_LOG_JSON")]
     pub log_json: bool,
@@ -128,7 +139,7 @@ async fn client(args: &RunArgs) -> Result<Client, Error> {
 
 pub async fn run_operator(args: RunArgs) -> Result<(), Error> {
     let client = client(&args).await?;
-    let ctx = Context::new(client.clone());
+    let ctx = Context::new(client.clone(), Duration::from_secs(args.resync_seconds));
     let ready = Arc::new(AtomicBool::new(false));
     let health = http::Health {
         metrics: ctx.metrics.clone(),
@@ -220,10 +231,19 @@ async fn run_controllers(args: &RunArgs, client: &Client, ctx: Arc<Context>) {
 
 async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: Arc<Context>) {
     let sets: Api<ClientCertificateSet> = api(client, ns);
-    let controller = Controller::new(sets, watcher::Config::default().any_semantic()).with_config(
+    let (reader, writer) = reflector::store();
+    // A set is reconciled when its spec changes or it is deleted, not when
+    // its status or finalizers do: certpin's own writes to it must not
+    // trigger another pass.
+    let set_changes = watcher(sets, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(set_changed, PredicateConfig::default());
+    let controller = Controller::for_stream(set_changes, reader).with_config(
         ControllerConfig::default()
             .concurrency(args.concurrency)
-            .debounce(Duration::from_millis(200)),
+            .debounce(Duration::from_millis(args.debounce_ms)),
     );
     let store = controller.store();
     // Secrets and Deployments are watched as metadata only: certpin never
@@ -237,12 +257,16 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
     .default_backoff()
     .touched_objects();
     let deployment_store = store.clone();
-    let deployments = watcher(
-        api::<PartialObjectMeta<Deployment>>(client, ns),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .touched_objects();
+    // A Deployment matters when its spec or annotations change or it goes,
+    // not on each status update of a rollout.
+    let deployments = triggers::changed_or_deleted(
+        watcher(
+            api::<PartialObjectMeta<Deployment>>(client, ns),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff(),
+        triggers::spec_and_annotations,
+    );
     info!(
         namespace = ns.unwrap_or("<all>"),
         "certpin controller starting"
@@ -277,6 +301,15 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
         namespace = ns.unwrap_or("<all>"),
         "certpin controller stopped"
     );
+}
+
+/// What of a set, when it changes, calls for a reconcile.
+fn set_changed(set: &ClientCertificateSet) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    set.metadata.generation.hash(&mut h);
+    set.metadata.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
 }
 
 fn error_policy(set: Arc<ClientCertificateSet>, err: &Error, ctx: Arc<Context>) -> Action {

@@ -1,11 +1,11 @@
 //! Step 1: read what the set refers to: its Secrets, its Deployment, and
 //! what certpin rendered before.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 use zeroize::Zeroizing;
 
@@ -35,6 +35,8 @@ pub struct Inputs {
     pub deployment: Option<Deployment>,
     /// The Secret certpin rendered before, if any (to reuse its encoding).
     pub rendered_secret: Option<Secret>,
+    /// The ConfigMap certpin rendered before, if any (to skip an unchanged write).
+    pub rendered_config_map: Option<ConfigMap>,
 }
 
 pub async fn dereference(
@@ -43,19 +45,43 @@ pub async fn dereference(
     ns: &str,
 ) -> Result<Inputs> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let mut cache: BTreeMap<String, Option<Secret>> = BTreeMap::new();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    // Every read at once: a pass waits for one round trip, not one per object.
+    let names: BTreeSet<&str> = set
+        .spec
+        .certificates
+        .iter()
+        .flat_map(|c| {
+            [
+                c.pkcs12.as_ref().map(|r| r.secret_name.as_str()),
+                c.password.as_ref().map(|r| r.secret_name.as_str()),
+                c.tls.as_ref().map(|r| r.secret_name.as_str()),
+            ]
+        })
+        .flatten()
+        .collect();
+    let referenced = futures::future::try_join_all(names.into_iter().map(|name| {
+        let secrets = &secrets;
+        async move { Ok::<_, kube::Error>((name.to_string(), secrets.get_opt(name).await?)) }
+    }));
+    let rendered_name = names::rendered(set);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let (referenced, deployment, rendered_secret, rendered_config_map) = futures::try_join!(
+        referenced,
+        deployments.get_opt(&set.spec.app.deployment),
+        secrets.get_opt(&rendered_name),
+        config_maps.get_opt(&rendered_name),
+    )?;
+    let mut cache: BTreeMap<String, Option<Secret>> = referenced.into_iter().collect();
     let mut materials = Vec::with_capacity(set.spec.certificates.len());
     for cert in &set.spec.certificates {
         materials.push(material(&secrets, &mut cache, cert).await?);
     }
-    let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
-        .get_opt(&set.spec.app.deployment)
-        .await?;
-    let rendered_secret = secrets.get_opt(&names::rendered(set)).await?;
     Ok(Inputs {
         materials,
         deployment,
         rendered_secret,
+        rendered_config_map,
     })
 }
 

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod build;
 pub mod cleanup;
 pub mod dereference;
+pub mod finalizer;
 pub mod names;
 pub mod restart;
 pub mod status;
@@ -16,10 +17,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument};
 
@@ -35,18 +34,21 @@ pub async fn reconcile(set: Arc<ClientCertificateSet>, ctx: Arc<Context>) -> Res
     let ns = set.namespace().ok_or(Error::MissingField("namespace"))?;
     let api: Api<ClientCertificateSet> = Api::namespaced(ctx.client.clone(), &ns);
     let started = std::time::Instant::now();
-    let result = finalizer(&api, FINALIZER, set, |event| async {
-        match event {
-            Finalizer::Apply(set) => reconcile_set(&set, &ctx, &ns).await,
-            Finalizer::Cleanup(set) => cleanup::cleanup(&set, &ctx, &ns).await,
+    let deleting = set.metadata.deletion_timestamp.is_some();
+    let result = if deleting && !set.finalizers().iter().any(|f| f == FINALIZER) {
+        // Deleted and already released: nothing of certpin's is left.
+        Ok(Action::await_change())
+    } else if deleting {
+        match cleanup::cleanup(&set, &ctx, &ns).await {
+            Ok(action) => finalizer::remove(&api, &set).await.map(|()| action),
+            Err(e) => Err(e),
         }
-    })
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    });
+    } else {
+        match finalizer::ensure(&api, &set).await {
+            Ok(()) => reconcile_set(&set, &ctx, &ns).await,
+            Err(e) => Err(e),
+        }
+    };
     ctx.metrics
         .duration
         .observe(started.elapsed().as_secs_f64());
@@ -63,6 +65,9 @@ pub async fn reconcile(set: Arc<ClientCertificateSet>, ctx: Arc<Context>) -> Res
 fn now_time() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
+
+/// How often a Manual set with a restart due looks for the user's restart.
+const MANUAL_RECHECK: Duration = Duration::from_secs(5);
 
 /// What happened to the Deployment in this pass.
 enum Wiring {
@@ -133,20 +138,9 @@ async fn reconcile_set(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> R
             },
             waiting: false,
         },
-        (Some(d), Some(valid)) => {
-            wire(
-                set,
-                ctx,
-                ns,
-                d,
-                valid,
-                inputs.rendered_secret.as_ref(),
-                &mut status,
-            )
-            .await?
-        }
+        (Some(d), Some(valid)) => wire(set, ctx, ns, d, valid, &inputs, &mut status).await?,
     };
-    let mut requeue = Duration::from_secs(3600);
+    let mut requeue = ctx.resync;
     let ready_blocker: Option<(String, String)> = match &wiring {
         Wiring::Done {
             restart_due: Some(msg),
@@ -159,6 +153,9 @@ async fn reconcile_set(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> R
                 applied_message(set, &status),
             ));
             conds.push(Cond::new(RESTART_DUE, true, "RestartDue", msg.clone()));
+            // Pods are not watched (and the Deployment's status changes do
+            // not trigger a pass): look again soon for the user's restart.
+            requeue = requeue.min(MANUAL_RECHECK);
             Some(("RestartDue".into(), msg.clone()))
         }
         Wiring::Done { .. } => {
@@ -223,9 +220,13 @@ async fn reconcile_set(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> R
         &now_time(),
     );
 
-    events(ctx, set, &old, &status, &ready, &validation.warnings).await;
     record_metrics(ctx, set, ns, &old, &status, &ready);
-    status::patch_status(&ctx.client, set, ns, &status).await?;
+    // The status is what users wait on; the Events go out beside it.
+    let (_, patched) = futures::join!(
+        events(ctx, set, &old, &status, &ready, &validation.warnings),
+        status::patch_status(&ctx.client, set, ns, &status),
+    );
+    patched?;
     faults::after("status");
     if let Some(wake) = next_expiry_check(&validation, set, now) {
         requeue = requeue.min(wake);
@@ -390,9 +391,11 @@ async fn wire(
     ns: &str,
     d: &Deployment,
     valid: &[validate::ValidCertificate],
-    previous: Option<&k8s_openapi::api::core::v1::Secret>,
+    inputs: &dereference::Inputs,
     status: &mut ClientCertificateSetStatus,
 ) -> Result<Wiring> {
+    let previous = inputs.rendered_secret.as_ref();
+    let live_cm = inputs.rendered_config_map.as_ref();
     let dname = d.metadata.name.clone().unwrap_or_default();
     if let Some(other) = wired_by_other(ctx, set, ns, d).await? {
         return Ok(Wiring::NotApplied {
@@ -432,25 +435,34 @@ async fn wire(
         previous,
         &Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     )?;
-    let cm_api = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns);
-    let live_cm = cm_api.get_opt(&rendered.name).await?;
     let cm_body = build::config_map_object(set, ns, &rendered);
-    if !live_cm
-        .is_some_and(|cm| apply::contains(&serde_json::to_value(cm).unwrap_or_default(), &cm_body))
-    {
-        apply::apply_config_map(&ctx.client, ns, &rendered.name, &cm_body).await?;
-        faults::after("apply-configmap");
-    }
+    let write_cm = !live_cm
+        .is_some_and(|cm| apply::contains(&serde_json::to_value(cm).unwrap_or_default(), &cm_body));
     let secret_body = build::secret_object(set, ns, &rendered);
-    if !(rendered.reused
+    let write_secret = !(rendered.reused
         && previous.is_some_and(|s| {
             apply::contains(&serde_json::to_value(s).unwrap_or_default(), &secret_body)
-        }))
-    {
-        apply::apply_secret(&ctx.client, ns, &rendered.name, &secret_body).await?;
-        faults::after("apply-secret");
-        info!(hash = %rendered.config_hash, reused = rendered.reused, "rendered client certificate settings");
-    }
+        }));
+    // Both before the Deployment points at them; neither depends on the other.
+    let (cm, secret) = futures::join!(
+        async {
+            if write_cm {
+                apply::apply_config_map(&ctx.client, ns, &rendered.name, &cm_body).await?;
+                faults::after("apply-configmap");
+            }
+            Ok::<(), Error>(())
+        },
+        async {
+            if write_secret {
+                apply::apply_secret(&ctx.client, ns, &rendered.name, &secret_body).await?;
+                faults::after("apply-secret");
+                info!(hash = %rendered.config_hash, reused = rendered.reused, "rendered client certificate settings");
+            }
+            Ok::<(), Error>(())
+        },
+    );
+    cm?;
+    secret?;
 
     let live_hash = d
         .spec

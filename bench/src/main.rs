@@ -1,0 +1,556 @@
+//! certpin-bench: certpin at scale on the local control plane, side by side
+//! with a write-only floor and with Stakater Reloader, in one run.
+//!
+//!   certpin-bench run --sizes 1,100,1000 --out bench/results.json
+//!   certpin-bench floor --namespace NS      (the floor program; run by `run`)
+
+mod floor;
+mod pool;
+mod procs;
+mod proxy;
+mod stats;
+mod workload;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client, CustomResourceExt};
+use serde::Serialize;
+use serde_json::json;
+
+use certpin::resource::ClientCertificateSet;
+use procs::{Memory, Program};
+use stats::{Summary, summarize};
+
+#[derive(Parser)]
+#[command(name = "certpin-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure (needs KUBECONFIG pointing at a local test bed).
+    Run(RunArgs),
+    /// The floor program (started by `run`).
+    Floor {
+        #[arg(long)]
+        namespace: String,
+        #[arg(long, default_value_t = 16)]
+        concurrency: u16,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Numbers of sets, one measurement each.
+    #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+    sizes: Vec<usize>,
+    /// Rotations timed per size, for certpin and for Reloader each.
+    #[arg(long, default_value_t = 20)]
+    rotations: usize,
+    /// Unrelated Secrets in a watched namespace.
+    #[arg(long, default_value_t = 10_000)]
+    noise: usize,
+    /// The certpin binary (release build).
+    #[arg(long, default_value = "target/release/certpin")]
+    certpin: PathBuf,
+    /// A Stakater Reloader binary; without it the Reloader columns are empty.
+    #[arg(long, env = "CERTPIN_BENCH_RELOADER")]
+    reloader: Option<PathBuf>,
+    /// Seconds between certpin's forced resyncs in the idle phase.
+    #[arg(long, default_value_t = 20)]
+    resync_seconds: u64,
+    /// certpin's (and the floor's) reconcile concurrency.
+    #[arg(long, default_value_t = 16)]
+    concurrency: u16,
+    /// Where results go (JSON).
+    #[arg(long, default_value = "bench/results.json")]
+    out: PathBuf,
+    /// Cache for the generated PKCS12 files, logs and kubeconfigs.
+    #[arg(long, env = "CERTPIN_BENCH_CACHE")]
+    cache: PathBuf,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Floor {
+                namespace,
+                concurrency,
+            } => floor::run(namespace, concurrency).await,
+            Command::Run(args) => run(args).await,
+        }
+    })
+}
+
+#[derive(Serialize, Default)]
+struct Convergence {
+    ready: Summary,
+    rollout: Summary,
+    writes_per_set: f64,
+    reads_per_set: f64,
+}
+
+#[derive(Serialize, Default)]
+struct Idle {
+    /// Writes by a restarted certpin over its first pass and one forced resync.
+    writes: u64,
+    reconciles_after_restart: u64,
+    decodes_after_restart: u64,
+    reconciles_in_resync: u64,
+    decodes_in_resync: u64,
+}
+
+#[derive(Serialize, Default)]
+struct SizeResult {
+    n: usize,
+    floor: Convergence,
+    certpin: Convergence,
+    ready_ratio_median: f64,
+    ready_ratio_p99: f64,
+    rollout_ratio_median: f64,
+    rotation_certpin: Summary,
+    rotation_reloader: Option<Summary>,
+    idle: Idle,
+    certpin_memory_convergence: Memory,
+    certpin_memory_steady: Memory,
+    reloader_memory: Option<Memory>,
+    certpin_cpu_seconds_per_1000_reconciles: f64,
+    certpin_reconciles_convergence: u64,
+    certpin_decodes_per_reconcile_steady: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    started: String,
+    machine: String,
+    kubernetes: String,
+    noise_secrets: usize,
+    concurrency: u16,
+    rotations: usize,
+    reloader: Option<String>,
+    sizes: Vec<SizeResult>,
+}
+
+async fn install_crd(client: &Client) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = ClientCertificateSet::crd();
+    let name = "clientcertificatesets.certpin.dev";
+    api.patch(
+        name,
+        &PatchParams::apply("certpin-bench").force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(api, name, conditions::is_crd_established()),
+    )
+    .await
+    .context("the CRD was not established")??;
+    Ok(())
+}
+
+/// Sum of every sample of a metric family in Prometheus text format.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+async fn scrape(port: u16) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    Ok(out)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Waits until `cond` holds, checking every 100 ms, or fails after `timeout`.
+async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut cond: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct Certpin {
+    program: Program,
+    metrics_port: u16,
+    proxy: proxy::Proxy,
+}
+
+async fn start_certpin(
+    client: &Client,
+    args: &RunArgs,
+    dir: &Path,
+    tag: &str,
+    namespaces: &[&str],
+    resync: Option<u64>,
+) -> Result<Certpin> {
+    let proxy = proxy::start(client.clone(), dir, tag).await?;
+    let metrics_port = free_port()?;
+    let mut cli = vec![
+        "run".to_string(),
+        format!("--namespace={}", namespaces.join(",")),
+        "--leader-election=false".into(),
+        format!("--metrics-addr=127.0.0.1:{metrics_port}"),
+        format!("--concurrency={}", args.concurrency),
+    ];
+    if let Some(s) = resync {
+        cli.push(format!("--resync-seconds={s}"));
+    }
+    let env = [(
+        "KUBECONFIG",
+        proxy.kubeconfig.to_string_lossy().into_owned(),
+    )];
+    let mut program = Program::spawn(tag, &args.certpin, &cli, &env, dir)?;
+    // Started when its three watches per namespace are open.
+    let want = 3 * namespaces.len() as u64;
+    let counts = proxy.counts.clone();
+    wait_for("certpin's watches", Duration::from_secs(60), || {
+        let open = counts.watches.load(std::sync::atomic::Ordering::Relaxed);
+        let running = program.check_running();
+        async move {
+            running?;
+            Ok(open >= want)
+        }
+    })
+    .await?;
+    Ok(Certpin {
+        program,
+        metrics_port,
+        proxy,
+    })
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    let client = Client::try_default().await?;
+    let started = k8s_openapi::jiff::Timestamp::now().to_string();
+    let version = client.apiserver_version().await?.git_version;
+    let dir = args.cache.join(format!("run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    eprintln!("bench: logs in {}", dir.display());
+    install_crd(&client).await?;
+    let max_n = args.sizes.iter().copied().max().unwrap_or(1);
+    let pool = pool::ensure(&args.cache, 2 * max_n + 2 * args.rotations).await?;
+    let rotation_file = |r: usize| pool.file(2 * max_n + r);
+    workload::noise(&client, "bench-noise", args.noise).await?;
+
+    // Reloader: its own namespace of annotated apps, watching every namespace.
+    let mut reloader = None;
+    if let Some(bin) = &args.reloader {
+        let ns = "bench-reloader";
+        workload::namespace(&client, ns).await?;
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
+        let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+            Api::namespaced(client.clone(), ns);
+        for r in 0..args.rotations {
+            let s = workload::pkcs12_secret(&format!("rl-{r}"), &rotation_file(r)?)?;
+            let d = workload::deployment(
+                &format!("rl-app-{r}"),
+                json!({"secret.reloader.stakater.com/reload": format!("rl-{r}")}),
+            )?;
+            // Created once and then only rotated: resetting the content would
+            // let a rotation land on content Reloader already annotated.
+            workload::create_ignoring_exists(&secrets, &s).await?;
+            workload::create_ignoring_exists(&deployments, &d).await?;
+        }
+        // Straight to the API server (the bench's own kubeconfig): through the
+        // counting proxy its watches went quiet after a while, and its write
+        // count is not a figure here.
+        let env = [(
+            "KUBECONFIG",
+            std::env::var("KUBECONFIG").context("KUBECONFIG must name the test bed")?,
+        )];
+        let cli: Vec<String> = reloader_args();
+        let program = Program::spawn("reloader", bin, &cli, &env, &dir)?;
+        // Warm-up rotation, not counted: Reloader has synced its caches once it reacts.
+        let mut warm = Err(anyhow::anyhow!("not tried"));
+        for _ in 0..6 {
+            warm = workload::rotate(
+                &client,
+                ns,
+                "rl-0",
+                "rl-app-0",
+                [&rotation_file(0)?, &rotation_file(1)?],
+            )
+            .await;
+            if warm.is_ok() {
+                break;
+            }
+        }
+        warm.context("Reloader never reacted to a Secret change")?;
+        reloader = Some(program);
+    }
+
+    let mut sizes = Vec::new();
+    for &n in &args.sizes {
+        eprintln!("bench: N={n}");
+        let ns_floor = format!("bench-{n}-floor");
+        let ns_cp = format!("bench-{n}-certpin");
+        // Left over from an interrupted run.
+        workload::teardown(&client, &[&ns_floor, &ns_cp]).await?;
+        workload::apps(&client, &ns_floor, n, &pool).await?;
+        workload::apps(&client, &ns_cp, n, &pool).await?;
+        let mut result = SizeResult {
+            n,
+            ..Default::default()
+        };
+
+        // The floor.
+        let fproxy = proxy::start(client.clone(), &dir, &format!("floor-{n}")).await?;
+        let exe = std::env::current_exe()?;
+        let mut floor = Program::spawn(
+            &format!("floor-{n}"),
+            &exe,
+            &[
+                "floor".into(),
+                format!("--namespace={ns_floor}"),
+                format!("--concurrency={}", args.concurrency),
+            ],
+            &[(
+                "KUBECONFIG",
+                fproxy.kubeconfig.to_string_lossy().into_owned(),
+            )],
+            &dir,
+        )?;
+        let counts = fproxy.counts.clone();
+        wait_for("the floor's watch", Duration::from_secs(60), || {
+            let open = counts.watches.load(std::sync::atomic::Ordering::Relaxed);
+            let running = floor.check_running();
+            async move {
+                running?;
+                Ok(open >= 1)
+            }
+        })
+        .await?;
+        let obs = workload::observe(&client, &ns_floor).await?;
+        let (w0, r0) = (fproxy.counts.writes(), fproxy.counts.reads());
+        workload::converge(&client, &ns_floor, n, &obs).await?;
+        let (ready, rollout) = workload::latencies(&obs.clocks, n);
+        result.floor = Convergence {
+            ready: summarize(&ready),
+            rollout: summarize(&rollout),
+            writes_per_set: (fproxy.counts.writes() - w0) as f64 / n as f64,
+            reads_per_set: (fproxy.counts.reads() - r0) as f64 / n as f64,
+        };
+        drop(obs);
+        floor.stop().await?;
+
+        // certpin.
+        let cp = start_certpin(
+            &client,
+            &args,
+            &dir,
+            &format!("certpin-{n}"),
+            &["bench-noise", &ns_cp],
+            None,
+        )
+        .await?;
+        let pid = cp.program.pid()?;
+        let obs = workload::observe(&client, &ns_cp).await?;
+        let (w0, r0) = (cp.proxy.counts.writes(), cp.proxy.counts.reads());
+        workload::converge(&client, &ns_cp, n, &obs).await?;
+        let (ready, rollout) = workload::latencies(&obs.clocks, n);
+        result.certpin = Convergence {
+            ready: summarize(&ready),
+            rollout: summarize(&rollout),
+            writes_per_set: (cp.proxy.counts.writes() - w0) as f64 / n as f64,
+            reads_per_set: (cp.proxy.counts.reads() - r0) as f64 / n as f64,
+        };
+        drop(obs);
+        result.ready_ratio_median = result.certpin.ready.median_ms / result.floor.ready.median_ms;
+        result.ready_ratio_p99 = result.certpin.ready.p99_ms / result.floor.ready.p99_ms;
+        result.rollout_ratio_median =
+            result.certpin.rollout.median_ms / result.floor.rollout.median_ms;
+
+        // Rotation, alternating certpin and Reloader.
+        let mut rot_cp = Vec::new();
+        let mut rot_rl = Vec::new();
+        for r in 0..args.rotations {
+            let i = (r * 7919) % n;
+            let which = if r % 2 == 0 { 'a' } else { 'b' };
+            rot_cp.push(
+                workload::rotate(
+                    &client,
+                    &ns_cp,
+                    &workload::secret_name(i, which),
+                    &workload::app_name(i),
+                    [&rotation_file(r)?, &rotation_file(r + args.rotations)?],
+                )
+                .await?,
+            );
+            if reloader.is_some() {
+                let (a, b) = (rotation_file(r)?, rotation_file(r + args.rotations)?);
+                rot_rl.push(
+                    workload::rotate(
+                        &client,
+                        "bench-reloader",
+                        &format!("rl-{r}"),
+                        &format!("rl-app-{r}"),
+                        [&a, &b],
+                    )
+                    .await?,
+                );
+            }
+        }
+        result.rotation_certpin = summarize(&rot_cp);
+        result.rotation_reloader = reloader.as_ref().map(|_| summarize(&rot_rl));
+
+        // Footprint of the converged operator.
+        let text = scrape(cp.metrics_port).await?;
+        let reconciles = metric(&text, "certpin_reconciliations_total");
+        result.certpin_reconciles_convergence = reconciles;
+        result.certpin_cpu_seconds_per_1000_reconciles =
+            procs::cpu_seconds(pid)? / reconciles.max(1) as f64 * 1000.0;
+        result.certpin_memory_convergence = procs::memory(pid)?;
+        cp.program.stop().await?;
+
+        // Idle: a restarted operator, then one forced resync.
+        let cp = start_certpin(
+            &client,
+            &args,
+            &dir,
+            &format!("certpin-{n}-restarted"),
+            &["bench-noise", &ns_cp],
+            Some(args.resync_seconds),
+        )
+        .await?;
+        let port = cp.metrics_port;
+        let read = || async move {
+            let t = scrape(port).await?;
+            Ok::<(u64, u64), anyhow::Error>((
+                metric(&t, "certpin_reconciliations_total"),
+                metric(&t, "certpin_pkcs12_decodes_total"),
+            ))
+        };
+        wait_for(
+            "the restarted operator's first pass",
+            Duration::from_secs(120 + n as u64),
+            || async { Ok(read().await?.0 >= n as u64) },
+        )
+        .await?;
+        let (r1, d1) = read().await?;
+        let timeout = Duration::from_secs(3 * args.resync_seconds + 60 + n as u64);
+        wait_for("a forced resync of every set", timeout, || async {
+            Ok(read().await?.0 >= r1 + n as u64)
+        })
+        .await?;
+        let (r2, d2) = read().await?;
+        result.idle = Idle {
+            writes: cp.proxy.counts.writes(),
+            reconciles_after_restart: r1,
+            decodes_after_restart: d1,
+            reconciles_in_resync: r2 - r1,
+            decodes_in_resync: d2 - d1,
+        };
+        result.certpin_decodes_per_reconcile_steady = (d2 - d1) as f64 / (r2 - r1).max(1) as f64;
+        result.certpin_memory_steady = procs::memory(cp.program.pid()?)?;
+        cp.program.stop().await?;
+        if let Some(p) = &reloader {
+            result.reloader_memory = Some(procs::memory(p.pid()?)?);
+        }
+        eprintln!("bench: N={n}: {}", serde_json::to_string(&result)?);
+        sizes.push(result);
+        workload::teardown(&client, &[&ns_floor, &ns_cp]).await?;
+    }
+    if let Some(p) = reloader {
+        p.stop().await?;
+    }
+    let report = Report {
+        started,
+        machine: machine(),
+        kubernetes: version,
+        noise_secrets: args.noise,
+        concurrency: args.concurrency,
+        rotations: args.rotations,
+        reloader: args.reloader.as_ref().map(|p| p.display().to_string()),
+        sizes,
+    };
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
+    eprintln!("bench: wrote {}", args.out.display());
+    Ok(())
+}
+
+/// Reloader's flags: the annotation strategy (a pod-template annotation, as
+/// certpin's Rolling does), extra flags from CERTPIN_BENCH_RELOADER_ARGS.
+fn reloader_args() -> Vec<String> {
+    let mut a = vec!["--reload-strategy=annotations".to_string()];
+    if let Ok(extra) = std::env::var("CERTPIN_BENCH_RELOADER_ARGS") {
+        a.extend(extra.split_whitespace().map(str::to_string));
+    }
+    a
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0);
+    format!("{cores} cores, {} GiB", mem / 1024 / 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric;
+
+    #[test]
+    fn metric_sums_every_label_set_and_ignores_longer_names() {
+        let text = "# HELP x\ncertpin_reconciliations_total{result=\"ok\"} 7\n\
+                    certpin_reconciliations_total{result=\"error\"} 2\n\
+                    certpin_reconciliations_total_extra 100\ncertpin_pkcs12_decodes_total 5\n";
+        assert_eq!(metric(text, "certpin_reconciliations_total"), 9);
+        assert_eq!(metric(text, "certpin_pkcs12_decodes_total"), 5);
+    }
+}

@@ -1,0 +1,148 @@
+//! A counting proxy between one program and the API server: plain HTTP on
+//! loopback in, the admin kubeconfig's client out. It counts the program's
+//! requests by verb, so "writes when idle" is measured outside certpin, not
+//! reported by certpin about itself.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context as _, Result};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::Response;
+
+#[derive(Default, Debug)]
+pub struct Counts {
+    /// POST, PUT, PATCH and DELETE.
+    pub writes: AtomicU64,
+    /// GET without watch=true.
+    pub reads: AtomicU64,
+    pub watches: AtomicU64,
+}
+
+impl Counts {
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+}
+
+pub struct Proxy {
+    pub counts: Arc<Counts>,
+    pub kubeconfig: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Clone)]
+struct Upstream {
+    client: kube::Client,
+    counts: Arc<Counts>,
+}
+
+/// Starts a proxy and writes a kubeconfig for it to `dir/<name>.kubeconfig`.
+pub async fn start(client: kube::Client, dir: &Path, name: &str) -> Result<Proxy> {
+    let counts = Arc::new(Counts::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let app = axum::Router::new().fallback(forward).with_state(Upstream {
+        client,
+        counts: counts.clone(),
+    });
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "proxy stopped");
+        }
+    });
+    let kubeconfig = dir.join(format!("{name}.kubeconfig"));
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: p\n  cluster: {{server: \"http://127.0.0.1:{port}\"}}\n\
+             users:\n- name: p\n  user: {{}}\ncontexts:\n- name: p\n  context: {{cluster: p, user: p}}\ncurrent-context: p\n"
+        ),
+    )
+    .with_context(|| format!("writing {}", kubeconfig.display()))?;
+    Ok(Proxy {
+        counts,
+        kubeconfig,
+        task,
+    })
+}
+
+const HOP_BY_HOP: [header::HeaderName; 5] = [
+    header::HOST,
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::CONTENT_LENGTH,
+    header::AUTHORIZATION,
+];
+
+fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for (k, v) in from {
+        if !HOP_BY_HOP.contains(k) {
+            to.append(k.clone(), v.clone());
+        }
+    }
+}
+
+async fn forward(State(up): State<Upstream>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let watch = parts
+        .uri
+        .query()
+        .is_some_and(|q| q.contains("watch=true") || q.contains("watch=1"));
+    let counter = match parts.method {
+        Method::GET if watch => &up.counts.watches,
+        Method::GET | Method::HEAD | Method::OPTIONS => &up.counts.reads,
+        _ => &up.counts.writes,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    let bytes = match axum::body::to_bytes(body, 64 << 20).await {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let mut out = axum::http::Request::builder()
+        .method(parts.method.clone())
+        .uri(path);
+    if let Some(h) = out.headers_mut() {
+        copy_headers(&parts.headers, h);
+    }
+    let out = match out.body(kube::client::Body::from(bytes.to_vec())) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    match up.client.send(out).await {
+        Ok(resp) => {
+            let (rparts, rbody) = resp.into_parts();
+            let mut builder = Response::builder().status(rparts.status);
+            if let Some(h) = builder.headers_mut() {
+                copy_headers(&rparts.headers, h);
+            }
+            builder
+                .body(Body::new(rbody))
+                .unwrap_or_else(|e| error(StatusCode::BAD_GATEWAY, &e.to_string()))
+        }
+        Err(e) => error(StatusCode::BAD_GATEWAY, &e.to_string()),
+    }
+}
+
+fn error(code: StatusCode, msg: &str) -> Response {
+    let mut r = Response::new(Body::from(msg.to_string()));
+    *r.status_mut() = code;
+    r
+}
