@@ -1,6 +1,6 @@
 //! Faults: the operator killed mid-StopStart, another field manager
 //! re-applying the Deployment, a certificate expiring in use, a leader dying
-//! during a burst. Each ends converged with exactly the restarts the content
+//! during a burst, a 409 Conflict on every write. Each ends converged with exactly the restarts the content
 //! required.
 
 mod support;
@@ -457,4 +457,107 @@ async fn leader_failover_during_a_burst_converges_with_one_rollout_each() {
             "app{i}: one rollout for the wiring, no more"
         );
     }
+}
+
+#[tokio::test]
+async fn a_conflict_on_every_write_is_retried_to_exactly_one_rollout_per_change() {
+    let ns = TestNamespace::new("fault-conflicts").await;
+    install_crd(&ns.client).await;
+    // certpin talks to the API server through a proxy that answers the first
+    // attempt of every write (per method and object) with 409 Conflict.
+    let proxy = support::proxy::start(
+        ns.client.clone(),
+        &std::env::temp_dir(),
+        &format!("certpin-conflicts-{}", ns.name),
+    )
+    .await
+    .unwrap();
+    proxy
+        .faults
+        .conflict_first_write
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let kubeconfig = proxy.kubeconfig.to_string_lossy().into_owned();
+    let _op = Operator::start_with_env(
+        &ns.name,
+        "",
+        &["--leader-election=false"],
+        &[("KUBECONFIG", &kubeconfig)],
+    );
+    let conflicts = || {
+        proxy
+            .counts
+            .conflicts
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    p12_secret(&ns, "cert", "openssl-ec256-modern.p12").await;
+    create_deployment(&ns, &deployment("app", 2, &["mendix"])).await;
+    let deployments: Api<Deployment> = ns.api();
+    wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
+    let sets: Api<ClientCertificateSet> = ns.api();
+    sets.create(&PostParams::default(), &set("s", "app", "Rolling", "cert"))
+        .await
+        .unwrap();
+    let first = wait_until(&sets, "s", T, "Ready through the conflicts", ready).await;
+    wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
+    // finalizer, ConfigMap, Secret, Deployment, status, Event: each refused once.
+    let injected = conflicts();
+    assert!(injected >= 6, "only {injected} writes were refused");
+    assert_eq!(
+        replica_sets(&ns, "app").await.len(),
+        2,
+        "one rollout for one change"
+    );
+
+    // A rotation: its writes are refused once more each.
+    proxy.faults.reset();
+    p12_secret(&ns, "cert", "openssl-rsa-modern.p12").await;
+    let old_hash = first.status.as_ref().and_then(|s| s.applied_hash.clone());
+    let rotated = wait_until(
+        &sets,
+        "s",
+        T,
+        "Ready with the rotated certificate",
+        move |s: Option<&ClientCertificateSet>| {
+            ready(s) && s.and_then(|s| s.status.as_ref()?.applied_hash.clone()) != old_hash
+        },
+    )
+    .await;
+    wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
+    assert!(
+        conflicts() >= injected + 3,
+        "the rotation's writes were not refused"
+    );
+    assert_eq!(
+        replica_sets(&ns, "app").await.len(),
+        3,
+        "one rollout for one change"
+    );
+    assert_eq!(
+        rotated.status.unwrap().certificates[0]
+            .key_algorithm
+            .as_deref()
+            .map(|a| a.starts_with("RSA")),
+        Some(true),
+        "the rotated certificate is not the one in use"
+    );
+
+    // Deleting the set: unwiring and releasing the finalizer are refused once too.
+    proxy.faults.reset();
+    let before = conflicts();
+    sets.delete("s", &Default::default()).await.unwrap();
+    wait_for(T, "the set gone", || {
+        let sets = sets.clone();
+        async move { sets.get_opt("s").await.unwrap().is_none() }
+    })
+    .await;
+    let d = deployments.get("app").await.unwrap();
+    let env = d.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap_or_default();
+    assert!(env.is_empty(), "wiring left after delete: {env:?}");
+    assert!(
+        conflicts() >= before + 2,
+        "the cleanup's writes were not refused"
+    );
 }

@@ -1,11 +1,14 @@
 //! A counting proxy between one program and the API server: plain HTTP on
 //! loopback in, the admin kubeconfig's client out. It counts the program's
 //! requests by verb, so "writes when idle" is measured outside certpin, not
-//! reported by certpin about itself.
+//! reported by certpin about itself. It can also answer writes with 409
+//! Conflict, as the API server does for a stale resourceVersion (certpin's
+//! fault tests include this file).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, Result};
 use axum::body::Body;
@@ -20,6 +23,34 @@ pub struct Counts {
     /// GET without watch=true.
     pub reads: AtomicU64,
     pub watches: AtomicU64,
+    /// Writes answered with an injected 409.
+    pub conflicts: AtomicU64,
+}
+
+/// Faults to inject.
+#[derive(Default, Debug)]
+pub struct Faults {
+    /// Answer the first write to each object (method and path) with 409
+    /// Conflict; the retry of it goes through.
+    pub conflict_first_write: AtomicBool,
+    seen: Mutex<HashSet<String>>,
+}
+
+impl Faults {
+    /// Forgets which writes were refused: each is refused once more.
+    pub fn reset(&self) {
+        if let Ok(mut s) = self.seen.lock() {
+            s.clear();
+        }
+    }
+
+    fn conflict(&self, method: &Method, path: &str) -> bool {
+        self.conflict_first_write.load(Ordering::Relaxed)
+            && self
+                .seen
+                .lock()
+                .is_ok_and(|mut s| s.insert(format!("{method} {path}")))
+    }
 }
 
 impl Counts {
@@ -33,6 +64,7 @@ impl Counts {
 
 pub struct Proxy {
     pub counts: Arc<Counts>,
+    pub faults: Arc<Faults>,
     pub kubeconfig: PathBuf,
     task: tokio::task::JoinHandle<()>,
 }
@@ -47,16 +79,19 @@ impl Drop for Proxy {
 struct Upstream {
     client: kube::Client,
     counts: Arc<Counts>,
+    faults: Arc<Faults>,
 }
 
 /// Starts a proxy and writes a kubeconfig for it to `dir/<name>.kubeconfig`.
 pub async fn start(client: kube::Client, dir: &Path, name: &str) -> Result<Proxy> {
     let counts = Arc::new(Counts::default());
+    let faults = Arc::new(Faults::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let app = axum::Router::new().fallback(forward).with_state(Upstream {
         client,
         counts: counts.clone(),
+        faults: faults.clone(),
     });
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -74,6 +109,7 @@ pub async fn start(client: kube::Client, dir: &Path, name: &str) -> Result<Proxy
     .with_context(|| format!("writing {}", kubeconfig.display()))?;
     Ok(Proxy {
         counts,
+        faults,
         kubeconfig,
         task,
     })
@@ -101,12 +137,16 @@ async fn forward(State(up): State<Upstream>, req: Request) -> Response {
         .uri
         .query()
         .is_some_and(|q| q.contains("watch=true") || q.contains("watch=1"));
-    let counter = match parts.method {
-        Method::GET if watch => &up.counts.watches,
-        Method::GET | Method::HEAD | Method::OPTIONS => &up.counts.reads,
-        _ => &up.counts.writes,
+    let (counter, write) = match parts.method {
+        Method::GET if watch => (&up.counts.watches, false),
+        Method::GET | Method::HEAD | Method::OPTIONS => (&up.counts.reads, false),
+        _ => (&up.counts.writes, true),
     };
     counter.fetch_add(1, Ordering::Relaxed);
+    if write && up.faults.conflict(&parts.method, parts.uri.path()) {
+        up.counts.conflicts.fetch_add(1, Ordering::Relaxed);
+        return conflict(parts.uri.path());
+    }
     let bytes = match axum::body::to_bytes(body, 64 << 20).await {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
@@ -144,5 +184,21 @@ async fn forward(State(up): State<Upstream>, req: Request) -> Response {
 fn error(code: StatusCode, msg: &str) -> Response {
     let mut r = Response::new(Body::from(msg.to_string()));
     *r.status_mut() = code;
+    r
+}
+
+/// What the API server answers a write with a stale resourceVersion.
+fn conflict(path: &str) -> Response {
+    let status = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("Operation cannot be fulfilled on {path}: the object has been modified; please apply your changes to the latest version and try again"),
+        "reason": "Conflict", "details": {}, "code": 409,
+    });
+    let mut r = Response::new(Body::from(status.to_string()));
+    *r.status_mut() = StatusCode::CONFLICT;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     r
 }
