@@ -561,3 +561,92 @@ async fn a_conflict_on_every_write_is_retried_to_exactly_one_rollout_per_change(
         "the cleanup's writes were not refused"
     );
 }
+
+#[tokio::test]
+async fn a_set_edited_while_a_stop_start_is_half_done_restarts_once_with_the_edit() {
+    let ns = TestNamespace::new("fault-ss-edit").await;
+    install_crd(&ns.client).await;
+    p12_secret(&ns, "cert", "openssl-ec256-modern.p12").await;
+    create_deployment(&ns, &deployment("app", 3, &["mendix"])).await;
+    let deployments: Api<Deployment> = ns.api();
+    wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
+    let mut op = Operator::start(&ns.name);
+    let sets: Api<ClientCertificateSet> = ns.api();
+    sets.create(
+        &PostParams::default(),
+        &set("s", "app", "StopStart", "cert"),
+    )
+    .await
+    .unwrap();
+    wait_until(&sets, "s", T, "Ready", ready).await;
+    wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
+
+    // A rotation starts a StopStart; the operator dies with the app stopped.
+    p12_secret(&ns, "cert", "openssl-ec384-modern.p12").await;
+    wait_until(
+        &deployments,
+        "app",
+        T,
+        "scaled to zero",
+        |d: Option<&Deployment>| d.and_then(|d| d.spec.as_ref()?.replicas) == Some(0),
+    )
+    .await;
+    op.kill();
+    // Meanwhile the user edits the set: one more pin.
+    sets.patch(
+        "s",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Json::<()>(
+            serde_json::from_value(json!([
+                {"op": "add", "path": "/spec/certificates/0/pinTo/-", "value": "api.other.example"}
+            ]))
+            .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    let generation = sets.get("s").await.unwrap().metadata.generation;
+
+    op.restart();
+    wait_until(
+        &deployments,
+        "app",
+        T,
+        "back to 3 replicas, record cleared",
+        |d: Option<&Deployment>| {
+            d.is_some_and(|d| {
+                d.spec.as_ref().and_then(|s| s.replicas) == Some(3)
+                    && !d
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .is_some_and(|a| a.contains_key("certpin.dev/stop-start"))
+            })
+        },
+    )
+    .await;
+    wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
+    let s = wait_until(&sets, "s", T, "Ready", ready).await;
+    assert_eq!(s.metadata.generation, generation);
+    assert_eq!(
+        s.status.unwrap().certificates[0].key_algorithm.as_deref(),
+        Some("EC P-384"),
+        "the rotation is in use"
+    );
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = ns.api();
+    let usages = cms.get("s-certpin").await.unwrap().data.unwrap_or_default();
+    assert!(
+        usages
+            .get("ClientCertificateUsages")
+            .is_some_and(|u| u.contains("api.other.example")),
+        "the edit is not in the settings: {usages:?}"
+    );
+    // Both changes went out in the one stop and start.
+    assert_eq!(
+        replica_sets(&ns, "app").await.len(),
+        3,
+        "initial, wiring, rotation with the edit: nothing more"
+    );
+    let d = deployments.get("app").await.unwrap();
+    assert_eq!(d.spec.unwrap().replicas, Some(3));
+}
