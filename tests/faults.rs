@@ -56,9 +56,17 @@ async fn p12_secret(ns: &TestNamespace, name: &str, fixture_name: &str) {
     .await;
 }
 
-#[tokio::test]
-async fn stop_start_survives_sigkill_between_stop_and_start() {
-    let ns = TestNamespace::new("fault-ss").await;
+/// A StopStart set, Ready; then a rotation, and the operator killed (SIGKILL)
+/// once the app is scaled to zero, with the StopStart half done.
+async fn stop_start_half_done(
+    prefix: &str,
+) -> (
+    TestNamespace,
+    Operator,
+    Api<Deployment>,
+    Api<ClientCertificateSet>,
+) {
+    let ns = TestNamespace::new(prefix).await;
     install_crd(&ns.client).await;
     p12_secret(&ns, "cert", "openssl-ec256-modern.p12").await;
     create_deployment(&ns, &deployment("app", 3, &["mendix"])).await;
@@ -86,6 +94,34 @@ async fn stop_start_survives_sigkill_between_stop_and_start() {
     )
     .await;
     op.kill();
+    (ns, op, deployments, sets)
+}
+
+/// Waits until the app is back at its recorded 3 replicas and the StopStart
+/// record is gone.
+async fn back_to_recorded_replicas(deployments: &Api<Deployment>) -> Deployment {
+    wait_until(
+        deployments,
+        "app",
+        T,
+        "back to 3 replicas, record cleared",
+        |d: Option<&Deployment>| {
+            d.is_some_and(|d| {
+                d.spec.as_ref().and_then(|s| s.replicas) == Some(3)
+                    && !d
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .is_some_and(|a| a.contains_key("certpin.dev/stop-start"))
+            })
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn stop_start_survives_sigkill_between_stop_and_start() {
+    let (ns, mut op, deployments, sets) = stop_start_half_done("fault-ss").await;
     let d = deployments.get("app").await.unwrap();
     let record = d
         .metadata
@@ -101,23 +137,7 @@ async fn stop_start_survives_sigkill_between_stop_and_start() {
     );
 
     op.restart();
-    let d = wait_until(
-        &deployments,
-        "app",
-        T,
-        "back to 3 replicas, record cleared",
-        |d: Option<&Deployment>| {
-            d.is_some_and(|d| {
-                d.spec.as_ref().and_then(|s| s.replicas) == Some(3)
-                    && !d
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .is_some_and(|a| a.contains_key("certpin.dev/stop-start"))
-            })
-        },
-    )
-    .await;
+    let d = back_to_recorded_replicas(&deployments).await;
     assert!(
         d.spec
             .unwrap()
@@ -564,34 +584,7 @@ async fn a_conflict_on_every_write_is_retried_to_exactly_one_rollout_per_change(
 
 #[tokio::test]
 async fn a_set_edited_while_a_stop_start_is_half_done_restarts_once_with_the_edit() {
-    let ns = TestNamespace::new("fault-ss-edit").await;
-    install_crd(&ns.client).await;
-    p12_secret(&ns, "cert", "openssl-ec256-modern.p12").await;
-    create_deployment(&ns, &deployment("app", 3, &["mendix"])).await;
-    let deployments: Api<Deployment> = ns.api();
-    wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
-    let mut op = Operator::start(&ns.name);
-    let sets: Api<ClientCertificateSet> = ns.api();
-    sets.create(
-        &PostParams::default(),
-        &set("s", "app", "StopStart", "cert"),
-    )
-    .await
-    .unwrap();
-    wait_until(&sets, "s", T, "Ready", ready).await;
-    wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
-
-    // A rotation starts a StopStart; the operator dies with the app stopped.
-    p12_secret(&ns, "cert", "openssl-ec384-modern.p12").await;
-    wait_until(
-        &deployments,
-        "app",
-        T,
-        "scaled to zero",
-        |d: Option<&Deployment>| d.and_then(|d| d.spec.as_ref()?.replicas) == Some(0),
-    )
-    .await;
-    op.kill();
+    let (ns, mut op, deployments, sets) = stop_start_half_done("fault-ss-edit").await;
     // Meanwhile the user edits the set: one more pin.
     sets.patch(
         "s",
@@ -608,23 +601,7 @@ async fn a_set_edited_while_a_stop_start_is_half_done_restarts_once_with_the_edi
     let generation = sets.get("s").await.unwrap().metadata.generation;
 
     op.restart();
-    wait_until(
-        &deployments,
-        "app",
-        T,
-        "back to 3 replicas, record cleared",
-        |d: Option<&Deployment>| {
-            d.is_some_and(|d| {
-                d.spec.as_ref().and_then(|s| s.replicas) == Some(3)
-                    && !d
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .is_some_and(|a| a.contains_key("certpin.dev/stop-start"))
-            })
-        },
-    )
-    .await;
+    back_to_recorded_replicas(&deployments).await;
     wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
     let s = wait_until(&sets, "s", T, "Ready", ready).await;
     assert_eq!(s.metadata.generation, generation);
