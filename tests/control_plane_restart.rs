@@ -16,7 +16,11 @@ use serde_json::json;
 use support::kube::{TestNamespace, wait_until};
 use support::operator::*;
 
-const T: Duration = Duration::from_secs(120);
+/// After a full control-plane restart the API server has been seen refusing
+/// connections (certpin's and the watches') for over a minute on a loaded
+/// 2-core machine; certpin must converge, but this bound is the control
+/// plane's as much as certpin's.
+const T: Duration = Duration::from_secs(300);
 
 const BED: &str = "certpin-restart";
 

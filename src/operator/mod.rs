@@ -235,8 +235,8 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
     // A set is reconciled when its spec changes or it is deleted, not when
     // its status or finalizers do: certpin's own writes to it must not
     // trigger another pass.
-    let set_changes = watcher(sets, watcher::Config::default().any_semantic())
-        .default_backoff()
+    let set_changes = watcher(sets, list_config())
+        .backoff(triggers::watch_backoff())
         .reflect(writer)
         .applied_objects()
         .predicate_filter(set_changed, PredicateConfig::default());
@@ -250,21 +250,18 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
     // holds Secret data it does not need, and a changed resourceVersion is
     // all a trigger needs.
     let secret_store = store.clone();
-    let secrets = watcher(
-        api::<PartialObjectMeta<Secret>>(client, ns),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .touched_objects();
+    let secrets = watcher(api::<PartialObjectMeta<Secret>>(client, ns), list_config())
+        .backoff(triggers::watch_backoff())
+        .touched_objects();
     let deployment_store = store.clone();
     // A Deployment matters when its spec or annotations change or it goes,
     // not on each status update of a rollout.
     let deployments = triggers::changed_or_deleted(
         watcher(
             api::<PartialObjectMeta<Deployment>>(client, ns),
-            watcher::Config::default().any_semantic(),
+            list_config(),
         )
-        .default_backoff(),
+        .backoff(triggers::watch_backoff()),
         triggers::spec_and_annotations,
     );
     info!(
@@ -301,6 +298,16 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
         namespace = ns.unwrap_or("<all>"),
         "certpin controller stopped"
     );
+}
+
+/// Lists are consistent reads (the default), not `any_semantic`: after an
+/// etcd restart a list from the watch cache can be older than the oldest
+/// event the cache still holds, so every watch from it fails with 410 and the
+/// stream loops, missing changes for minutes (seen in the control-plane
+/// restart test). Since Kubernetes 1.34 consistent lists come from the
+/// watch cache too.
+fn list_config() -> watcher::Config {
+    watcher::Config::default()
 }
 
 /// What of a set, when it changes, calls for a reconcile.

@@ -4,9 +4,11 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use kube::Resource;
+use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::watcher::{self, Event};
 
 /// The objects whose `property` changed since they were last seen, and the
@@ -50,6 +52,36 @@ fn key<K: Resource>(o: &K) -> String {
     )
 }
 
+/// Backoff for the watch streams: exponential from 0.5 s, capped at 5 s.
+/// kube's default caps at 30 s and forgets errors only after 2 minutes of
+/// calm, so after an API server or etcd restart (which answers watches with
+/// 410 for a while) a change could wait a minute or more to be seen.
+pub struct WatchBackoff {
+    next: Duration,
+}
+
+const FIRST: Duration = Duration::from_millis(500);
+const CAP: Duration = Duration::from_secs(5);
+
+pub fn watch_backoff() -> ResetTimerBackoff<WatchBackoff> {
+    ResetTimerBackoff::new(WatchBackoff { next: FIRST }, Duration::from_secs(30))
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next;
+        self.next = (self.next * 2).min(CAP);
+        Some(now)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = FIRST;
+    }
+}
+
 /// A Deployment's spec generation and annotations (the wiring owner and the
 /// StopStart record live there).
 pub fn spec_and_annotations<K: Resource>(o: &K) -> u64 {
@@ -76,6 +108,18 @@ mod tests {
             },
             ..Deployment::default()
         }
+    }
+
+    #[test]
+    fn watch_backoff_doubles_up_to_five_seconds_and_starts_over_on_reset() {
+        let mut b = WatchBackoff { next: FIRST };
+        let seen: Vec<u64> = (0..6)
+            .filter_map(|_| b.next())
+            .map(|d| d.as_millis() as u64)
+            .collect();
+        assert_eq!(seen, [500, 1000, 2000, 4000, 5000, 5000]);
+        b.reset();
+        assert_eq!(b.next(), Some(FIRST));
     }
 
     #[tokio::test]
