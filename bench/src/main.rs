@@ -7,7 +7,6 @@
 mod floor;
 mod pool;
 mod procs;
-mod proxy;
 mod stats;
 mod workload;
 
@@ -24,6 +23,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use certpin::resource::ClientCertificateSet;
+use certpin_bench::proxy;
 use procs::{Memory, Program};
 use stats::{Summary, summarize};
 
