@@ -653,3 +653,63 @@ async fn missing_inputs_wait_then_proceed_and_a_second_set_is_refused() {
     )
     .await;
 }
+
+/// The finalizer is added and removed from a cached copy of the set that may
+/// be behind (after an API server restart the watch re-lists late): the
+/// patch tests the list it changes, and on a failed test certpin reads the
+/// set again instead of failing the pass until the cache catches up. Another
+/// controller's finalizer is kept either way.
+#[tokio::test]
+async fn finalizer_patches_from_a_stale_copy_keep_other_finalizers() {
+    use certpin::operator::reconcile::finalizer;
+    use certpin::operator::reconcile::names::FINALIZER;
+    let ns = TestNamespace::new("finalizer-stale").await;
+    install_crd(&ns.client).await;
+    let sets: Api<ClientCertificateSet> = ns.api();
+    let set: ClientCertificateSet = serde_json::from_value(serde_json::json!({
+        "apiVersion": "certpin.dev/v1alpha1", "kind": "ClientCertificateSet", "metadata": {"name": "s"},
+        "spec": {"app": {"deployment": "app"}, "certificates": [{"name": "c",
+            "pkcs12": {"secretName": "cert", "key": "certificate.pfx"}, "password": {"secretName": "cert", "key": "password"}}]}
+    }))
+    .unwrap();
+    let stale = sets.create(&PostParams::default(), &set).await.unwrap();
+    let others = |s: &ClientCertificateSet| s.metadata.finalizers.clone().unwrap_or_default();
+    // Another controller adds its finalizer after certpin's copy was taken.
+    sets.patch(
+        "s",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"finalizers": ["example.com/other"]}})),
+    )
+    .await
+    .unwrap();
+    finalizer::ensure(&sets, &stale).await.unwrap();
+    assert_eq!(
+        others(&sets.get("s").await.unwrap()),
+        ["example.com/other", FINALIZER]
+    );
+    // Again from the same stale copy: read again, already there, no duplicate.
+    finalizer::ensure(&sets, &stale).await.unwrap();
+    let current = sets.get("s").await.unwrap();
+    assert_eq!(others(&current), ["example.com/other", FINALIZER]);
+
+    // Removal from a copy whose list is in another order than the server's.
+    sets.patch(
+        "s",
+        &PatchParams::default(),
+        &Patch::Merge(
+            serde_json::json!({"metadata": {"finalizers": [FINALIZER, "example.com/other"]}}),
+        ),
+    )
+    .await
+    .unwrap();
+    finalizer::remove(&sets, &current).await.unwrap();
+    assert_eq!(others(&sets.get("s").await.unwrap()), ["example.com/other"]);
+    // Let the namespace go.
+    sets.patch(
+        "s",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+}

@@ -38,3 +38,40 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error with its causes, `outer: cause: root`: kube's "client error
+/// (Connect)" alone does not say whether a connect was refused, timed out
+/// or failed its TLS handshake.
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        // thiserror's `transparent` and kube's wrappers repeat their cause.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_joined_without_repeating_a_transparent_wrapper() {
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+        let e = Error::Config(String::from("kubeconfig missing"));
+        assert_eq!(with_causes(&e), "kubeconfig: kubeconfig missing");
+        #[derive(Debug, thiserror::Error)]
+        #[error("client error (Connect)")]
+        struct Outer(#[source] std::io::Error);
+        assert_eq!(
+            with_causes(&Outer(io)),
+            "client error (Connect): connect timed out"
+        );
+    }
+}

@@ -7,6 +7,7 @@ pub mod faults;
 pub mod http;
 pub mod metrics;
 pub mod reconcile;
+mod repoll;
 pub mod triggers;
 
 use std::sync::Arc;
@@ -14,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
@@ -268,7 +268,7 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
         namespace = ns.unwrap_or("<all>"),
         "certpin controller starting"
     );
-    controller
+    let results = controller
         .watches_stream(secrets, move |s| {
             let name = s.name_any();
             sets_in(&secret_store, &s.namespace().unwrap_or_default(), |set| {
@@ -284,16 +284,12 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
             )
         })
         .shutdown_on_signal()
-        .run(reconcile::reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => {
-                    tracing::debug!(set = %obj.name, namespace = ?obj.namespace, "reconciled")
-                }
-                Err(e) => warn!(error = %e, "reconcile failed"),
-            }
-        })
-        .await;
+        .run(reconcile::reconcile, error_policy, ctx);
+    repoll::drive(results, repoll::REPOLL, |res| match res {
+        Ok((obj, _)) => tracing::debug!(set = %obj.name, namespace = ?obj.namespace, "reconciled"),
+        Err(e) => warn!(error = error::with_causes(&e), "reconcile failed"),
+    })
+    .await;
     info!(
         namespace = ns.unwrap_or("<all>"),
         "certpin controller stopped"
@@ -326,6 +322,12 @@ fn error_policy(set: Arc<ClientCertificateSet>, err: &Error, ctx: Arc<Context>) 
             reason: format!("error-{}", err.metric_label()),
         })
         .inc();
-    warn!(namespace = set.namespace().unwrap_or_default(), set = set.name_any(), error = %err, reason = err.metric_label(), "reconcile error; retrying");
+    warn!(
+        namespace = set.namespace().unwrap_or_default(),
+        set = set.name_any(),
+        error = error::with_causes(err),
+        reason = err.metric_label(),
+        "reconcile error; retrying"
+    );
     Action::requeue(Duration::from_secs(5))
 }

@@ -127,7 +127,12 @@ impl Operator {
                 &format!("127.0.0.1:{}", self.metrics_port),
             ])
             .args(&self.extra)
-            .env("RUST_LOG", "info,certpin=debug")
+            // CERTPIN_TEST_LOG widens the operator's log when chasing a
+            // failure (e.g. `info,certpin=debug,hyper_util=debug`).
+            .env(
+                "RUST_LOG",
+                std::env::var("CERTPIN_TEST_LOG").unwrap_or_else(|_| "info,certpin=debug".into()),
+            )
             .env("NO_COLOR", "1")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())

@@ -15,9 +15,19 @@ fn position(set: &ClientCertificateSet) -> Option<usize> {
 }
 
 /// Adds the finalizer unless it is there. The JSON patch tests the list it
-/// extends, so a concurrent change to the finalizers fails it (409-free: the
-/// API server answers 422 and the pass is retried) instead of clobbering them.
+/// extends, so a concurrent change to the finalizers fails it (the API
+/// server answers 422) instead of clobbering them. A failed test usually
+/// means the watch cache is behind (e.g. right after an API server restart,
+/// before the watch has re-listed): the set is read again and the patch made
+/// once more against what is really there.
 pub async fn ensure(api: &Api<ClientCertificateSet>, set: &ClientCertificateSet) -> Result<()> {
+    match add(api, set).await {
+        Err(e) if failed_test(&e) => add(api, &api.get(&set.name_any()).await?).await,
+        other => other,
+    }
+}
+
+async fn add(api: &Api<ClientCertificateSet>, set: &ClientCertificateSet) -> Result<()> {
     if position(set).is_some() {
         return Ok(());
     }
@@ -34,8 +44,29 @@ pub async fn ensure(api: &Api<ClientCertificateSet>, set: &ClientCertificateSet)
     patch(api, set, ops).await
 }
 
-/// Removes the finalizer once cleanup is done.
+/// The API server's answer to a JSON patch whose `test` failed.
+fn failed_test(e: &Error) -> bool {
+    matches!(e, Error::Kube(kube::Error::Api(s)) if s.code == 422)
+}
+
+/// Removes the finalizer once cleanup is done (read again and retried once
+/// when the cached set was behind, as in `ensure`).
 pub async fn remove(api: &Api<ClientCertificateSet>, set: &ClientCertificateSet) -> Result<()> {
+    let result = match drop_it(api, set).await {
+        Err(e) if failed_test(&e) => match api.get_opt(&set.name_any()).await? {
+            Some(fresh) => drop_it(api, &fresh).await,
+            None => Ok(()),
+        },
+        other => other,
+    };
+    match result {
+        // Already gone: nothing left to release.
+        Err(Error::Kube(kube::Error::Api(e))) if e.code == 404 => Ok(()),
+        other => other,
+    }
+}
+
+async fn drop_it(api: &Api<ClientCertificateSet>, set: &ClientCertificateSet) -> Result<()> {
     let Some(i) = position(set) else {
         return Ok(());
     };
@@ -44,11 +75,7 @@ pub async fn remove(api: &Api<ClientCertificateSet>, set: &ClientCertificateSet)
         {"op": "test", "path": path, "value": FINALIZER},
         {"op": "remove", "path": path},
     ]);
-    match patch(api, set, ops).await {
-        // Already gone: nothing left to release.
-        Err(Error::Kube(kube::Error::Api(e))) if e.code == 404 => Ok(()),
-        other => other,
-    }
+    patch(api, set, ops).await
 }
 
 async fn patch(
