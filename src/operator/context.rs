@@ -83,8 +83,40 @@ impl DecodeCache {
     }
 }
 
+/// The Deployments certpin has just written, by `namespace/name`, with the
+/// trigger property (`triggers::spec_and_annotations`) of the object the API
+/// server returned. The watch event that echoes such a write is not a reason
+/// for another pass: certpin already acted on everything before it.
+#[derive(Default)]
+pub struct OwnWrites {
+    expected: Mutex<HashMap<String, u64>>,
+}
+
+impl OwnWrites {
+    pub fn expect(&self, key: String, property: u64) {
+        self.lock().insert(key, property);
+    }
+
+    /// Whether this event is the echo of certpin's last write (forgotten
+    /// once seen: a later event with the same property is someone else's).
+    pub fn is_echo(&self, key: &str, property: u64) -> bool {
+        let mut expected = self.lock();
+        if expected.get(key) == Some(&property) {
+            expected.remove(key);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.expected.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 pub struct Context {
     pub client: Client,
+    pub own_writes: OwnWrites,
     pub recorder: Recorder,
     pub cache: DecodeCache,
     pub metrics: Arc<Metrics>,
@@ -102,6 +134,7 @@ impl Context {
         Arc::new(Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            own_writes: OwnWrites::default(),
             resync,
             cache: DecodeCache {
                 counter: metrics.decodes.clone(),

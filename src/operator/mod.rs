@@ -256,6 +256,8 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
     let deployment_store = store.clone();
     // A Deployment matters when its spec or annotations change or it goes,
     // not on each status update of a rollout.
+    // Nor when the change is the echo of certpin's own wiring patch.
+    let echoes = ctx.clone();
     let deployments = triggers::changed_or_deleted(
         watcher(
             api::<PartialObjectMeta<Deployment>>(client, ns),
@@ -263,6 +265,7 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
         )
         .backoff(triggers::watch_backoff()),
         triggers::spec_and_annotations,
+        move |key, value| echoes.own_writes.is_echo(key, value),
     );
     info!(
         namespace = ns.unwrap_or("<all>"),

@@ -11,11 +11,13 @@ use kube::Resource;
 use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::watcher::{self, Event};
 
-/// The objects whose `property` changed since they were last seen, and the
-/// deleted ones.
+/// The objects whose `property` changed since they were last seen, unless
+/// `echo` says the change is one certpin itself just made, and the deleted
+/// ones.
 pub fn changed_or_deleted<K, S>(
     events: S,
     property: fn(&K) -> u64,
+    mut echo: impl FnMut(&str, u64) -> bool + Send + 'static,
 ) -> impl Stream<Item = Result<K, watcher::Error>>
 where
     K: Resource + Send + 'static,
@@ -27,7 +29,8 @@ where
             Err(e) => vec![Err(e)],
             Ok(Event::Apply(o) | Event::InitApply(o)) => {
                 let value = property(&o);
-                if seen.insert(key(&o), value) == Some(value) {
+                let key = key(&o);
+                if seen.insert(key.clone(), value) == Some(value) || echo(&key, value) {
                     vec![]
                 } else {
                     vec![Ok(o)]
@@ -43,7 +46,8 @@ where
     })
 }
 
-fn key<K: Resource>(o: &K) -> String {
+/// `namespace/name`.
+pub fn key<K: Resource>(o: &K) -> String {
     let m = o.meta();
     format!(
         "{}/{}",
@@ -83,11 +87,18 @@ impl Backoff for WatchBackoff {
 }
 
 /// A Deployment's spec generation and annotations (the wiring owner and the
-/// StopStart record live there).
+/// StopStart record live there), without the deployment controller's own
+/// `deployment.kubernetes.io/*` annotations: it bumps the revision on every
+/// rollout, which is not a change certpin needs to look at.
 pub fn spec_and_annotations<K: Resource>(o: &K) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     o.meta().generation.hash(&mut h);
-    o.meta().annotations.hash(&mut h);
+    if let Some(annotations) = &o.meta().annotations {
+        annotations
+            .iter()
+            .filter(|(k, _)| !k.starts_with("deployment.kubernetes.io/"))
+            .for_each(|kv| kv.hash(&mut h));
+    }
     h.finish()
 }
 
@@ -133,13 +144,63 @@ mod tests {
             Ok(Event::Delete(d(2, "5"))),
             Ok(Event::Apply(d(1, "6"))), // created again
         ]);
-        let passed: Vec<String> = changed_or_deleted(events, spec_and_annotations)
+        assert_eq!(passed(events, |_, _| false).await, ["1", "3", "5", "6"]);
+    }
+
+    async fn passed(
+        events: impl Stream<Item = Result<Event<Deployment>, watcher::Error>> + Send,
+        echo: impl FnMut(&str, u64) -> bool + Send + 'static,
+    ) -> Vec<String> {
+        changed_or_deleted(events, spec_and_annotations, echo)
             .map(|r| r.map(|o| o.metadata.resource_version.unwrap_or_default()))
             .collect::<Vec<_>>()
             .await
             .into_iter()
             .collect::<Result<_, _>>()
-            .unwrap_or_default();
-        assert_eq!(passed, ["1", "3", "5", "6"]);
+            .unwrap_or_default()
+    }
+
+    fn annotated(generation: i64, rv: &str, annotations: &[(&str, &str)]) -> Deployment {
+        let mut o = d(generation, rv);
+        o.metadata.annotations = Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        o
+    }
+
+    #[tokio::test]
+    async fn the_deployment_controllers_revision_bump_is_not_a_change() {
+        let events = futures::stream::iter(vec![
+            Ok(Event::Apply(annotated(1, "1", &[("a", "1")]))),
+            Ok(Event::Apply(annotated(
+                1,
+                "2",
+                &[("a", "1"), ("deployment.kubernetes.io/revision", "2")],
+            ))),
+            Ok(Event::Apply(annotated(
+                1,
+                "3",
+                &[("a", "2"), ("deployment.kubernetes.io/revision", "2")],
+            ))),
+        ]);
+        assert_eq!(passed(events, |_, _| false).await, ["1", "3"]);
+    }
+
+    #[tokio::test]
+    async fn the_echo_of_certpins_own_write_is_dropped_once() {
+        let own = std::sync::Arc::new(crate::operator::context::OwnWrites::default());
+        own.expect("ns/app".into(), spec_and_annotations(&d(2, "")));
+        let events = futures::stream::iter(vec![
+            Ok(Event::Apply(d(1, "1"))),
+            Ok(Event::Apply(d(2, "2"))), // certpin's write
+            Ok(Event::Delete(d(2, "3"))),
+            Ok(Event::Apply(d(2, "4"))), // created again by someone else
+        ]);
+        let echoes = own.clone();
+        let passed = passed(events, move |k, v| echoes.is_echo(k, v)).await;
+        assert_eq!(passed, ["1", "3", "4"]);
     }
 }

@@ -491,7 +491,6 @@ async fn wire(
                 if needs_change {
                     apply::apply_deployment(&ctx.client, ns, &dname, &fragment).await?;
                     faults::after("apply-deployment");
-                    faults::after("apply-deployment");
                 }
                 restart::start(&ctx.client, ns, &dname, replicas).await?;
                 info!(replicas, "StopStart: started again");
@@ -499,7 +498,11 @@ async fn wire(
             }
         }
     } else if needs_change {
-        apply::apply_deployment(&ctx.client, ns, &dname, &fragment).await?;
+        let written = apply::apply_deployment(&ctx.client, ns, &dname, &fragment).await?;
+        ctx.own_writes.expect(
+            crate::operator::triggers::key(&written),
+            crate::operator::triggers::spec_and_annotations(&written),
+        );
         restarted =
             live_hash.as_deref() != Some(template_hash.as_str()) && restart::replicas_of(d) > 0;
         info!(hash = %template_hash, restarted, "wired Deployment");
