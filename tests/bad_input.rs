@@ -29,7 +29,7 @@ fn spec() -> Value {
              "password": {"secretName": "partner-a", "key": "password"}, "pinTo": ["Module.WebService1", "Zoë.Dienst"]},
             {"name": "partner-b", "tls": {"secretName": "partner-b"}, "pinTo": ["api.partner-b.example"]}
         ],
-        "noCertificateFor": ["Module.WebService2"],
+        "noCertificateFor": ["Module.WebService2", "Modül.Straße"],
     })
 }
 
@@ -121,17 +121,6 @@ fn not_ready_with(reason: &'static str) -> impl Fn(Option<&ClientCertificateSet>
     }
 }
 
-fn ready(s: Option<&ClientCertificateSet>) -> bool {
-    let Some(s) = s else { return false };
-    s.status.as_ref().is_some_and(|st| {
-        st.observed_generation == s.metadata.generation
-            && st
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-    })
-}
-
 #[tokio::test]
 async fn every_bad_input_is_named_and_changes_nothing_that_runs() {
     let ns = TestNamespace::new("bad-input").await;
@@ -153,6 +142,7 @@ async fn every_bad_input_is_named_and_changes_nothing_that_runs() {
     let usages: std::collections::BTreeMap<String, String> =
         serde_json::from_str(&cm.data.unwrap()["ClientCertificateUsages"]).unwrap();
     assert!(usages.contains_key("Zoë.Dienst"));
+    assert_eq!(usages.get("Modül.Straße").map(String::as_str), Some(""));
 
     let rendered_before = ns.api::<Secret>().get("prod-certpin").await.unwrap().data;
     let rs_before = replica_sets(&ns, "shop").await.len();
@@ -401,7 +391,6 @@ async fn every_bad_input_is_named_and_changes_nothing_that_runs() {
         .await;
         let mut restore = spec();
         restore["app"] = json!({"deployment": "shop", "containers": null});
-        restore["noCertificateFor"] = json!(["Module.WebService2"]);
         sets.patch(
             "prod",
             &PatchParams::default(),
@@ -459,6 +448,11 @@ async fn the_api_server_refuses_invalid_manifests() {
         (
             "upper-case certificate name",
             json!({"app": {"deployment": "d"}, "certificates": [cert("Partner")]}),
+            "should match",
+        ),
+        (
+            "non-ASCII certificate name",
+            json!({"app": {"deployment": "d"}, "certificates": [cert("zertifikat-ä")]}),
             "should match",
         ),
         (

@@ -61,25 +61,6 @@ async fn client_for(kubeconfig: &str) -> kube::Client {
     kube::Client::try_from(config).unwrap()
 }
 
-/// Ready for the current generation, with `algorithm` as the certificate's key.
-fn ready_with(algorithm: &'static str) -> impl Fn(Option<&ClientCertificateSet>) -> bool {
-    move |s| {
-        let Some(s) = s else { return false };
-        s.status.as_ref().is_some_and(|st| {
-            st.observed_generation == s.metadata.generation
-                && st
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-                && st
-                    .certificates
-                    .first()
-                    .and_then(|c| c.key_algorithm.as_deref())
-                    == Some(algorithm)
-        })
-    }
-}
-
 /// Waits until the app has `n` ReplicaSets, then checks that no more came:
 /// kwok's simulated kubelet may be slow after a restart, but certpin's part
 /// is the pod template, one new ReplicaSet per change.
@@ -168,7 +149,7 @@ async fn api_server_etcd_and_whole_control_plane_restarts_converge() {
         "s",
         T,
         "Ready after the API server restart",
-        ready_with("EC P-256"),
+        ready_with_key("EC P-256"),
     )
     .await;
     expect_replica_sets(&ns, 2, "one rollout for the wiring").await;
@@ -181,7 +162,7 @@ async fn api_server_etcd_and_whole_control_plane_restarts_converge() {
         "s",
         T,
         "rotated after the etcd restart",
-        ready_with("EC P-384"),
+        ready_with_key("EC P-384"),
     )
     .await;
     expect_replica_sets(&ns, 3, "exactly one rollout for the first rotation").await;
@@ -194,7 +175,7 @@ async fn api_server_etcd_and_whole_control_plane_restarts_converge() {
         "s",
         T,
         "rotated after the full restart",
-        ready_with("RSA 2048"),
+        ready_with_key("RSA 2048"),
     )
     .await;
     expect_replica_sets(&ns, 4, "exactly one rollout for the second rotation").await;

@@ -29,24 +29,6 @@ const STEPS: [&str; 10] = [
     "status",
 ];
 
-fn ready_with(alg: &'static str) -> impl Fn(Option<&ClientCertificateSet>) -> bool {
-    move |s| {
-        let Some(s) = s else { return false };
-        s.status.as_ref().is_some_and(|st| {
-            st.observed_generation == s.metadata.generation
-                && st
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-                && st
-                    .certificates
-                    .first()
-                    .and_then(|c| c.key_algorithm.as_deref())
-                    == Some(alg)
-        })
-    }
-}
-
 async fn crash_at(step: &'static str) {
     let ns = TestNamespace::new(&format!("crash-{step}")).await;
     install_crd(&ns.client).await;
@@ -74,7 +56,7 @@ async fn crash_at(step: &'static str) {
     sets.create(&PostParams::default(), &set).await.unwrap();
     {
         let _op = Operator::start_with(&ns.name, "-first", &[]);
-        wait_until(&sets, "s", T, "Ready", ready_with("EC P-256")).await;
+        wait_until(&sets, "s", T, "Ready", ready_with_key("EC P-256")).await;
         wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
     }
     let rs_before = replica_sets(&ns, "app").await.len();
@@ -121,7 +103,7 @@ async fn crash_at(step: &'static str) {
         "s",
         T,
         "Ready with the rotated certificate",
-        ready_with("EC P-384"),
+        ready_with_key("EC P-384"),
     )
     .await;
     let d = wait_until(
@@ -174,4 +156,86 @@ crash_tests! {
     killed_after_apply_deployment => "apply-deployment",
     killed_after_scaling_back => "start-scale",
     killed_after_status => "status",
+}
+
+/// Killed while deleting a set, right after the wiring was removed and before
+/// the finalizer was: a fresh operator finishes the deletion (the set goes,
+/// the rendered objects are garbage-collected), and the app keeps its
+/// replica count and gets no restart beyond the one unwiring required.
+#[tokio::test]
+async fn killed_after_unwiring_during_deletion() {
+    let ns = TestNamespace::new("crash-unwire").await;
+    install_crd(&ns.client).await;
+    put_secret(
+        &ns,
+        "cert",
+        &[
+            (
+                "certificate.pfx",
+                &fixture("pkcs12/openssl-ec256-modern.p12"),
+            ),
+            ("password", b"changeit"),
+        ],
+        None,
+    )
+    .await;
+    create_deployment(&ns, &deployment("app", 2, &["mendix"])).await;
+    let deployments: Api<Deployment> = ns.api();
+    wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
+    let original = replica_sets(&ns, "app").await;
+    let set: ClientCertificateSet = serde_json::from_value(json!({
+        "apiVersion": "certpin.dev/v1alpha1", "kind": "ClientCertificateSet", "metadata": {"name": "s"},
+        "spec": {"app": {"deployment": "app"}, "certificates": [{"name": "c",
+            "pkcs12": {"secretName": "cert", "key": "certificate.pfx"}, "password": {"secretName": "cert", "key": "password"}}]}
+    }))
+    .unwrap();
+    let sets: Api<ClientCertificateSet> = ns.api();
+    sets.create(&PostParams::default(), &set).await.unwrap();
+    {
+        let _op = Operator::start_with(&ns.name, "-first", &[]);
+        wait_until(&sets, "s", T, "Ready", ready).await;
+        wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
+    }
+    assert_eq!(replica_sets(&ns, "app").await.len(), original.len() + 1);
+
+    let mut crashing = Operator::start_with_env(
+        &ns.name,
+        "-crash",
+        &[],
+        &[("CERTPIN_CRASH_AFTER", "unwire")],
+    );
+    sets.delete("s", &Default::default()).await.unwrap();
+    assert!(crashing.wait_exit(T), "the operator never unwired");
+    assert!(
+        crashing.log_text().contains("CERTPIN_CRASH_AFTER=unwire"),
+        "exited for another reason:\n{}",
+        crashing.log_text()
+    );
+    assert!(
+        sets.get_opt("s").await.unwrap().is_some(),
+        "the finalizer must hold the set until cleanup is complete"
+    );
+
+    let _op = Operator::start_with(&ns.name, "-after", &[]);
+    support::kube::wait_for(T, "the set deleted", || {
+        let sets = sets.clone();
+        async move { sets.get_opt("s").await.unwrap().is_none() }
+    })
+    .await;
+    let d = wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
+    assert_eq!(d.spec.as_ref().unwrap().replicas, Some(2));
+    let annotations = d.metadata.annotations.unwrap_or_default();
+    assert!(!annotations.keys().any(|k| k.starts_with("certpin.dev/")));
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    assert!(pod.volumes.unwrap_or_default().is_empty());
+    assert!(pod.containers[0].env.clone().unwrap_or_default().is_empty());
+    // Unwired, the template is the original one again: the Deployment
+    // controller scales the original ReplicaSet back up, no new one.
+    assert_eq!(replica_sets(&ns, "app").await.len(), original.len() + 1);
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = ns.api();
+    support::kube::wait_for(T, "the rendered ConfigMap garbage-collected", || {
+        let cms = cms.clone();
+        async move { cms.get_opt("s-certpin").await.unwrap().is_none() }
+    })
+    .await;
 }

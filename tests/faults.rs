@@ -29,17 +29,6 @@ fn set(name: &str, deployment: &str, restart: &str, secret: &str) -> ClientCerti
     .unwrap()
 }
 
-fn ready(s: Option<&ClientCertificateSet>) -> bool {
-    let Some(s) = s else { return false };
-    s.status.as_ref().is_some_and(|st| {
-        st.observed_generation == s.metadata.generation
-            && st
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-    })
-}
-
 async fn p12_secret(ns: &TestNamespace, name: &str, fixture_name: &str) {
     put_secret(
         ns,

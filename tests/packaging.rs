@@ -154,14 +154,6 @@ fn set_for(name: &str, deployment: &str) -> ClientCertificateSet {
     .unwrap()
 }
 
-fn is_ready(s: Option<&ClientCertificateSet>) -> bool {
-    s.and_then(|s| s.status.as_ref()).is_some_and(|st| {
-        st.conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-    })
-}
-
 #[tokio::test]
 async fn helm_install_and_the_charts_rbac_is_enough_and_no_more() {
     let app = app_ns_with_set("helm-app").await;
@@ -244,7 +236,7 @@ async fn helm_install_and_the_charts_rbac_is_enough_and_no_more() {
         "prod",
         T,
         "Ready as the chart's ServiceAccount",
-        is_ready,
+        ready,
     )
     .await;
 
@@ -303,7 +295,7 @@ async fn two_replicas_one_leader_and_failover_finishes_pending_work() {
     sets.create(&PostParams::default(), &set("first"))
         .await
         .unwrap();
-    wait_until(&sets, "first", T, "Ready", is_ready).await;
+    wait_until(&sets, "first", T, "Ready", ready).await;
     let leads = |o: &Operator| o.log_text().contains("became the leader");
     assert!(leads(&a) ^ leads(&b), "exactly one replica leads");
     let (leader, standby) = if leads(&a) {
@@ -325,7 +317,7 @@ async fn two_replicas_one_leader_and_failover_finishes_pending_work() {
         "second",
         Duration::from_secs(60),
         "Ready after failover",
-        is_ready,
+        ready,
     )
     .await;
     assert!(standby.log_text().contains("became the leader"));
@@ -349,7 +341,7 @@ async fn metrics_expose_the_exact_expiry_of_a_known_certificate() {
     sets.create(&PostParams::default(), &set("prod"))
         .await
         .unwrap();
-    wait_until(&sets, "prod", T, "Ready", is_ready).await;
+    wait_until(&sets, "prod", T, "Ready", ready).await;
     let not_after =
         certpin::pkcs12::decode_pkcs12(&fixture("pkcs12/openssl-ec256-legacy.p12"), "changeit")
             .unwrap()

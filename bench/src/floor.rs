@@ -42,7 +42,7 @@ struct Ctx {
 const FINALIZER: &str = "bench.certpin.dev/floor";
 
 pub async fn run(ns: String, concurrency: u16) -> Result<()> {
-    let client = Client::try_default().await?;
+    let client = certpin::operator::client::infer().await?;
     let sets: Api<ClientCertificateSet> = Api::namespaced(client.clone(), &ns);
     let ctx = Arc::new(Ctx {
         client,

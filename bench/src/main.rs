@@ -262,7 +262,7 @@ async fn start_certpin(
 }
 
 async fn run(args: RunArgs) -> Result<()> {
-    let client = Client::try_default().await?;
+    let client = certpin::operator::client::infer().await?;
     let started = k8s_openapi::jiff::Timestamp::now().to_string();
     let version = client.apiserver_version().await?.git_version;
     let dir = args.cache.join(format!("run-{}", std::process::id()));

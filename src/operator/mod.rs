@@ -1,6 +1,7 @@
 //! The operator: watches ClientCertificateSets, the Secrets they reference
 //! and the Deployments they wire, and runs the reconcile pipeline.
 
+pub mod client;
 pub mod context;
 pub mod error;
 pub mod faults;
@@ -134,7 +135,7 @@ async fn client(args: &RunArgs) -> Result<Client, Error> {
     if let Some(user) = &args.impersonate {
         config.auth_info.impersonate = Some(user.clone());
     }
-    Ok(Client::try_from(config)?)
+    client::build(config)
 }
 
 pub async fn run_operator(args: RunArgs) -> Result<(), Error> {

@@ -276,3 +276,29 @@ pub fn http_get(url: &str) -> String {
     s.read_to_string(&mut body).unwrap();
     body
 }
+
+/// The set is Ready for its current generation.
+pub fn ready(s: Option<&certpin::resource::ClientCertificateSet>) -> bool {
+    let Some(s) = s else { return false };
+    s.status.as_ref().is_some_and(|st| {
+        st.observed_generation == s.metadata.generation
+            && st
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+/// Ready for its current generation, with `algorithm` (e.g. "EC P-384") as
+/// its first certificate's key: a rotation has been applied.
+pub fn ready_with_key(
+    algorithm: &'static str,
+) -> impl Fn(Option<&certpin::resource::ClientCertificateSet>) -> bool {
+    move |s| {
+        ready(s)
+            && s.and_then(|s| s.status.as_ref())
+                .and_then(|st| st.certificates.first())
+                .and_then(|c| c.key_algorithm.as_deref())
+                == Some(algorithm)
+    }
+}

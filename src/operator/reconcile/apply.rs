@@ -95,10 +95,56 @@ pub fn contains(have: &Value, want: &Value) -> bool {
     }
 }
 
+/// What applying `fragment` to `live` should leave in the fields a watch
+/// trigger looks at: the spec generation (one more when the spec changes)
+/// and the annotations (the fragment's over the live ones).
+pub fn after_apply(live: &Deployment, fragment: &Value) -> Deployment {
+    let mut next = live.clone();
+    let live_spec = serde_json::to_value(&live.spec).unwrap_or(Value::Null);
+    if let Some(spec) = fragment.get("spec")
+        && !contains(&live_spec, spec)
+    {
+        next.metadata.generation = Some(live.metadata.generation.unwrap_or(0) + 1);
+    }
+    if let Some(Value::Object(annotations)) = fragment.pointer("/metadata/annotations") {
+        let merged = next
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default);
+        for (k, v) in annotations {
+            if let Value::String(v) = v {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    next
+}
+
 #[cfg(test)]
 mod tests {
-    use super::contains;
+    use super::{after_apply, contains};
+    use k8s_openapi::api::apps::v1::Deployment;
     use serde_json::json;
+
+    #[test]
+    fn after_apply_bumps_the_generation_only_for_a_spec_change_and_merges_annotations() {
+        let live: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "app", "generation": 4, "annotations": {"keep": "1", "certpin.dev/set": "old"}},
+            "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}}
+        }))
+        .unwrap();
+        let annotations_only = json!({"metadata": {"annotations": {"certpin.dev/set": "s"}},
+            "spec": {"template": {"spec": {"containers": [{"name": "a"}]}}}});
+        let next = after_apply(&live, &annotations_only);
+        assert_eq!(next.metadata.generation, Some(4));
+        let a = next.metadata.annotations.unwrap();
+        assert_eq!(
+            (a["keep"].as_str(), a["certpin.dev/set"].as_str()),
+            ("1", "s")
+        );
+        let wiring = json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "env": [{"name": "E", "value": "v"}]}]}}}});
+        assert_eq!(after_apply(&live, &wiring).metadata.generation, Some(5));
+    }
 
     #[test]
     fn containment_matches_named_lists_by_name_and_ignores_extra_fields() {

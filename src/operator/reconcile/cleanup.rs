@@ -12,6 +12,7 @@ use super::names::{ANN_SET, set_name};
 use super::{apply, restart};
 use crate::operator::context::Context;
 use crate::operator::error::Result;
+use crate::operator::faults;
 use crate::resource::ClientCertificateSet;
 
 pub async fn cleanup(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> Result<Action> {
@@ -29,6 +30,7 @@ pub async fn cleanup(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> Res
                 restart::start(&ctx.client, ns, &set.spec.app.deployment, record.replicas).await?;
             }
             apply::unwire_deployment(&ctx.client, ns, &set.spec.app.deployment).await?;
+            faults::after("unwire");
             info!(deployment = %set.spec.app.deployment, "removed the wiring");
         }
     }

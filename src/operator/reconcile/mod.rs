@@ -24,7 +24,7 @@ use tracing::{info, instrument};
 
 use crate::operator::context::Context;
 use crate::operator::error::{Error, Result};
-use crate::operator::faults;
+use crate::operator::{faults, triggers};
 use crate::resource::{ClientCertificateSet, ClientCertificateSetStatus, RestartStrategy};
 use names::*;
 use status::{APPLIED, CERTIFICATES_VALID, Cond, READY, RESTART_DUE};
@@ -498,11 +498,16 @@ async fn wire(
             }
         }
     } else if needs_change {
-        let written = apply::apply_deployment(&ctx.client, ns, &dname, &fragment).await?;
+        // The watch event of this write can arrive before its response:
+        // expect what the write should produce, then what it did produce.
+        let key = triggers::key(d);
         ctx.own_writes.expect(
-            crate::operator::triggers::key(&written),
-            crate::operator::triggers::spec_and_annotations(&written),
+            key.clone(),
+            triggers::spec_and_annotations(&apply::after_apply(d, &fragment)),
         );
+        let written = apply::apply_deployment(&ctx.client, ns, &dname, &fragment).await?;
+        ctx.own_writes
+            .expect(key, triggers::spec_and_annotations(&written));
         restarted =
             live_hash.as_deref() != Some(template_hash.as_str()) && restart::replicas_of(d) > 0;
         info!(hash = %template_hash, restarted, "wired Deployment");
