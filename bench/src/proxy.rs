@@ -93,6 +93,13 @@ pub async fn start(client: kube::Client, dir: &Path, name: &str) -> Result<Proxy
         counts: counts.clone(),
         faults: faults.clone(),
     });
+    // TCP_NODELAY on each accepted connection, as the API server (Go) sets
+    // it: with Nagle on, a response written in two parts waits for the
+    // client's delayed ACK (40 ms), which the proxy would add to every write
+    // it measures.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "proxy stopped");
