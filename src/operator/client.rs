@@ -69,9 +69,16 @@ fn trace_layer() -> TraceLayer<
             )
         })
         .on_request(|_: &Request<kube::client::Body>, _: &Span| tracing::debug!("requesting"))
-        .on_response(|res: &Response<hyper::body::Incoming>, _: Duration, span: &Span| {
-            span.record("http.status_code", res.status().as_u16());
-        })
+        .on_response(
+            |res: &Response<hyper::body::Incoming>, latency: Duration, span: &Span| {
+                span.record("http.status_code", res.status().as_u16());
+                tracing::debug!(
+                    status = res.status().as_u16(),
+                    latency_us = latency.as_micros() as u64,
+                    "response"
+                );
+            },
+        )
         .on_body_chunk(())
         .on_failure(|class: ServerErrorsFailureClass, _: Duration, _: &Span| {
             tracing::error!(%class, "request failed")

@@ -298,6 +298,8 @@ fn next_expiry_check(
         .map(|d| d.max(Duration::from_secs(1)))
 }
 
+/// Publishes the Events of this pass at once: each is its own request, and
+/// one after another they held a reconcile slot for a round trip each.
 async fn events(
     ctx: &Context,
     set: &ClientCertificateSet,
@@ -306,61 +308,8 @@ async fn events(
     ready: &Cond,
     warnings: &[String],
 ) {
-    let before = status::condition(Some(old), READY);
-    let changed =
-        before.is_none_or(|b| b.reason != ready.reason || (b.status == "True") != ready.ok);
-    if changed && !ready.ok {
-        status::event(
-            ctx,
-            set,
-            true,
-            &ready.reason,
-            "Validate",
-            ready.message.clone(),
-        )
-        .await;
-    }
-    if old.applied_hash != new.applied_hash
-        && let Some(h) = &new.applied_hash
-    {
-        status::event(
-            ctx,
-            set,
-            false,
-            "Applied",
-            "Apply",
-            format!("applied client certificate settings (hash {h})"),
-        )
-        .await;
-    }
-    if old.last_restart != new.last_restart && new.last_restart.is_some() {
-        let how = format!("{:?}", set.spec.restart);
-        status::event(
-            ctx,
-            set,
-            false,
-            "Restarted",
-            "Restart",
-            format!("restarted Deployment {:?} ({how})", set.spec.app.deployment),
-        )
-        .await;
-    }
-    let expiring: Vec<&String> = warnings
-        .iter()
-        .filter(|w| w.contains("expiring-soon"))
-        .collect();
-    let was_expiring = old
-        .certificates
-        .iter()
-        .any(|c| c.warnings.iter().any(|w| w.contains("expiring-soon")));
-    if !expiring.is_empty() && !was_expiring {
-        let note = expiring
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join("; ");
-        status::event(ctx, set, true, "ExpiringSoon", "Validate", note).await;
-    }
+    let due = status::events_due(set, old, new, ready, warnings);
+    futures::future::join_all(due.into_iter().map(|e| status::event(ctx, set, e))).await;
 }
 
 /// Which set already wires this Deployment, if another one that still exists.

@@ -103,27 +103,192 @@ pub async fn patch_status(
     Ok(true)
 }
 
-pub async fn event(
-    ctx: &Context,
+/// An Event to publish about a set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSpec {
+    pub warning: bool,
+    pub reason: String,
+    pub action: &'static str,
+    pub note: String,
+}
+
+impl EventSpec {
+    fn new(warning: bool, reason: &str, action: &'static str, note: String) -> Self {
+        EventSpec {
+            warning,
+            reason: reason.into(),
+            action,
+            note,
+        }
+    }
+}
+
+/// The Events a pass owes, from the status before and after it: one per
+/// transition (a new failure reason, a new applied hash, a new restart, the
+/// first expiring-soon warning), none when nothing changed.
+pub fn events_due(
     set: &ClientCertificateSet,
-    warning: bool,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
+    old: &ClientCertificateSetStatus,
+    new: &ClientCertificateSetStatus,
+    ready: &Cond,
+    warnings: &[String],
+) -> Vec<EventSpec> {
+    let mut due = Vec::new();
+    let before = condition(Some(old), READY);
+    let changed =
+        before.is_none_or(|b| b.reason != ready.reason || (b.status == "True") != ready.ok);
+    if changed && !ready.ok {
+        due.push(EventSpec::new(
+            true,
+            &ready.reason,
+            "Validate",
+            ready.message.clone(),
+        ));
+    }
+    if old.applied_hash != new.applied_hash
+        && let Some(h) = &new.applied_hash
+    {
+        due.push(EventSpec::new(
+            false,
+            "Applied",
+            "Apply",
+            format!("applied client certificate settings (hash {h})"),
+        ));
+    }
+    if old.last_restart != new.last_restart && new.last_restart.is_some() {
+        let how = format!("{:?}", set.spec.restart);
+        due.push(EventSpec::new(
+            false,
+            "Restarted",
+            "Restart",
+            format!("restarted Deployment {:?} ({how})", set.spec.app.deployment),
+        ));
+    }
+    let expiring: Vec<&str> = warnings
+        .iter()
+        .filter(|w| w.contains("expiring-soon"))
+        .map(String::as_str)
+        .collect();
+    let was_expiring = old
+        .certificates
+        .iter()
+        .any(|c| c.warnings.iter().any(|w| w.contains("expiring-soon")));
+    if !expiring.is_empty() && !was_expiring {
+        due.push(EventSpec::new(
+            true,
+            "ExpiringSoon",
+            "Validate",
+            expiring.join("; "),
+        ));
+    }
+    due
+}
+
+pub async fn event(ctx: &Context, set: &ClientCertificateSet, e: EventSpec) {
     use kube::Resource as _;
     let ev = Event {
-        type_: if warning {
+        type_: if e.warning {
             EventType::Warning
         } else {
             EventType::Normal
         },
-        reason: reason.chars().take(128).collect(),
-        note: Some(note.chars().take(1000).collect()),
-        action: action.into(),
+        reason: e.reason.chars().take(128).collect(),
+        note: Some(e.note.chars().take(1000).collect()),
+        action: e.action.into(),
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&ev, &set.object_ref(&())).await {
         tracing::warn!(error = %e, "publishing an Event failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::CertificateStatus;
+
+    fn set() -> ClientCertificateSet {
+        serde_json::from_value(json!({
+            "apiVersion": "certpin.dev/v1alpha1", "kind": "ClientCertificateSet",
+            "metadata": {"name": "prod", "namespace": "shop"},
+            "spec": {"app": {"deployment": "shop"},
+                     "certificates": [{"name": "a", "tls": {"secretName": "a"}, "pinTo": ["x.example"]}]}
+        }))
+        .expect("a valid set")
+    }
+
+    fn with_ready(status: &str, reason: &str) -> ClientCertificateSetStatus {
+        ClientCertificateSetStatus {
+            conditions: vec![Condition {
+                type_: READY.into(),
+                status: status.into(),
+                reason: reason.into(),
+                message: String::new(),
+                observed_generation: Some(1),
+                last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn reasons(due: &[EventSpec]) -> Vec<&str> {
+        due.iter().map(|e| e.reason.as_str()).collect()
+    }
+
+    #[test]
+    fn a_first_rendering_announces_the_apply_and_the_restart() {
+        let old = ClientCertificateSetStatus::default();
+        let new = ClientCertificateSetStatus {
+            applied_hash: Some("h1".into()),
+            last_restart: Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
+            ..Default::default()
+        };
+        let ready = Cond::new(READY, true, "Applied", "ok");
+        let due = events_due(&set(), &old, &new, &ready, &[]);
+        assert_eq!(reasons(&due), ["Applied", "Restarted"]);
+        assert!(due.iter().all(|e| !e.warning));
+        assert_eq!(due[0].note, "applied client certificate settings (hash h1)");
+        assert_eq!(due[1].note, "restarted Deployment \"shop\" (Rolling)");
+    }
+
+    #[test]
+    fn an_unchanged_pass_owes_nothing() {
+        let mut old = with_ready("True", "Applied");
+        old.applied_hash = Some("h1".into());
+        let new = old.clone();
+        let ready = Cond::new(READY, true, "Applied", "ok");
+        assert!(events_due(&set(), &old, &new, &ready, &[]).is_empty());
+    }
+
+    #[test]
+    fn a_failure_is_a_warning_once_per_reason() {
+        let old = with_ready("True", "Applied");
+        let ready = Cond::new(READY, false, "WrongPassword", "a: wrong password");
+        let due = events_due(&set(), &old, &old, &ready, &[]);
+        assert_eq!(reasons(&due), ["WrongPassword"]);
+        assert!(due[0].warning);
+        let failing = with_ready("False", "WrongPassword");
+        assert!(events_due(&set(), &failing, &failing, &ready, &[]).is_empty());
+        let other = Cond::new(READY, false, "Expired", "a: expired");
+        assert_eq!(
+            reasons(&events_due(&set(), &failing, &failing, &other, &[])),
+            ["Expired"]
+        );
+    }
+
+    #[test]
+    fn expiring_soon_is_announced_when_it_starts() {
+        let old = with_ready("True", "Applied");
+        let ready = Cond::new(READY, true, "ValidWithWarnings", "w");
+        let warnings = vec!["a: expiring-soon: in 3 days".to_string()];
+        let due = events_due(&set(), &old, &old, &ready, &warnings);
+        assert_eq!(reasons(&due), ["ExpiringSoon"]);
+        assert!(due[0].warning);
+        let mut already = old.clone();
+        already.certificates = vec![CertificateStatus {
+            warnings: vec!["expiring-soon: in 4 days".into()],
+            ..Default::default()
+        }];
+        assert!(events_due(&set(), &already, &already, &ready, &warnings).is_empty());
     }
 }
