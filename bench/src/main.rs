@@ -45,6 +45,18 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         concurrency: u16,
     },
+    /// Creates N sets (as `run` does) and unrelated Secrets, and leaves them,
+    /// for footprint experiments with a certpin started by hand.
+    Populate {
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        sets: usize,
+        #[arg(long, default_value_t = 10_000)]
+        noise: usize,
+        #[arg(long, env = "CERTPIN_BENCH_CACHE")]
+        cache: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -94,6 +106,12 @@ fn main() -> Result<()> {
                 concurrency,
             } => floor::run(namespace, concurrency).await,
             Command::Run(args) => run(args).await,
+            Command::Populate {
+                namespace,
+                sets,
+                noise,
+                cache,
+            } => populate(&namespace, sets, noise, &cache).await,
         }
     })
 }
@@ -259,6 +277,19 @@ async fn start_certpin(
         metrics_port,
         proxy,
     })
+}
+
+async fn populate(ns: &str, n: usize, noise: usize, cache: &Path) -> Result<()> {
+    let client = certpin::operator::client::infer().await?;
+    install_crd(&client).await?;
+    let pool = pool::ensure(cache, 2 * n).await?;
+    workload::noise(&client, "bench-noise", noise).await?;
+    workload::apps(&client, ns, n, &pool).await?;
+    let sets: Api<certpin::resource::ClientCertificateSet> = Api::namespaced(client.clone(), ns);
+    for i in 0..n {
+        workload::create_ignoring_exists(&sets, &workload::set(i)?).await?;
+    }
+    Ok(())
 }
 
 async fn run(args: RunArgs) -> Result<()> {
