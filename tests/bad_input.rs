@@ -144,7 +144,7 @@ async fn every_bad_input_is_named_and_changes_nothing_that_runs() {
     assert!(usages.contains_key("Zoë.Dienst"));
     assert_eq!(usages.get("Modül.Straße").map(String::as_str), Some(""));
 
-    let rendered_before = ns.api::<Secret>().get("prod-certpin").await.unwrap().data;
+    let rendered_before = secret_digest(&ns, "prod-certpin").await;
     let rs_before = replica_sets(&ns, "shop").await.len();
     let p12 = |f: &str| fixture(&format!("pkcs12/{f}"));
     let pw = b"changeit".to_vec();
@@ -343,7 +343,7 @@ async fn every_bad_input_is_named_and_changes_nothing_that_runs() {
         })
         .await;
         assert_eq!(
-            ns.api::<Secret>().get("prod-certpin").await.unwrap().data,
+            secret_digest(&ns, "prod-certpin").await,
             rendered_before,
             "{name}: the last good rendering changed"
         );
@@ -400,7 +400,7 @@ async fn every_bad_input_is_named_and_changes_nothing_that_runs() {
         .unwrap();
         wait_until(&sets, "prod", T, &format!("{name}: Ready again"), ready).await;
         assert_eq!(
-            ns.api::<Secret>().get("prod-certpin").await.unwrap().data,
+            secret_digest(&ns, "prod-certpin").await,
             rendered_before,
             "{name}: restoring re-rendered"
         );

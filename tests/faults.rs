@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use certpin::resource::ClientCertificateSet;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
@@ -384,7 +383,7 @@ open(sys.argv[1], "wb").write(pkcs12.serialize_key_and_certificates(b"c", k, c, 
     let deployments: Api<Deployment> = ns.api();
     wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
     let rs = replica_sets(&ns, "app").await.len();
-    let rendered = ns.api::<Secret>().get("s-certpin").await.unwrap().data;
+    let rendered = secret_digest(&ns, "s-certpin").await;
     // Expiry is noticed by itself (a scheduled look), not by any change.
     wait_until(
         &sets,
@@ -406,7 +405,7 @@ open(sys.argv[1], "wb").write(pkcs12.serialize_key_and_certificates(b"c", k, c, 
         "restarted onto nothing"
     );
     assert_eq!(
-        ns.api::<Secret>().get("s-certpin").await.unwrap().data,
+        secret_digest(&ns, "s-certpin").await,
         rendered,
         "the last rendering changed"
     );
