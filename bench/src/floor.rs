@@ -93,20 +93,16 @@ async fn reconcile(set: Arc<ClientCertificateSet>, ctx: Arc<Ctx>) -> Result<Acti
             .await?;
     }
     let rendered = placeholder(&set);
-    Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
-        .patch(
-            &rendered.name,
-            &apply,
-            &Patch::Apply(build::config_map_object(&set, ns, &rendered)),
-        )
-        .await?;
-    Api::<Secret>::namespaced(ctx.client.clone(), ns)
-        .patch(
-            &rendered.name,
-            &apply,
-            &Patch::Apply(build::secret_object(&set, ns, &rendered)),
-        )
-        .await?;
+    // At once, as certpin writes them: the floor is the best the API server
+    // allows, not a slower sequence.
+    let config_maps = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns);
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
+    let cm_body = Patch::Apply(build::config_map_object(&set, ns, &rendered));
+    let secret_body = Patch::Apply(build::secret_object(&set, ns, &rendered));
+    futures::try_join!(
+        config_maps.patch(&rendered.name, &apply, &cm_body),
+        secrets.patch(&rendered.name, &apply, &secret_body),
+    )?;
     let containers = if set.spec.app.containers.is_empty() {
         vec!["app".to_string()]
     } else {

@@ -1,6 +1,7 @@
-//! certpin's finalizer, added in the same pass that wires the app: kube's
-//! `finalizer` helper adds it and returns, so every new set would wait for a
-//! second pass (one more watch round trip) before anything is applied.
+//! certpin's finalizer, added in the same pass that wires the app (while its
+//! inputs are read): kube's `finalizer` helper adds it and returns, so every
+//! new set would wait for a second pass (one more watch round trip) before
+//! anything is applied.
 
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
