@@ -303,24 +303,14 @@ pub fn ready_with_key(
     }
 }
 
-/// A digest of a Secret's data: compared, it shows a change as the data
-/// would, and a failing assertion does not print the generated passwords and
-/// keys of a rendering.
-pub async fn secret_digest(ns: &TestNamespace, name: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let data = ns
-        .api::<Secret>()
-        .get(name)
-        .await
-        .unwrap()
-        .data
-        .unwrap_or_default();
-    let mut h = Sha256::new();
-    for (k, v) in &data {
-        h.update((k.len() as u64).to_le_bytes());
-        h.update(k.as_bytes());
-        h.update((v.0.len() as u64).to_le_bytes());
-        h.update(&v.0);
-    }
-    format!("{} keys, sha256 {:x}", data.len(), h.finalize())
+/// A digest of a Secret's data (certpin's own content hash): compared, it
+/// shows a change as the data would, and a failing assertion does not print
+/// the generated passwords and keys of a rendering.
+pub async fn secret_digest(ns: &TestNamespace, name: &str) -> Option<String> {
+    let data = ns.api::<Secret>().get(name).await.unwrap().data?;
+    Some(format!(
+        "{} keys, {}",
+        data.len(),
+        certpin::operator::reconcile::build::config_hash(&Default::default(), &data)
+    ))
 }
