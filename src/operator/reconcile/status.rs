@@ -145,24 +145,30 @@ pub fn events_due(
             ready.message.clone(),
         ));
     }
-    if old.applied_hash != new.applied_hash
-        && let Some(h) = &new.applied_hash
-    {
-        due.push(EventSpec::new(
+    // A change and the restart it caused are one Event: each Event is a
+    // write the API server stores, and a user reads them together anyway.
+    let applied = (old.applied_hash != new.applied_hash)
+        .then_some(new.applied_hash.as_ref())
+        .flatten();
+    let restarted =
+        (old.last_restart != new.last_restart && new.last_restart.is_some()).then(|| {
+            format!(
+                "restarted Deployment {:?} ({:?})",
+                set.spec.app.deployment, set.spec.restart
+            )
+        });
+    match (applied, restarted) {
+        (Some(h), restart) => due.push(EventSpec::new(
             false,
             "Applied",
             "Apply",
-            format!("applied client certificate settings (hash {h})"),
-        ));
-    }
-    if old.last_restart != new.last_restart && new.last_restart.is_some() {
-        let how = format!("{:?}", set.spec.restart);
-        due.push(EventSpec::new(
-            false,
-            "Restarted",
-            "Restart",
-            format!("restarted Deployment {:?} ({how})", set.spec.app.deployment),
-        ));
+            match restart {
+                Some(r) => format!("applied client certificate settings (hash {h}); {r}"),
+                None => format!("applied client certificate settings (hash {h})"),
+            },
+        )),
+        (None, Some(r)) => due.push(EventSpec::new(false, "Restarted", "Restart", r)),
+        (None, None) => {}
     }
     let expiring: Vec<&str> = warnings
         .iter()
@@ -236,7 +242,7 @@ mod tests {
     }
 
     #[test]
-    fn a_first_rendering_announces_the_apply_and_the_restart() {
+    fn a_first_rendering_announces_the_apply_and_the_restart_in_one_event() {
         let old = ClientCertificateSetStatus::default();
         let new = ClientCertificateSetStatus {
             applied_hash: Some("h1".into()),
@@ -245,10 +251,32 @@ mod tests {
         };
         let ready = Cond::new(READY, true, "Applied", "ok");
         let due = events_due(&set(), &old, &new, &ready, &[]);
-        assert_eq!(reasons(&due), ["Applied", "Restarted"]);
-        assert!(due.iter().all(|e| !e.warning));
+        assert_eq!(reasons(&due), ["Applied"]);
+        assert!(!due[0].warning);
+        assert_eq!(
+            due[0].note,
+            "applied client certificate settings (hash h1); restarted Deployment \"shop\" (Rolling)"
+        );
+    }
+
+    #[test]
+    fn an_apply_without_restart_and_a_later_restart_are_announced_apart() {
+        let old = ClientCertificateSetStatus::default();
+        let applied = ClientCertificateSetStatus {
+            applied_hash: Some("h1".into()),
+            ..Default::default()
+        };
+        let ready = Cond::new(READY, true, "Applied", "ok");
+        let due = events_due(&set(), &old, &applied, &ready, &[]);
+        assert_eq!(reasons(&due), ["Applied"]);
         assert_eq!(due[0].note, "applied client certificate settings (hash h1)");
-        assert_eq!(due[1].note, "restarted Deployment \"shop\" (Rolling)");
+        let restarted = ClientCertificateSetStatus {
+            last_restart: Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
+            ..applied.clone()
+        };
+        let due = events_due(&set(), &applied, &restarted, &ready, &[]);
+        assert_eq!(reasons(&due), ["Restarted"]);
+        assert_eq!(due[0].note, "restarted Deployment \"shop\" (Rolling)");
     }
 
     #[test]
