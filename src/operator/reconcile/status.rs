@@ -147,9 +147,10 @@ pub fn events_due(
     }
     // A change and the restart it caused are one Event: each Event is a
     // write the API server stores, and a user reads them together anyway.
-    let applied = (old.applied_hash != new.applied_hash)
-        .then_some(new.applied_hash.as_ref())
-        .flatten();
+    let applied = new
+        .applied_hash
+        .as_ref()
+        .filter(|_| old.applied_hash != new.applied_hash);
     let restarted =
         (old.last_restart != new.last_restart && new.last_restart.is_some()).then(|| {
             format!(
@@ -158,15 +159,13 @@ pub fn events_due(
             )
         });
     match (applied, restarted) {
-        (Some(h), restart) => due.push(EventSpec::new(
-            false,
-            "Applied",
-            "Apply",
-            match restart {
-                Some(r) => format!("applied client certificate settings (hash {h}); {r}"),
-                None => format!("applied client certificate settings (hash {h})"),
-            },
-        )),
+        (Some(h), restarted) => {
+            let mut note = format!("applied client certificate settings (hash {h})");
+            if let Some(r) = restarted {
+                note = format!("{note}; {r}");
+            }
+            due.push(EventSpec::new(false, "Applied", "Apply", note));
+        }
         (None, Some(r)) => due.push(EventSpec::new(false, "Restarted", "Restart", r)),
         (None, None) => {}
     }
