@@ -158,6 +158,78 @@ crash_tests! {
     killed_after_status => "status",
 }
 
+/// A new set, killed right after its first pass wired the Deployment and
+/// before any status was written: the next operator must reuse that
+/// rendering (its passwords are what the new pods run with), not render
+/// afresh, so the app sees one restart and the rendered Secret is unchanged.
+/// certpin skips reading the rendered objects of a set without status; this
+/// is the case where the Deployment tells it to read them after all.
+#[tokio::test]
+async fn new_set_killed_after_wiring_keeps_its_rendering() {
+    let ns = TestNamespace::new("crash-new").await;
+    install_crd(&ns.client).await;
+    put_secret(
+        &ns,
+        "cert",
+        &[
+            (
+                "certificate.pfx",
+                &fixture("pkcs12/openssl-ec256-modern.p12"),
+            ),
+            ("password", b"changeit"),
+        ],
+        None,
+    )
+    .await;
+    create_deployment(&ns, &deployment("app", 2, &["mendix"])).await;
+    let deployments: Api<Deployment> = ns.api();
+    wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
+    let original = replica_sets(&ns, "app").await.len();
+    let set: ClientCertificateSet = serde_json::from_value(json!({
+        "apiVersion": "certpin.dev/v1alpha1", "kind": "ClientCertificateSet", "metadata": {"name": "s"},
+        "spec": {"app": {"deployment": "app"}, "certificates": [{"name": "c",
+            "pkcs12": {"secretName": "cert", "key": "certificate.pfx"}, "password": {"secretName": "cert", "key": "password"}}]}
+    }))
+    .unwrap();
+    let sets: Api<ClientCertificateSet> = ns.api();
+    sets.create(&PostParams::default(), &set).await.unwrap();
+    let mut crashing = Operator::start_with_env(
+        &ns.name,
+        "-crash",
+        &[],
+        &[("CERTPIN_CRASH_AFTER", "apply-deployment")],
+    );
+    assert!(crashing.wait_exit(T), "the operator never wired the app");
+    assert!(
+        crashing
+            .log_text()
+            .contains("CERTPIN_CRASH_AFTER=apply-deployment"),
+        "exited for another reason:\n{}",
+        crashing.log_text()
+    );
+    assert!(
+        sets.get("s").await.unwrap().status.is_none(),
+        "the crash was meant to come before the first status"
+    );
+    let rendered = certpin::operator::reconcile::names::rendered(&set);
+    let before = secret_digest(&ns, &rendered).await;
+    assert!(before.is_some(), "the first pass rendered no Secret");
+
+    let _op = Operator::start_with(&ns.name, "-after", &[]);
+    wait_until(&sets, "s", T, "Ready", ready).await;
+    wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
+    assert_eq!(
+        secret_digest(&ns, &rendered).await,
+        before,
+        "the rendering the pods run with was replaced"
+    );
+    assert_eq!(
+        replica_sets(&ns, "app").await.len(),
+        original + 1,
+        "not exactly one restart"
+    );
+}
+
 /// Killed while deleting a set, right after the wiring was removed and before
 /// the finalizer was: a fresh operator finishes the deletion (the set goes,
 /// the rendered objects are garbage-collected), and the app keeps its

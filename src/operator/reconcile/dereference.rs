@@ -33,10 +33,46 @@ pub enum Material {
 pub struct Inputs {
     pub materials: Vec<Material>,
     pub deployment: Option<Deployment>,
+    /// What certpin rendered before, or `None` when it was not read: a set
+    /// that certpin never wrote a status for has rendered nothing that runs,
+    /// unless its Deployment says otherwise (see [`previous_needed`]).
+    pub previous: Option<Previous>,
+}
+
+/// The rendered objects as they are in the cluster.
+#[derive(Default)]
+pub struct Previous {
     /// The Secret certpin rendered before, if any (to reuse its encoding).
-    pub rendered_secret: Option<Secret>,
+    pub secret: Option<Secret>,
     /// The ConfigMap certpin rendered before, if any (to skip an unchanged write).
-    pub rendered_config_map: Option<ConfigMap>,
+    pub config_map: Option<ConfigMap>,
+}
+
+/// Reads the objects certpin renders for `set`.
+pub async fn previous(
+    client: &kube::Client,
+    set: &ClientCertificateSet,
+    ns: &str,
+) -> Result<Previous> {
+    let name = names::rendered(set);
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), ns);
+    let (secret, config_map) =
+        futures::try_join!(secrets.get_opt(&name), config_maps.get_opt(&name))?;
+    Ok(Previous { secret, config_map })
+}
+
+/// Whether a pass of a set with no status yet must still read what was
+/// rendered before: only when its Deployment is wired by this set (a pass
+/// that wired it and then failed to write the status), whose pods use those
+/// passwords. Otherwise nothing running uses the rendered objects, and a new
+/// set saves two reads (the 404s of objects that do not exist yet).
+pub fn previous_needed(set: &ClientCertificateSet, d: &Deployment) -> bool {
+    d.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(names::ANN_SET))
+        .is_some_and(|owner| owner == names::set_name(set))
 }
 
 pub async fn dereference(
@@ -64,13 +100,18 @@ pub async fn dereference(
         let secrets = &secrets;
         async move { Ok::<_, kube::Error>((name.to_string(), secrets.get_opt(name).await?)) }
     }));
-    let rendered_name = names::rendered(set);
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let (referenced, deployment, rendered_secret, rendered_config_map) = futures::try_join!(
-        referenced,
-        deployments.get_opt(&set.spec.app.deployment),
-        secrets.get_opt(&rendered_name),
-        config_maps.get_opt(&rendered_name),
+    // Once certpin has written a status, it may have rendered: read that at
+    // once with the rest.
+    let prior = async {
+        match set.status {
+            Some(_) => previous(client, set, ns).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (referenced, deployment, previous) = futures::try_join!(
+        async { Ok(referenced.await?) },
+        async { Ok(deployments.get_opt(&set.spec.app.deployment).await?) },
+        prior,
     )?;
     let mut cache: BTreeMap<String, Option<Secret>> = referenced.into_iter().collect();
     let mut materials = Vec::with_capacity(set.spec.certificates.len());
@@ -80,8 +121,7 @@ pub async fn dereference(
     Ok(Inputs {
         materials,
         deployment,
-        rendered_secret,
-        rendered_config_map,
+        previous,
     })
 }
 
@@ -176,4 +216,32 @@ async fn material(
         data,
         password: Zeroizing::new(password),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::previous_needed;
+    use crate::resource::ClientCertificateSet;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use serde_json::json;
+
+    #[test]
+    fn the_rendering_is_needed_only_when_this_set_wired_the_deployment() {
+        let set: ClientCertificateSet = serde_json::from_value(json!({
+            "apiVersion": "certpin.dev/v1alpha1", "kind": "ClientCertificateSet",
+            "metadata": {"name": "s", "namespace": "n"},
+            "spec": {"app": {"deployment": "app"}, "certificates": []}
+        }))
+        .unwrap();
+        let wired_by = |owner: Option<&str>| -> Deployment {
+            let mut d = json!({"metadata": {"name": "app"}});
+            if let Some(o) = owner {
+                d["metadata"]["annotations"] = json!({"certpin.dev/set": o});
+            }
+            serde_json::from_value(d).unwrap()
+        };
+        assert!(previous_needed(&set, &wired_by(Some("s"))));
+        assert!(!previous_needed(&set, &wired_by(Some("other"))));
+        assert!(!previous_needed(&set, &wired_by(None)));
+    }
 }

@@ -353,8 +353,6 @@ async fn wire(
     inputs: &dereference::Inputs,
     status: &mut ClientCertificateSetStatus,
 ) -> Result<Wiring> {
-    let previous = inputs.rendered_secret.as_ref();
-    let live_cm = inputs.rendered_config_map.as_ref();
     let dname = d.metadata.name.clone().unwrap_or_default();
     if let Some(other) = wired_by_other(ctx, set, ns, d).await? {
         return Ok(Wiring::NotApplied {
@@ -366,6 +364,20 @@ async fn wire(
             waiting: false,
         });
     }
+    let read_now;
+    let prior = match &inputs.previous {
+        Some(p) => p,
+        None => {
+            read_now = if dereference::previous_needed(set, d) {
+                dereference::previous(&ctx.client, set, ns).await?
+            } else {
+                dereference::Previous::default()
+            };
+            &read_now
+        }
+    };
+    let previous = prior.secret.as_ref();
+    let live_cm = prior.config_map.as_ref();
     let existing: Vec<String> = d
         .spec
         .as_ref()
@@ -465,6 +477,7 @@ async fn wire(
             triggers::spec_and_annotations(&apply::after_apply(d, &fragment)),
         );
         let written = apply::apply_deployment(&ctx.client, ns, &dname, &fragment).await?;
+        faults::after("apply-deployment");
         ctx.own_writes
             .expect(key, triggers::spec_and_annotations(&written));
         restarted =
