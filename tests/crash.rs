@@ -158,18 +158,18 @@ crash_tests! {
     killed_after_status => "status",
 }
 
-/// A new set, killed right after its first pass wired the Deployment and
-/// before any status was written: the next operator must reuse that
-/// rendering (its passwords are what the new pods run with), not render
-/// afresh, so the app sees one restart and the rendered Secret is unchanged.
-/// certpin skips reading the rendered objects of a set without status; this
-/// is the case where the Deployment tells it to read them after all.
-#[tokio::test]
-async fn new_set_killed_after_wiring_keeps_its_rendering() {
-    let ns = TestNamespace::new("crash-new").await;
+/// A rolled-out two-replica app "app" with one certificate Secret "cert",
+/// and a Rolling set "s" for it, created (no operator runs yet).
+async fn app_and_set(
+    ns: &TestNamespace,
+) -> (
+    Api<Deployment>,
+    Api<ClientCertificateSet>,
+    ClientCertificateSet,
+) {
     install_crd(&ns.client).await;
     put_secret(
-        &ns,
+        ns,
         "cert",
         &[
             (
@@ -181,10 +181,9 @@ async fn new_set_killed_after_wiring_keeps_its_rendering() {
         None,
     )
     .await;
-    create_deployment(&ns, &deployment("app", 2, &["mendix"])).await;
+    create_deployment(ns, &deployment("app", 2, &["mendix"])).await;
     let deployments: Api<Deployment> = ns.api();
     wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
-    let original = replica_sets(&ns, "app").await.len();
     let set: ClientCertificateSet = serde_json::from_value(json!({
         "apiVersion": "certpin.dev/v1alpha1", "kind": "ClientCertificateSet", "metadata": {"name": "s"},
         "spec": {"app": {"deployment": "app"}, "certificates": [{"name": "c",
@@ -193,6 +192,20 @@ async fn new_set_killed_after_wiring_keeps_its_rendering() {
     .unwrap();
     let sets: Api<ClientCertificateSet> = ns.api();
     sets.create(&PostParams::default(), &set).await.unwrap();
+    (deployments, sets, set)
+}
+
+/// A new set, killed right after its first pass wired the Deployment and
+/// before any status was written: the next operator must reuse that
+/// rendering (its passwords are what the new pods run with), not render
+/// afresh, so the app sees one restart and the rendered Secret is unchanged.
+/// certpin skips reading the rendered objects of a set without status; this
+/// is the case where the Deployment tells it to read them after all.
+#[tokio::test]
+async fn new_set_killed_after_wiring_keeps_its_rendering() {
+    let ns = TestNamespace::new("crash-new").await;
+    let (deployments, sets, set) = app_and_set(&ns).await;
+    let original = replica_sets(&ns, "app").await.len();
     let mut crashing = Operator::start_with_env(
         &ns.name,
         "-crash",
@@ -237,32 +250,8 @@ async fn new_set_killed_after_wiring_keeps_its_rendering() {
 #[tokio::test]
 async fn killed_after_unwiring_during_deletion() {
     let ns = TestNamespace::new("crash-unwire").await;
-    install_crd(&ns.client).await;
-    put_secret(
-        &ns,
-        "cert",
-        &[
-            (
-                "certificate.pfx",
-                &fixture("pkcs12/openssl-ec256-modern.p12"),
-            ),
-            ("password", b"changeit"),
-        ],
-        None,
-    )
-    .await;
-    create_deployment(&ns, &deployment("app", 2, &["mendix"])).await;
-    let deployments: Api<Deployment> = ns.api();
-    wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
+    let (deployments, sets, _) = app_and_set(&ns).await;
     let original = replica_sets(&ns, "app").await;
-    let set: ClientCertificateSet = serde_json::from_value(json!({
-        "apiVersion": "certpin.dev/v1alpha1", "kind": "ClientCertificateSet", "metadata": {"name": "s"},
-        "spec": {"app": {"deployment": "app"}, "certificates": [{"name": "c",
-            "pkcs12": {"secretName": "cert", "key": "certificate.pfx"}, "password": {"secretName": "cert", "key": "password"}}]}
-    }))
-    .unwrap();
-    let sets: Api<ClientCertificateSet> = ns.api();
-    sets.create(&PostParams::default(), &set).await.unwrap();
     {
         let _op = Operator::start_with(&ns.name, "-first", &[]);
         wait_until(&sets, "s", T, "Ready", ready).await;
