@@ -10,6 +10,7 @@ pub mod http;
 pub mod metrics;
 pub mod reconcile;
 mod repoll;
+pub mod secret_index;
 pub mod triggers;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
+use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
@@ -31,6 +33,7 @@ use tracing::{error, info, warn};
 use crate::resource::ClientCertificateSet;
 use context::Context;
 use error::Error;
+use secret_index::SecretIndex;
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
@@ -121,13 +124,25 @@ fn sets_in(
         .collect()
 }
 
-/// Whether the set references the Secret `name`.
-fn uses_secret(set: &ClientCertificateSet, name: &str) -> bool {
-    set.spec.certificates.iter().any(|c| {
-        c.pkcs12.as_ref().is_some_and(|r| r.secret_name == name)
-            || c.password.as_ref().is_some_and(|r| r.secret_name == name)
-            || c.tls.as_ref().is_some_and(|r| r.secret_name == name)
-    })
+/// The sets in `ns` that reference the Secret `name`: the index's
+/// candidates, each checked against the store (the index may hold a set
+/// deleted while the watch relisted).
+fn sets_using(
+    index: &SecretIndex,
+    store: &Store<ClientCertificateSet>,
+    ns: &str,
+    name: &str,
+) -> Vec<ObjectRef<ClientCertificateSet>> {
+    index
+        .sets_using(ns, name)
+        .into_iter()
+        .map(|set| ObjectRef::new(&set).within(ns))
+        .filter(|r| {
+            store
+                .get(r)
+                .is_some_and(|set| secret_index::referenced_secrets(&set).contains(name))
+        })
+        .collect()
 }
 
 async fn client(args: &RunArgs) -> Result<Client, Error> {
@@ -238,10 +253,17 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
     // A set is reconciled when its spec changes or it is deleted, not when
     // its status or finalizers do: certpin's own writes to it must not
     // trigger another pass.
+    let index = Arc::new(SecretIndex::default());
+    let indexer = index.clone();
     let set_changes = watcher(sets, list_config())
         .backoff(triggers::watch_backoff())
         .modify(slim)
         .reflect(writer)
+        .inspect(move |event| match event {
+            Ok(watcher::Event::Apply(set) | watcher::Event::InitApply(set)) => indexer.update(set),
+            Ok(watcher::Event::Delete(set)) => indexer.remove(set),
+            _ => {}
+        })
         .applied_objects()
         .predicate_filter(set_changed, PredicateConfig::default());
     let controller = Controller::for_stream(set_changes, reader).with_config(
@@ -277,10 +299,8 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
     );
     let results = controller
         .watches_stream(secrets, move |s| {
-            let name = s.name_any();
-            sets_in(&secret_store, &s.namespace().unwrap_or_default(), |set| {
-                uses_secret(set, &name)
-            })
+            let ns = s.namespace().unwrap_or_default();
+            sets_using(&index, &secret_store, &ns, &s.name_any())
         })
         .watches_stream(deployments, move |d| {
             let name = d.name_any();

@@ -1,7 +1,7 @@
 //! Step 1: read what the set refers to: its Secrets, its Deployment, and
 //! what certpin rendered before.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -83,19 +83,7 @@ pub async fn dereference(
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     // Every read at once: a pass waits for one round trip, not one per object.
-    let names: BTreeSet<&str> = set
-        .spec
-        .certificates
-        .iter()
-        .flat_map(|c| {
-            [
-                c.pkcs12.as_ref().map(|r| r.secret_name.as_str()),
-                c.password.as_ref().map(|r| r.secret_name.as_str()),
-                c.tls.as_ref().map(|r| r.secret_name.as_str()),
-            ]
-        })
-        .flatten()
-        .collect();
+    let names = crate::operator::secret_index::referenced_secrets(set);
     let referenced = futures::future::try_join_all(names.into_iter().map(|name| {
         let secrets = &secrets;
         async move { Ok::<_, kube::Error>((name.to_string(), secrets.get_opt(name).await?)) }
