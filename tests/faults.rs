@@ -260,17 +260,27 @@ async fn another_manager_reapplying_the_deployment_keeps_its_fields_and_ours_wit
     assert_eq!(replica_sets(&ns, "app").await.len(), rs, "a restart");
 
     // A full replace without certpin's fields: restored once, then quiet.
+    // The deployment controller may still be writing the rollout's status:
+    // a replace on a stale resourceVersion is refused (409), so read and
+    // replace again, as any client of `replace` must.
     let mut plain: Deployment = serde_yaml::from_str(&manifest("d")).unwrap();
-    plain.metadata.resource_version = deployments
-        .get("app")
-        .await
-        .unwrap()
-        .metadata
-        .resource_version;
-    deployments
-        .replace("app", &PostParams::default(), &plain)
-        .await
-        .unwrap();
+    let mut attempts = 0;
+    loop {
+        plain.metadata.resource_version = deployments
+            .get("app")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version;
+        match deployments
+            .replace("app", &PostParams::default(), &plain)
+            .await
+        {
+            Ok(_) => break,
+            Err(kube::Error::Api(e)) if e.code == 409 && attempts < 10 => attempts += 1,
+            Err(e) => panic!("replacing the Deployment: {e}"),
+        }
+    }
     let restored = wait_until(
         &deployments,
         "app",
