@@ -8,7 +8,7 @@ use kube::Api;
 use kube::runtime::controller::Action;
 use tracing::info;
 
-use super::names::{ANN_SET, set_name};
+use super::names::{set_name, wired_by};
 use super::{apply, restart};
 use crate::operator::context::Context;
 use crate::operator::error::Result;
@@ -18,13 +18,7 @@ use crate::resource::ClientCertificateSet;
 pub async fn cleanup(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> Result<Action> {
     let api = Api::<Deployment>::namespaced(ctx.client.clone(), ns);
     if let Some(d) = api.get_opt(&set.spec.app.deployment).await? {
-        let ours = d
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ANN_SET))
-            .map(String::as_str)
-            == Some(set_name(set));
+        let ours = wired_by(&d) == Some(set_name(set));
         if ours {
             if let Some(record) = restart::record_of(&d) {
                 restart::start(&ctx.client, ns, &set.spec.app.deployment, record.replicas).await?;

@@ -68,11 +68,7 @@ pub async fn previous(
 /// passwords. Otherwise nothing running uses the rendered objects, and a new
 /// set saves two reads (the 404s of objects that do not exist yet).
 pub fn previous_needed(set: &ClientCertificateSet, d: &Deployment) -> bool {
-    d.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(names::ANN_SET))
-        .is_some_and(|owner| owner == names::set_name(set))
+    names::wired_by(d) == Some(names::set_name(set))
 }
 
 pub async fn dereference(

@@ -329,7 +329,7 @@ async fn wired_by_other(
     ns: &str,
     d: &Deployment,
 ) -> Result<Option<String>> {
-    let Some(owner) = d.metadata.annotations.as_ref().and_then(|a| a.get(ANN_SET)) else {
+    let Some(owner) = wired_by(d) else {
         return Ok(None);
     };
     if owner == set_name(set) {
@@ -340,7 +340,7 @@ async fn wired_by_other(
         .await?;
     Ok(other
         .filter(|o| o.metadata.deletion_timestamp.is_none())
-        .map(|_| owner.clone()))
+        .map(|_| owner.to_string()))
 }
 
 /// Steps 3 to 5 for valid input: build, apply, restart.

@@ -2,6 +2,8 @@
 
 use sha2::{Digest, Sha256};
 
+use k8s_openapi::api::apps::v1::Deployment;
+
 use crate::resource::ClientCertificateSet;
 
 pub const LABEL_SET: &str = "certpin.dev/set";
@@ -25,6 +27,15 @@ pub const KEY_USAGES: &str = "ClientCertificateUsages";
 
 pub fn set_name(set: &ClientCertificateSet) -> &str {
     set.metadata.name.as_deref().unwrap_or_default()
+}
+
+/// The set that wires `d`, as its `certpin.dev/set` annotation says.
+pub fn wired_by(d: &Deployment) -> Option<&str> {
+    d.metadata
+        .annotations
+        .as_ref()?
+        .get(ANN_SET)
+        .map(String::as_str)
 }
 
 /// The rendered ConfigMap and Secret: `<set>-certpin`, shortened with a
