@@ -1,5 +1,5 @@
-//! What every reconcile shares: the client, the event recorder, and the
-//! decode cache.
+//! What every reconcile shares: the client, the event recorder, the decode
+//! cache and the read marks.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
+use super::freshness::Marks;
 use super::metrics::Metrics;
 use crate::pkcs12::{self, Decoded, Problem};
 
@@ -117,6 +118,8 @@ impl OwnWrites {
 pub struct Context {
     pub client: Client,
     pub own_writes: OwnWrites,
+    /// How new a read must be (see `freshness`).
+    pub marks: Marks,
     pub recorder: Recorder,
     pub cache: DecodeCache,
     pub metrics: Arc<Metrics>,
@@ -135,6 +138,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             own_writes: OwnWrites::default(),
+            marks: Marks::default(),
             resync,
             cache: DecodeCache {
                 counter: metrics.decodes.clone(),

@@ -6,6 +6,7 @@ pub mod client;
 pub mod context;
 pub mod error;
 pub mod faults;
+pub mod freshness;
 pub mod http;
 pub mod metrics;
 pub mod reconcile;
@@ -276,20 +277,36 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
     // holds Secret data it does not need, and a changed resourceVersion is
     // all a trigger needs.
     let secret_store = store.clone();
+    let seen = ctx.clone();
     let secrets = watcher(api::<PartialObjectMeta<Secret>>(client, ns), list_config())
         .backoff(triggers::watch_backoff())
-        .touched_objects();
+        .touched_objects()
+        .inspect(move |s| {
+            if let Ok(s) = s {
+                seen.marks.secrets.observe_object(s);
+            }
+        });
     let deployment_store = store.clone();
     // A Deployment matters when its spec or annotations change or it goes,
     // not on each status update of a rollout.
     // Nor when the change is the echo of certpin's own wiring patch.
     let echoes = ctx.clone();
+    let seen = ctx.clone();
     let deployments = triggers::changed_or_deleted(
         watcher(
             api::<PartialObjectMeta<Deployment>>(client, ns),
             list_config(),
         )
-        .backoff(triggers::watch_backoff()),
+        .backoff(triggers::watch_backoff())
+        // Every event raises the read mark, the filtered ones included.
+        .inspect(move |e| {
+            if let Ok(
+                watcher::Event::Apply(d) | watcher::Event::InitApply(d) | watcher::Event::Delete(d),
+            ) = e
+            {
+                seen.marks.deployments.observe_object(d);
+            }
+        }),
         triggers::spec_and_annotations,
         move |key, value| echoes.own_writes.is_echo(key, value),
     );

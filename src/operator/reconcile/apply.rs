@@ -7,7 +7,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::Value;
 
-use crate::operator::context::MANAGER;
+use crate::operator::context::{Context, MANAGER};
 use crate::operator::error::Result;
 
 fn params() -> PatchParams {
@@ -16,49 +16,56 @@ fn params() -> PatchParams {
     PatchParams::apply(MANAGER).force()
 }
 
+// Each write raises its kind's read mark (see `freshness`): a later read
+// must not be older than what certpin wrote.
+
 pub async fn apply_config_map(
-    client: &kube::Client,
+    ctx: &Context,
     ns: &str,
     name: &str,
     body: &Value,
 ) -> Result<ConfigMap> {
-    Ok(Api::<ConfigMap>::namespaced(client.clone(), ns)
+    let written = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
         .patch(name, &params(), &Patch::Apply(body))
-        .await?)
+        .await?;
+    ctx.marks.config_maps.observe_object(&written);
+    Ok(written)
 }
 
-pub async fn apply_secret(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-    body: &Value,
-) -> Result<Secret> {
-    Ok(Api::<Secret>::namespaced(client.clone(), ns)
+pub async fn apply_secret(ctx: &Context, ns: &str, name: &str, body: &Value) -> Result<Secret> {
+    let written = Api::<Secret>::namespaced(ctx.client.clone(), ns)
         .patch(name, &params(), &Patch::Apply(body))
-        .await?)
+        .await?;
+    ctx.marks.secrets.observe_object(&written);
+    Ok(written)
 }
 
 pub async fn apply_deployment(
-    client: &kube::Client,
+    ctx: &Context,
     ns: &str,
     name: &str,
     body: &Value,
 ) -> Result<Deployment> {
-    Ok(Api::<Deployment>::namespaced(client.clone(), ns)
+    let written = Api::<Deployment>::namespaced(ctx.client.clone(), ns)
         .patch(name, &params(), &Patch::Apply(body))
-        .await?)
+        .await?;
+    ctx.marks.deployments.observe_object(&written);
+    Ok(written)
 }
 
 /// Removes every field certpin owns on the Deployment: applying an object
 /// that names no field releases them, and fields no other manager owns go.
-pub async fn unwire_deployment(client: &kube::Client, ns: &str, name: &str) -> Result<()> {
+pub async fn unwire_deployment(ctx: &Context, ns: &str, name: &str) -> Result<()> {
     let body = serde_json::json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": ns},
     });
-    let api = Api::<Deployment>::namespaced(client.clone(), ns);
+    let api = Api::<Deployment>::namespaced(ctx.client.clone(), ns);
     match api.patch(name, &params(), &Patch::Apply(&body)).await {
-        Ok(_) => Ok(()),
+        Ok(written) => {
+            ctx.marks.deployments.observe_object(&written);
+            Ok(())
+        }
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
     }

@@ -12,18 +12,20 @@ use super::names::{set_name, wired_by};
 use super::{apply, restart};
 use crate::operator::context::Context;
 use crate::operator::error::Result;
-use crate::operator::faults;
+use crate::operator::{faults, freshness};
 use crate::resource::ClientCertificateSet;
 
 pub async fn cleanup(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> Result<Action> {
     let api = Api::<Deployment>::namespaced(ctx.client.clone(), ns);
-    if let Some(d) = api.get_opt(&set.spec.app.deployment).await? {
+    if let Some(d) =
+        freshness::get_opt(&api, &set.spec.app.deployment, &ctx.marks.deployments).await?
+    {
         let ours = wired_by(&d) == Some(set_name(set));
         if ours {
             if let Some(record) = restart::record_of(&d) {
-                restart::start(&ctx.client, ns, &set.spec.app.deployment, record.replicas).await?;
+                restart::start(ctx, ns, &set.spec.app.deployment, record.replicas).await?;
             }
-            apply::unwire_deployment(&ctx.client, ns, &set.spec.app.deployment).await?;
+            apply::unwire_deployment(ctx, ns, &set.spec.app.deployment).await?;
             faults::after("unwire");
             info!(deployment = %set.spec.app.deployment, "removed the wiring");
         }

@@ -10,7 +10,9 @@ use kube::Api;
 use zeroize::Zeroizing;
 
 use super::names;
+use crate::operator::context::Context;
 use crate::operator::error::Result;
+use crate::operator::freshness;
 use crate::resource::{CertificateSpec, ClientCertificateSet};
 
 /// One certificate's raw material, or why it is not there yet.
@@ -49,16 +51,14 @@ pub struct Previous {
 }
 
 /// Reads the objects certpin renders for `set`.
-pub async fn previous(
-    client: &kube::Client,
-    set: &ClientCertificateSet,
-    ns: &str,
-) -> Result<Previous> {
+pub async fn previous(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result<Previous> {
     let name = names::rendered(set);
-    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
-    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), ns);
-    let (secret, config_map) =
-        futures::try_join!(secrets.get_opt(&name), config_maps.get_opt(&name))?;
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
+    let config_maps = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns);
+    let (secret, config_map) = futures::try_join!(
+        freshness::get_opt(&secrets, &name, &ctx.marks.secrets),
+        freshness::get_opt(&config_maps, &name, &ctx.marks.config_maps),
+    )?;
     Ok(Previous { secret, config_map })
 }
 
@@ -71,30 +71,31 @@ pub fn previous_needed(set: &ClientCertificateSet, d: &Deployment) -> bool {
     names::wired_by(d) == Some(names::set_name(set))
 }
 
-pub async fn dereference(
-    client: &kube::Client,
-    set: &ClientCertificateSet,
-    ns: &str,
-) -> Result<Inputs> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+pub async fn dereference(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result<Inputs> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let marks = &ctx.marks;
     // Every read at once: a pass waits for one round trip, not one per object.
     let names = crate::operator::secret_index::referenced_secrets(set);
     let referenced = futures::future::try_join_all(names.into_iter().map(|name| {
         let secrets = &secrets;
-        async move { Ok::<_, kube::Error>((name.to_string(), secrets.get_opt(name).await?)) }
+        async move {
+            let found = freshness::get_opt(secrets, name, &marks.secrets).await?;
+            Ok::<_, kube::Error>((name.to_string(), found))
+        }
     }));
     // Once certpin has written a status, it may have rendered: read that at
     // once with the rest.
     let prior = async {
         match set.status {
-            Some(_) => previous(client, set, ns).await.map(Some),
+            Some(_) => previous(ctx, set, ns).await.map(Some),
             None => Ok(None),
         }
     };
+    let deployment = freshness::get_opt(&deployments, &set.spec.app.deployment, &marks.deployments);
     let (referenced, deployment, previous) = futures::try_join!(
         async { Ok(referenced.await?) },
-        async { Ok(deployments.get_opt(&set.spec.app.deployment).await?) },
+        async { Ok(deployment.await?) },
         prior,
     )?;
     let mut cache: BTreeMap<String, Option<Secret>> = referenced.into_iter().collect();

@@ -92,7 +92,7 @@ async fn reconcile_set(
     // waits for one round trip here instead of two.
     let (finalized, inputs) = futures::join!(
         finalizer::ensure(api, set),
-        dereference::dereference(&ctx.client, set, ns),
+        dereference::dereference(ctx, set, ns),
     );
     finalized?;
     let inputs = inputs?;
@@ -369,7 +369,7 @@ async fn wire(
         Some(p) => p,
         None => {
             read_now = if dereference::previous_needed(set, d) {
-                dereference::previous(&ctx.client, set, ns).await?
+                dereference::previous(ctx, set, ns).await?
             } else {
                 dereference::Previous::default()
             };
@@ -418,14 +418,14 @@ async fn wire(
     let (cm, secret) = futures::join!(
         async {
             if write_cm {
-                apply::apply_config_map(&ctx.client, ns, &rendered.name, &cm_body).await?;
+                apply::apply_config_map(ctx, ns, &rendered.name, &cm_body).await?;
                 faults::after("apply-configmap");
             }
             Ok::<(), Error>(())
         },
         async {
             if write_secret {
-                apply::apply_secret(&ctx.client, ns, &rendered.name, &secret_body).await?;
+                apply::apply_secret(ctx, ns, &rendered.name, &secret_body).await?;
                 faults::after("apply-secret");
                 info!(hash = %rendered.config_hash, reused = rendered.reused, "rendered client certificate settings");
             }
@@ -456,14 +456,14 @@ async fn wire(
     if set.spec.restart == RestartStrategy::StopStart
         && (in_progress.is_some() || (needs_change && restart::replicas_of(d) > 0))
     {
-        match restart::stop(&ctx.client, ns, d).await? {
+        match restart::stop(ctx, ns, d).await? {
             restart::StopStart::Waiting { pods } => return Ok(Wiring::Stopping { pods }),
             restart::StopStart::Stopped { replicas } => {
                 if needs_change {
-                    apply::apply_deployment(&ctx.client, ns, &dname, &fragment).await?;
+                    apply::apply_deployment(ctx, ns, &dname, &fragment).await?;
                     faults::after("apply-deployment");
                 }
-                restart::start(&ctx.client, ns, &dname, replicas).await?;
+                restart::start(ctx, ns, &dname, replicas).await?;
                 info!(replicas, "StopStart: started again");
                 restarted = true;
             }
@@ -476,7 +476,7 @@ async fn wire(
             key.clone(),
             triggers::spec_and_annotations(&apply::after_apply(d, &fragment)),
         );
-        let written = apply::apply_deployment(&ctx.client, ns, &dname, &fragment).await?;
+        let written = apply::apply_deployment(ctx, ns, &dname, &fragment).await?;
         faults::after("apply-deployment");
         ctx.own_writes
             .expect(key, triggers::spec_and_annotations(&written));

@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::names::ANN_STOP_START;
-use crate::operator::context::MANAGER;
+use crate::operator::context::{Context, MANAGER};
 use crate::operator::error::Result;
 use crate::operator::faults;
+use crate::operator::freshness::Mark;
 
 /// What is recorded on the Deployment while a StopStart is in progress.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,19 +59,23 @@ fn manager() -> PatchParams {
 
 async fn set_record(
     api: &Api<Deployment>,
+    mark: &Mark,
     name: &str,
     record: Option<StopStartRecord>,
 ) -> Result<()> {
     let value = record.map(|r| serde_json::to_string(&r).unwrap_or_default());
     let patch = json!({"metadata": {"annotations": {ANN_STOP_START: value}}});
-    api.patch(name, &manager(), &Patch::Merge(&patch)).await?;
+    let written = api.patch(name, &manager(), &Patch::Merge(&patch)).await?;
+    mark.observe_object(&written);
     Ok(())
 }
 
-async fn scale(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<()> {
+async fn scale(api: &Api<Deployment>, mark: &Mark, name: &str, replicas: i32) -> Result<()> {
     let patch = json!({"spec": {"replicas": replicas}});
-    api.patch_scale(name, &manager(), &Patch::Merge(&patch))
+    let written = api
+        .patch_scale(name, &manager(), &Patch::Merge(&patch))
         .await?;
+    mark.observe(written.metadata.resource_version.as_deref());
     Ok(())
 }
 
@@ -105,9 +110,10 @@ pub enum StopStart {
 
 /// Stops the app (recording its replica count first), or continues a stop
 /// that is already in progress.
-pub async fn stop(client: &kube::Client, ns: &str, d: &Deployment) -> Result<StopStart> {
+pub async fn stop(ctx: &Context, ns: &str, d: &Deployment) -> Result<StopStart> {
     let name = d.metadata.name.as_deref().unwrap_or_default();
-    let api = Api::<Deployment>::namespaced(client.clone(), ns);
+    let api = Api::<Deployment>::namespaced(ctx.client.clone(), ns);
+    let mark = &ctx.marks.deployments;
     let record = match record_of(d) {
         Some(r) => r,
         None => {
@@ -116,7 +122,7 @@ pub async fn stop(client: &kube::Client, ns: &str, d: &Deployment) -> Result<Sto
                 phase: Phase::Stopping,
             };
             // Record first: a crash after scaling must not lose the count.
-            set_record(&api, name, Some(r)).await?;
+            set_record(&api, mark, name, Some(r)).await?;
             faults::after("stop-record");
             r
         }
@@ -127,15 +133,16 @@ pub async fn stop(client: &kube::Client, ns: &str, d: &Deployment) -> Result<Sto
         });
     }
     if replicas_of(d) != 0 {
-        scale(&api, name, 0).await?;
+        scale(&api, mark, name, 0).await?;
         faults::after("scale-zero");
     }
-    let pods = pods_of(client, ns, d).await?.len();
+    let pods = pods_of(&ctx.client, ns, d).await?.len();
     if pods > 0 {
         return Ok(StopStart::Waiting { pods });
     }
     set_record(
         &api,
+        mark,
         name,
         Some(StopStartRecord {
             phase: Phase::Starting,
@@ -150,9 +157,10 @@ pub async fn stop(client: &kube::Client, ns: &str, d: &Deployment) -> Result<Sto
 }
 
 /// Starts the app again at the recorded replica count and clears the record.
-pub async fn start(client: &kube::Client, ns: &str, name: &str, replicas: i32) -> Result<()> {
-    let api = Api::<Deployment>::namespaced(client.clone(), ns);
-    scale(&api, name, replicas).await?;
+pub async fn start(ctx: &Context, ns: &str, name: &str, replicas: i32) -> Result<()> {
+    let api = Api::<Deployment>::namespaced(ctx.client.clone(), ns);
+    let mark = &ctx.marks.deployments;
+    scale(&api, mark, name, replicas).await?;
     faults::after("start-scale");
-    set_record(&api, name, None).await
+    set_record(&api, mark, name, None).await
 }

@@ -1,0 +1,127 @@
+//! Reads with a mark (src/operator/freshness.rs) against the real API
+//! server: answered by its watch cache, not etcd; never older than a write
+//! certpin saw; and still answered when the mark is ahead of that cache.
+
+mod support;
+
+use certpin::operator::freshness::{self, Mark};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+use support::kube::TestNamespace;
+
+async fn write(api: &Api<Secret>, name: &str, value: &str) -> Secret {
+    let body = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name},
+        "stringData": {"v": value},
+    });
+    api.patch(
+        name,
+        &PatchParams::apply("certpin-tests").force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .unwrap()
+}
+
+fn value(s: &Secret) -> Vec<u8> {
+    let data = s.data.as_ref().expect("data");
+    let ByteString(v) = data.get("v").expect("key v");
+    v.clone()
+}
+
+/// The tests here count the API server's etcd reads: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The API server's count of etcd reads of Secrets.
+async fn etcd_secret_gets(client: &Client) -> u64 {
+    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = client.request_text(req).await.unwrap();
+    text.lines()
+        .find(|l| {
+            l.starts_with("etcd_requests_total{")
+                && l.contains("operation=\"get\"")
+                && l.contains("resource=\"secrets\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn reads_with_a_mark_see_every_write_and_do_not_reach_etcd() {
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::new("freshness").await;
+    let api: Api<Secret> = ns.api();
+    let mark = Mark::default();
+
+    // Each read right after a write (its version observed) sees that write.
+    for i in 0..20 {
+        let written = write(&api, "s", &format!("v{i}")).await;
+        mark.observe_object(&written);
+        let read = freshness::get_opt(&api, "s", &mark).await.unwrap();
+        assert_eq!(
+            value(&read.expect("the Secret")),
+            format!("v{i}").as_bytes()
+        );
+    }
+    assert!(
+        freshness::get_opt(&api, "absent", &mark)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Without a mark: quorum reads, one etcd read each (this also shows the
+    // counter counts them).
+    let before = etcd_secret_gets(&ns.client).await;
+    for _ in 0..50 {
+        freshness::get_opt(&api, "s", &Mark::default())
+            .await
+            .unwrap();
+    }
+    let quorum = etcd_secret_gets(&ns.client).await - before;
+    assert!(quorum >= 50, "50 quorum reads counted {quorum} etcd reads");
+
+    // With the mark: the watch cache answers (a little slack for other
+    // clients of the shared test bed).
+    let before = etcd_secret_gets(&ns.client).await;
+    for _ in 0..50 {
+        freshness::get_opt(&api, "s", &mark).await.unwrap();
+    }
+    let cached = etcd_secret_gets(&ns.client).await - before;
+    assert!(cached < 10, "50 reads with a mark made {cached} etcd reads");
+}
+
+#[tokio::test]
+async fn a_mark_ahead_of_the_cache_falls_back_to_a_quorum_read() {
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::new("freshness").await;
+    let api: Api<Secret> = ns.api();
+    write(&api, "s", "current").await;
+    let mark = Mark::default();
+    // Far beyond any revision the test bed reaches: the cache answers 504
+    // "Too large resource version" after its wait.
+    mark.observe(Some("999999999999"));
+    let read = freshness::get_opt(&api, "s", &mark).await.unwrap();
+    assert_eq!(value(&read.expect("the Secret")), b"current");
+    // The mark started over from the object read: the next read is answered
+    // at once by the cache, not after another wait.
+    let before = etcd_secret_gets(&ns.client).await;
+    for _ in 0..20 {
+        assert!(
+            freshness::get_opt(&api, "absent", &mark)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    let reads = etcd_secret_gets(&ns.client).await - before;
+    assert!(
+        reads < 10,
+        "20 reads after the fallback made {reads} etcd reads"
+    );
+}
