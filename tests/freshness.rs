@@ -35,27 +35,41 @@ fn value(s: &Secret) -> Vec<u8> {
 /// The tests here count the API server's etcd reads: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The API server's count of etcd reads of Secrets.
-async fn etcd_secret_gets(client: &Client) -> u64 {
+/// The sum of the API server's counters named `metric` whose labels include
+/// all of `labels`.
+async fn counter(client: &Client, metric: &str, labels: &[&str]) -> u64 {
     let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
     let text = client.request_text(req).await.unwrap();
     text.lines()
-        .find(|l| {
-            l.starts_with("etcd_requests_total{")
-                && l.contains("operation=\"get\"")
-                && l.contains("resource=\"secrets\"")
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .unwrap_or(0)
+        .filter(|l| l.starts_with(&format!("{metric}{{")))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// The API server's count of etcd reads of Secrets.
+async fn etcd_secret_gets(client: &Client) -> u64 {
+    let labels = ["operation=\"get\"", "resource=\"secrets\""];
+    counter(client, "etcd_requests_total", &labels).await
+}
+
+/// The API server's count of 504 answers to GETs of Secrets.
+async fn secret_get_timeouts(client: &Client) -> u64 {
+    let labels = ["code=\"504\"", "resource=\"secrets\"", "verb=\"GET\""];
+    counter(client, "apiserver_request_total", &labels).await
+}
+
+/// certpin's own client (its retry policy is part of what is tested).
+async fn secrets(ns: &TestNamespace) -> Api<Secret> {
+    let client = certpin::operator::client::infer().await.unwrap();
+    Api::namespaced(client, &ns.name)
 }
 
 #[tokio::test]
 async fn reads_with_a_mark_see_every_write_and_do_not_reach_etcd() {
     let _serial = SERIAL.lock().await;
     let ns = TestNamespace::new("freshness").await;
-    let api: Api<Secret> = ns.api();
+    let api = secrets(&ns).await;
     let mark = Mark::default();
 
     // Each read right after a write (its version observed) sees that write.
@@ -100,14 +114,18 @@ async fn reads_with_a_mark_see_every_write_and_do_not_reach_etcd() {
 async fn a_mark_ahead_of_the_cache_falls_back_to_a_quorum_read() {
     let _serial = SERIAL.lock().await;
     let ns = TestNamespace::new("freshness").await;
-    let api: Api<Secret> = ns.api();
+    let api = secrets(&ns).await;
     write(&api, "s", "current").await;
     let mark = Mark::default();
     // Far beyond any revision the test bed reaches: the cache answers 504
     // "Too large resource version" after its wait.
     mark.observe(Some("999999999999"));
+    let timeouts = secret_get_timeouts(&ns.client).await;
     let read = freshness::get_opt(&api, "s", &mark).await.unwrap();
     assert_eq!(value(&read.expect("the Secret")), b"current");
+    // One 504: the client did not ask the cache again (kube's policy would,
+    // up to 15 times).
+    assert_eq!(secret_get_timeouts(&ns.client).await - timeouts, 1);
     // The mark started over from the object read: the next read is answered
     // at once by the cache, not after another wait.
     let before = etcd_secret_gets(&ns.client).await;

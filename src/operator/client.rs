@@ -4,16 +4,18 @@
 //! and the body) then waits for the API server's delayed ACK, 40 ms on
 //! Linux, and certpin makes several writes per change. client-go (and so
 //! Reloader) sets TCP_NODELAY, as Go does for every TCP connection.
+//!
+//! And its retry policy leaves one answer to the caller: see [`Retry`].
 
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use kube::client::ConfigExt;
 use kube::client::retry::RetryPolicy;
 use kube::{Client, Config};
-use tower::retry::RetryLayer;
+use tower::retry::{Policy, RetryLayer};
 use tower::{BoxError, ServiceBuilder};
 use tower_http::classify::{ServerErrorsAsFailures, ServerErrorsFailureClass, SharedClassifier};
 use tower_http::trace::{DefaultOnEos, TraceLayer};
@@ -37,7 +39,7 @@ pub fn build(config: Config) -> Result<Client, Error> {
         .option_layer(
             config
                 .default_retry
-                .then(|| RetryLayer::new(RetryPolicy::server_retry())),
+                .then(|| RetryLayer::new(Retry(RetryPolicy::server_retry()))),
         )
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
@@ -45,6 +47,49 @@ pub fn build(config: Config) -> Result<Client, Error> {
         .map_err(BoxError::from)
         .service(client);
     Ok(Client::new(service, config.default_namespace))
+}
+
+/// kube's retry policy (429, 503 and 504 are tried again, up to 15 times),
+/// except for a 504 to a GET of one object at a resourceVersion: the API
+/// server's watch cache did not reach that version within its wait (about
+/// 3 s). Trying again would wait again, up to 15 times; the caller
+/// (`freshness::get_opt`) reads from etcd instead, at once.
+#[derive(Clone)]
+struct Retry(RetryPolicy);
+
+impl<Res> Policy<Request<kube::client::Body>, Response<Res>, BoxError> for Retry {
+    type Future = tokio::time::Sleep;
+
+    fn retry(
+        &mut self,
+        req: &mut Request<kube::client::Body>,
+        result: &mut Result<Response<Res>, BoxError>,
+    ) -> Option<Self::Future> {
+        if let Ok(res) = result
+            && res.status() == StatusCode::GATEWAY_TIMEOUT
+            && is_versioned_get(req)
+        {
+            return None;
+        }
+        self.0.retry(req, result)
+    }
+
+    fn clone_request(
+        &mut self,
+        req: &Request<kube::client::Body>,
+    ) -> Option<Request<kube::client::Body>> {
+        Policy::<_, Response<Res>, BoxError>::clone_request(&mut self.0, req)
+    }
+}
+
+/// A GET of one object (kube tags its requests with the verb) with a
+/// resourceVersion other than "0".
+fn is_versioned_get<B>(req: &Request<B>) -> bool {
+    req.extensions().get::<&'static str>() == Some(&"get")
+        && req.uri().query().is_some_and(|q| {
+            q.split('&')
+                .any(|p| p.starts_with("resourceVersion=") && p != "resourceVersion=0")
+        })
 }
 
 /// Requests as kube's client logs them: a debug span per request with its
@@ -92,4 +137,43 @@ pub async fn infer() -> Result<Client, Error> {
         .await
         .map_err(|e| Error::Config(e.to_string()))?;
     build(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_versioned_get;
+    use http::Request;
+
+    fn req(uri: &str, verb: Option<&'static str>) -> Request<()> {
+        let mut r = Request::get(uri).body(()).unwrap();
+        if let Some(v) = verb {
+            r.extensions_mut().insert(v);
+        }
+        r
+    }
+
+    #[test]
+    fn only_a_get_of_one_object_at_a_version_is_left_to_the_caller() {
+        let s = "/api/v1/namespaces/n/secrets/s";
+        assert!(is_versioned_get(&req(
+            &format!("{s}?resourceVersion=42"),
+            Some("get")
+        )));
+        assert!(!is_versioned_get(&req(s, Some("get"))));
+        assert!(!is_versioned_get(&req(
+            &format!("{s}?resourceVersion=0"),
+            Some("get")
+        )));
+        // A list or a watch with a version keeps kube's retries.
+        let l = "/api/v1/namespaces/n/secrets?resourceVersion=42";
+        assert!(!is_versioned_get(&req(l, Some("list"))));
+        assert!(!is_versioned_get(&req(
+            &format!("{l}&watch=true"),
+            Some("watch")
+        )));
+        assert!(!is_versioned_get(&req(
+            &format!("{s}?resourceVersion=42"),
+            None
+        )));
+    }
 }
