@@ -9,7 +9,7 @@
 //!
 //! The version certpin asks for is a per-kind high-water mark: the newest
 //! resourceVersion it has seen for that kind in a watch event, a write's
-//! response or a read. So a read reflects every change certpin was told of
+//! response or a quorum read. So a read reflects every change certpin was told of
 //! and every write it made, which is all a quorum read gave it that it acts
 //! on. Before anything is seen (start-up), or where resourceVersions are not
 //! numbers, reads stay quorum reads; a cache that cannot catch up in time
