@@ -3,7 +3,9 @@
 //!
 //!   certpin-bench run --sizes 1,100,1000 --out bench/results.json
 //!   certpin-bench floor --namespace NS      (the floor program; run by `run`)
+//!   certpin-bench ab --a OLD --b NEW        (two certpin binaries, A B B A)
 
+mod ab;
 mod floor;
 mod pool;
 mod procs;
@@ -38,6 +40,8 @@ struct Cli {
 enum Command {
     /// Measure (needs KUBECONFIG pointing at a local test bed).
     Run(RunArgs),
+    /// Compares two certpin binaries on one test bed (A B B A).
+    Ab(ab::AbArgs),
     /// The floor program (started by `run`).
     Floor {
         #[arg(long)]
@@ -106,6 +110,7 @@ fn main() -> Result<()> {
                 concurrency,
             } => floor::run(namespace, concurrency).await,
             Command::Run(args) => run(args).await,
+            Command::Ab(args) => ab::ab(args).await,
             Command::Populate {
                 namespace,
                 sets,
@@ -237,7 +242,8 @@ struct Certpin {
 
 async fn start_certpin(
     client: &Client,
-    args: &RunArgs,
+    bin: &Path,
+    concurrency: u16,
     dir: &Path,
     tag: &str,
     namespaces: &[&str],
@@ -250,7 +256,7 @@ async fn start_certpin(
         format!("--namespace={}", namespaces.join(",")),
         "--leader-election=false".into(),
         format!("--metrics-addr=127.0.0.1:{metrics_port}"),
-        format!("--concurrency={}", args.concurrency),
+        format!("--concurrency={concurrency}"),
     ];
     if let Some(s) = resync {
         cli.push(format!("--resync-seconds={s}"));
@@ -259,7 +265,7 @@ async fn start_certpin(
         "KUBECONFIG",
         proxy.kubeconfig.to_string_lossy().into_owned(),
     )];
-    let mut program = Program::spawn(tag, &args.certpin, &cli, &env, dir)?;
+    let mut program = Program::spawn(tag, bin, &cli, &env, dir)?;
     // Started when its three watches per namespace are open.
     let want = 3 * namespaces.len() as u64;
     let counts = proxy.counts.clone();
@@ -409,7 +415,8 @@ async fn run(args: RunArgs) -> Result<()> {
         // certpin.
         let cp = start_certpin(
             &client,
-            &args,
+            &args.certpin,
+            args.concurrency,
             &dir,
             &format!("certpin-{n}"),
             &["bench-noise", &ns_cp],
@@ -478,7 +485,8 @@ async fn run(args: RunArgs) -> Result<()> {
         // Idle: a restarted operator, then one forced resync.
         let cp = start_certpin(
             &client,
-            &args,
+            &args.certpin,
+            args.concurrency,
             &dir,
             &format!("certpin-{n}-restarted"),
             &["bench-noise", &ns_cp],

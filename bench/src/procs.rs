@@ -110,3 +110,20 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
     let hz = 100.0; // USER_HZ on Linux
     Ok((ticks(11) + ticks(12)) as f64 / hz)
 }
+
+/// The process whose executable is named `exe` and whose command line
+/// contains `marker` (a test bed's processes name its directory), if one runs.
+pub fn find(exe: &str, marker: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let mut args = cmdline.split(|b| *b == 0);
+            let argv0 = String::from_utf8_lossy(args.next()?).into_owned();
+            let named = Path::new(&argv0).file_name()? == exe;
+            let marked = String::from_utf8_lossy(&cmdline).contains(marker);
+            (named && marked).then_some(pid)
+        })
+}

@@ -290,10 +290,9 @@ pub async fn observe(client: &Client, ns: &str) -> Result<Observer> {
     })
 }
 
-/// Creates N sets, then waits until every set is Ready and every app rolled out.
-pub async fn converge(client: &Client, ns: &str, n: usize, obs: &Observer) -> Result<()> {
+/// Creates N sets, noting when each create was sent.
+pub async fn create_sets(client: &Client, ns: &str, n: usize, clocks: &Arc<Clocks>) -> Result<()> {
     let api: Api<ClientCertificateSet> = Api::namespaced(client.clone(), ns);
-    let clocks = obs.clocks.clone();
     for_each(n, CREATE_CONCURRENCY, |i| {
         let (api, clocks) = (api.clone(), clocks.clone());
         async move {
@@ -306,7 +305,12 @@ pub async fn converge(client: &Client, ns: &str, n: usize, obs: &Observer) -> Re
             Ok(())
         }
     })
-    .await?;
+    .await
+}
+
+/// Creates N sets, then waits until every set is Ready and every app rolled out.
+pub async fn converge(client: &Client, ns: &str, n: usize, obs: &Observer) -> Result<()> {
+    create_sets(client, ns, n, &obs.clocks).await?;
     let timeout = Duration::from_secs(120 + n as u64);
     let deadline = Instant::now() + timeout;
     loop {
