@@ -11,12 +11,12 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use crate::procs::{self, cpu_seconds};
 use crate::stats::{Summary, summarize};
-use crate::{install_crd, pool, start_certpin, workload};
+use crate::{install_crd, pool, start_certpin, wait_for, workload};
 
 #[derive(clap::Args)]
 pub struct AbArgs {
@@ -184,34 +184,37 @@ pub async fn ab(args: AbArgs) -> Result<()> {
         let t0 = Instant::now();
         workload::create_sets(&client, ns, args.sets, &obs.clocks).await?;
         let n = args.sets;
-        let count = |m: &std::sync::Mutex<std::collections::HashMap<String, Instant>>| {
-            m.lock().map(|m| m.len()).unwrap_or(0)
-        };
-        let deadline = Instant::now() + Duration::from_secs(120 + n as u64);
-        while count(&obs.clocks.ready) < n {
-            cp.program.check_running()?;
-            if Instant::now() > deadline {
-                bail!(
-                    "{ns}: {} of {n} sets Ready in time",
-                    count(&obs.clocks.ready)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let all_ready_s = t0.elapsed().as_secs_f64();
+        let clocks = obs.clocks.clone();
+        let timeout = Duration::from_secs(120 + n as u64);
+        let rolled_out_by = Instant::now() + timeout + Duration::from_secs(n as u64);
+        wait_for("every set Ready", timeout, || {
+            let ready = clocks.ready.lock().map(|m| m.len()).unwrap_or(0);
+            let running = cp.program.check_running();
+            async move { running.map(|()| ready >= n) }
+        })
+        .await
+        .with_context(|| format!("in {ns}"))?;
         let (c1, a1, e1) = (cpu_seconds(pid)?, cpu_of(apiserver), cpu_of(etcd));
         let rss = procs::memory(pid)?.rss;
         let (w1, r1) = (cp.proxy.counts.writes(), cp.proxy.counts.reads());
+        // From the watch's clock, not from when the wait above noticed.
+        let all_ready_s = clocks
+            .ready
+            .lock()
+            .ok()
+            .and_then(|m| m.values().max().copied())
+            .map_or(f64::NAN, |t| t.saturating_duration_since(t0).as_secs_f64());
         // Untimed: the rollouts finish before the next run starts.
-        while count(&obs.clocks.rolled_out) < n {
-            if Instant::now() > deadline + Duration::from_secs(n as u64) {
-                bail!(
-                    "{ns}: {} of {n} apps rolled out in time",
-                    count(&obs.clocks.rolled_out)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_for(
+            "every app rolled out",
+            rolled_out_by.saturating_duration_since(Instant::now()),
+            || {
+                let rolled = clocks.rolled_out.lock().map(|m| m.len()).unwrap_or(0);
+                async move { Ok(rolled >= n) }
+            },
+        )
+        .await
+        .with_context(|| format!("in {ns}"))?;
         let (ready, rollout) = workload::latencies(&obs.clocks, n);
         drop(obs);
         cp.program.stop().await.context("stopping certpin")?;
