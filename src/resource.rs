@@ -165,6 +165,33 @@ pub struct ClientCertificateSetStatus {
     /// When certpin last restarted the app.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restart: Option<Time>,
+    /// The workloads that carry certpin's changes for this set (its wiring,
+    /// or a StopStart under way), as certpin last wrote them. The next pass
+    /// undoes what is no longer wanted, and deletion undoes all of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<WorkloadRecord>,
+}
+
+/// One workload certpin changed for a set, and how.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRecord {
+    /// The workload's kind, e.g. `Deployment`.
+    pub kind: String,
+    /// Its name, in the set's namespace.
+    pub name: String,
+    /// Its uid: a workload deleted and created again under the same name is another object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// The containers that got the settings and the mount.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
+    /// Where the files are mounted in those containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_path: Option<String>,
+    /// The rendered ConfigMap and Secret the wiring points at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rendered: Option<String>,
 }
 
 /// Facts about one certificate (no secret).

@@ -40,14 +40,22 @@ pub async fn apply_secret(ctx: &Context, ns: &str, name: &str, body: &Value) -> 
     Ok(written)
 }
 
+/// Applies the wiring. With `precondition` (the resourceVersion the plan
+/// was made from), the write fails with 409 if the workload changed since:
+/// the claim in it is then one conditional write.
 pub async fn apply_deployment(
     ctx: &Context,
     ns: &str,
     name: &str,
     body: &Value,
+    precondition: Option<&str>,
 ) -> Result<Deployment> {
+    let mut body = body.clone();
+    if let Some(rv) = precondition {
+        body["metadata"]["resourceVersion"] = Value::String(rv.to_string());
+    }
     let written = Api::<Deployment>::namespaced(ctx.client.clone(), ns)
-        .patch(name, &params(), &Patch::Apply(body))
+        .patch(name, &params(), &Patch::Apply(&body))
         .await?;
     ctx.marks.deployments.observe_object(&written);
     Ok(written)

@@ -215,6 +215,32 @@ pub fn secret_object(set: &ClientCertificateSet, ns: &str, r: &Rendered) -> Valu
     })
 }
 
+/// The rendered objects as server-side apply bodies, each only when the
+/// live object does not already hold it (an idle pass writes nothing).
+pub fn writes(
+    set: &ClientCertificateSet,
+    ns: &str,
+    r: &Rendered,
+    live_cm: Option<&k8s_openapi::api::core::v1::ConfigMap>,
+    live_secret: Option<&Secret>,
+) -> super::execute::RenderedWrites {
+    let holds =
+        |live: Option<Value>, body: &Value| live.is_some_and(|l| super::apply::contains(&l, body));
+    let cm = config_map_object(set, ns, r);
+    let secret = secret_object(set, ns, r);
+    let cm_written = holds(live_cm.and_then(|c| serde_json::to_value(c).ok()), &cm);
+    let secret_written = r.reused
+        && holds(
+            live_secret.and_then(|s| serde_json::to_value(s).ok()),
+            &secret,
+        );
+    super::execute::RenderedWrites {
+        name: r.name.clone(),
+        config_map: (!cm_written).then_some(cm),
+        secret: (!secret_written).then_some(secret),
+    }
+}
+
 /// The containers certpin wires: the named ones, or all.
 pub fn target_containers(
     set: &ClientCertificateSet,
@@ -271,7 +297,11 @@ pub fn deployment_fragment(
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": deployment, "namespace": ns, "annotations": {ANN_SET: set_name(set)}},
+        "metadata": {
+            "name": deployment, "namespace": ns,
+            "annotations": {ANN_SET: set_name(set)},
+            "labels": {LABEL_SET_UID: set.metadata.uid.as_deref().unwrap_or_default()},
+        },
         "spec": {"template": {
             "metadata": {"annotations": {ANN_CONFIG_HASH: template_hash}},
             "spec": {

@@ -1,15 +1,21 @@
-//! Deleting a set: remove the wiring it added to the Deployment (a rollout
-//! follows, so no pod keeps mounting a deleted Secret) and finish a StopStart
-//! it left half-done. The rendered ConfigMap and Secret are owned by the set
+//! Deleting a set: end any StopStart it left half-done and remove its
+//! wiring from every workload that carries its claim (those its status
+//! records, and any other in the namespace: a pass may have been cut short
+//! before it recorded one). A rollout follows, so no pod keeps mounting a
+//! deleted Secret. The rendered ConfigMap and Secret are owned by the set
 //! and go with it (garbage collection), after the wiring is gone.
+//!
+//! What the API server will not let certpin undo (a 4xx answer) is
+//! reported as a Warning Event and does not hold the deletion for ever.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::runtime::controller::Action;
-use tracing::info;
+use tracing::{info, warn};
 
-use super::names::{set_name, wired_by};
-use super::{apply, restart};
+use super::names::set_name;
+use super::status::{EventSpec, event};
+use super::{apply, dereference, execute, restart, workload};
 use crate::operator::context::Context;
 use crate::operator::error::Result;
 use crate::operator::{faults, freshness};
@@ -17,19 +23,35 @@ use crate::resource::ClientCertificateSet;
 
 pub async fn cleanup(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> Result<Action> {
     let api = Api::<Deployment>::namespaced(ctx.client.clone(), ns);
+    let mut claimed = dereference::claimed_elsewhere(ctx, set, ns, true).await?;
     if let Some(d) =
         freshness::get_opt(&api, &set.spec.app.deployment, &ctx.marks.deployments).await?
+        && workload::claimed_by(set, &d)
     {
-        let ours = wired_by(&d) == Some(set_name(set));
-        if ours {
-            if let Some(record) = restart::record_of(&d) {
-                restart::start(ctx, ns, &set.spec.app.deployment, record.replicas).await?;
-            }
-            apply::unwire_deployment(ctx, ns, &set.spec.app.deployment).await?;
-            faults::after("unwire");
-            info!(deployment = %set.spec.app.deployment, "removed the wiring");
+        claimed.push(d);
+    }
+    for d in &claimed {
+        let name = d.metadata.name.clone().unwrap_or_default();
+        if let Err(e) = release(ctx, ns, &name, d).await {
+            let refusal = execute::refused_by_api(e)?;
+            warn!(deployment = %name, reason = refusal.why.as_str(), "could not remove the wiring");
+            let note = format!(
+                "could not remove certpin's wiring from Deployment {name:?}; remove it by hand: {}",
+                refusal.message
+            );
+            event(ctx, set, EventSpec::warning("UnwireFailed", "Unwire", note)).await;
         }
     }
     ctx.metrics.set_expiries(ns, set_name(set), &[]);
     Ok(Action::await_change())
+}
+
+async fn release(ctx: &Context, ns: &str, name: &str, d: &Deployment) -> Result<()> {
+    if let Some(record) = restart::record_of(d) {
+        restart::start(ctx, ns, name, record.replicas).await?;
+    }
+    apply::unwire_deployment(ctx, ns, name).await?;
+    faults::after("unwire");
+    info!(deployment = %name, "removed the wiring");
+    Ok(())
 }

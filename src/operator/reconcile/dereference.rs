@@ -68,7 +68,78 @@ pub async fn previous(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Re
 /// passwords. Otherwise nothing running uses the rendered objects, and a new
 /// set saves two reads (the 404s of objects that do not exist yet).
 pub fn previous_needed(set: &ClientCertificateSet, d: &Deployment) -> bool {
-    names::wired_by(d) == Some(names::set_name(set))
+    super::workload::claimed_by(set, d)
+}
+
+/// Whether workloads other than those the records name may carry this
+/// set's claim, so that a pass must look for them: records of an earlier
+/// version (none, though something was applied), a set edited before its
+/// first status was written, or records naming another workload.
+pub fn sweep_needed(set: &ClientCertificateSet) -> bool {
+    match &set.status {
+        None => set.metadata.generation.unwrap_or(1) > 1,
+        Some(st) if st.workloads.is_empty() => st.applied_hash.is_some(),
+        Some(st) => st
+            .workloads
+            .iter()
+            .any(|w| w.name != set.spec.app.deployment),
+    }
+}
+
+/// The workloads other than the target that carry this set's claim: those
+/// the records name, and with `sweep` every one in the namespace (metadata
+/// only: the claim and a stop record are all a release needs).
+pub async fn claimed_elsewhere(
+    ctx: &Context,
+    set: &ClientCertificateSet,
+    ns: &str,
+    sweep: bool,
+) -> Result<Vec<Deployment>> {
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let target = &set.spec.app.deployment;
+    let metas = if sweep {
+        api.list_metadata(&kube::api::ListParams::default())
+            .await?
+            .items
+    } else {
+        let names = set
+            .status
+            .iter()
+            .flat_map(|s| &s.workloads)
+            .filter(|w| &w.name != target)
+            .map(|w| w.name.as_str());
+        let found = futures::future::try_join_all(names.map(|n| api.get_metadata_opt(n))).await?;
+        found.into_iter().flatten().collect()
+    };
+    Ok(metas
+        .into_iter()
+        .map(|m| Deployment {
+            metadata: m.metadata,
+            ..Deployment::default()
+        })
+        .filter(|d| d.metadata.name.as_deref() != Some(target.as_str()))
+        .filter(|d| super::workload::claimed_by(set, d))
+        .collect())
+}
+
+/// The set that claims `d`, when the claim is not this set's.
+pub async fn claimant(
+    ctx: &Context,
+    set: &ClientCertificateSet,
+    ns: &str,
+    d: &Deployment,
+) -> Result<Option<ClientCertificateSet>> {
+    if super::workload::claimed_by(set, d) {
+        return Ok(None);
+    }
+    let Some(name) = super::workload::claim(d).and_then(|c| c.name) else {
+        return Ok(None);
+    };
+    Ok(
+        Api::<ClientCertificateSet>::namespaced(ctx.client.clone(), ns)
+            .get_opt(&name)
+            .await?,
+    )
 }
 
 pub async fn dereference(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result<Inputs> {
@@ -214,14 +285,14 @@ mod tests {
     fn the_rendering_is_needed_only_when_this_set_wired_the_deployment() {
         let set: ClientCertificateSet = serde_json::from_value(json!({
             "apiVersion": "certpin.dev/v1alpha1", "kind": "ClientCertificateSet",
-            "metadata": {"name": "s", "namespace": "n"},
+            "metadata": {"name": "s", "namespace": "n", "uid": "s"},
             "spec": {"app": {"deployment": "app"}, "certificates": []}
         }))
         .unwrap();
         let wired_by = |owner: Option<&str>| -> Deployment {
             let mut d = json!({"metadata": {"name": "app"}});
             if let Some(o) = owner {
-                d["metadata"]["annotations"] = json!({"certpin.dev/set": o});
+                d["metadata"]["labels"] = json!({"certpin.dev/set-uid": o});
             }
             serde_json::from_value(d).unwrap()
         };

@@ -6,11 +6,14 @@ pub mod apply;
 pub mod build;
 pub mod cleanup;
 pub mod dereference;
+pub mod execute;
 pub mod finalizer;
 pub mod names;
+pub mod plan;
 pub mod restart;
 pub mod status;
 pub mod validate;
+pub mod workload;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,14 +23,14 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
-use tracing::{info, instrument};
+use tracing::instrument;
 
 use crate::operator::context::Context;
 use crate::operator::error::{Error, Result};
-use crate::operator::{faults, triggers};
+use crate::operator::faults;
 use crate::resource::{ClientCertificateSet, ClientCertificateSetStatus, RestartStrategy};
 use names::*;
-use status::{APPLIED, CERTIFICATES_VALID, Cond, READY, RESTART_DUE};
+use status::Cond;
 
 #[instrument(skip_all, fields(namespace = set.namespace().unwrap_or_default(), set = set.name_any()))]
 pub async fn reconcile(set: Arc<ClientCertificateSet>, ctx: Arc<Context>) -> Result<Action> {
@@ -63,23 +66,9 @@ fn now_time() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-/// How often a Manual set with a restart due looks for the user's restart.
-const MANUAL_RECHECK: Duration = Duration::from_secs(5);
-
-/// What happened to the Deployment in this pass.
-enum Wiring {
-    /// Wired with this config hash; `restarted` when pods are being replaced.
-    Done { restart_due: Option<String> },
-    /// A StopStart is waiting for pods to go.
-    Stopping { pods: usize },
-    /// Not wired: condition reason and message.
-    NotApplied {
-        reason: &'static str,
-        message: String,
-        waiting: bool,
-    },
-}
-
+/// The pass for a set that exists: read, validate, build, plan, execute,
+/// status. Every decision is made in the pure steps (`build`, `plan`,
+/// `status::derive`); this only connects them.
 async fn reconcile_set(
     set: &ClientCertificateSet,
     ctx: &Context,
@@ -88,8 +77,7 @@ async fn reconcile_set(
 ) -> Result<Action> {
     let now = Utc::now();
     // The finalizer goes on while the inputs are read: both must succeed
-    // before anything is written, and neither needs the other, so a new set
-    // waits for one round trip here instead of two.
+    // before anything is written, and neither needs the other.
     let (finalized, inputs) = futures::join!(
         finalizer::ensure(api, set),
         dereference::dereference(ctx, set, ns),
@@ -99,149 +87,118 @@ async fn reconcile_set(
     faults::after("dereference");
     let validation = validate::validate(set, &inputs, &ctx.cache, now);
     faults::after("validate");
-    let old = set.status.clone().unwrap_or_default();
-    let mut status = ClientCertificateSetStatus {
-        observed_generation: set.metadata.generation,
-        certificate_count: Some(set.spec.certificates.len() as i32),
-        earliest_expiry: validation
-            .rows
-            .iter()
-            .filter_map(|r| r.not_after.clone())
-            .min_by_key(|t| t.0),
-        certificates: validation.rows.clone(),
-        applied_hash: old.applied_hash.clone(),
-        last_restart: old.last_restart.clone(),
-        conditions: Vec::new(),
-    };
-    let mut conds = Vec::new();
-    match &validation.failure {
-        None => conds.push(Cond::new(
-            CERTIFICATES_VALID,
-            true,
-            "Valid",
-            "every certificate is valid and its pins render",
-        )),
-        Some(f) => conds.push(Cond::new(
-            CERTIFICATES_VALID,
-            false,
-            f.reason.clone(),
-            f.message.clone(),
-        )),
-    }
-
-    let wiring = match (&inputs.deployment, &validation.valid) {
-        (None, _) => Wiring::NotApplied {
-            reason: "DeploymentNotFound",
-            message: format!(
-                "Deployment {:?} does not exist (yet); certpin wires it when it appears",
-                set.spec.app.deployment
-            ),
-            waiting: true,
-        },
-        (Some(_), None) => Wiring::NotApplied {
-            reason: "InvalidInput",
-            message: match &old.applied_hash {
-                Some(h) => {
-                    format!("nothing changed: the last good configuration ({h}) stays in place")
-                }
-                None => "nothing applied until the certificates are valid".into(),
-            },
-            waiting: false,
-        },
-        (Some(d), Some(valid)) => wire(set, ctx, ns, d, valid, &inputs, &mut status).await?,
-    };
-    let mut requeue = ctx.resync;
-    let ready_blocker: Option<(String, String)> = match &wiring {
-        Wiring::Done {
-            restart_due: Some(msg),
-            ..
-        } => {
-            conds.push(Cond::new(
-                APPLIED,
-                true,
-                "Applied",
-                applied_message(set, &status),
-            ));
-            conds.push(Cond::new(RESTART_DUE, true, "RestartDue", msg.clone()));
-            // Pods are not watched (and the Deployment's status changes do
-            // not trigger a pass): look again soon for the user's restart.
-            requeue = requeue.min(MANUAL_RECHECK);
-            Some(("RestartDue".into(), msg.clone()))
-        }
-        Wiring::Done { .. } => {
-            conds.push(Cond::new(
-                APPLIED,
-                true,
-                "Applied",
-                applied_message(set, &status),
-            ));
-            conds.push(Cond::new(
-                RESTART_DUE,
-                false,
-                "UpToDate",
-                "the app runs with the applied settings",
-            ));
-            None
-        }
-        Wiring::Stopping { pods } => {
-            requeue = Duration::from_secs(2);
-            let msg = format!("StopStart in progress: waiting for {pods} pod(s) to stop");
-            conds.push(Cond::new(
-                APPLIED,
-                false,
-                "StopStartInProgress",
-                msg.clone(),
-            ));
-            Some(("StopStartInProgress".into(), msg))
-        }
-        Wiring::NotApplied {
-            reason,
-            message,
-            waiting,
-        } => {
-            if *waiting {
-                requeue = Duration::from_secs(30);
+    let target = inputs.deployment.as_ref();
+    let (claimant, others) = futures::try_join!(
+        async {
+            match target {
+                Some(d) => dereference::claimant(ctx, set, ns, d).await,
+                None => Ok(None),
             }
-            conds.push(Cond::new(APPLIED, false, *reason, message.clone()));
-            Some((reason.to_string(), message.clone()))
+        },
+        dereference::claimed_elsewhere(ctx, set, ns, dereference::sweep_needed(set)),
+    )?;
+    let rendering = match (&validation.valid, target) {
+        (Some(valid), Some(d)) => Some(render(ctx, set, ns, valid, &inputs, d).await?),
+        _ => None,
+    };
+    let live = plan::Live {
+        target,
+        claimant: claimant.as_ref(),
+        others: &others,
+    };
+    let plan = plan::plan(set, ns, rendering.as_ref().map(|(r, _)| r), &live);
+    let writes = rendering.as_ref().map(|(_, w)| w);
+    let outcome = execute::execute(
+        ctx,
+        set,
+        ns,
+        &plan,
+        writes.unwrap_or(&Default::default()),
+        target,
+    )
+    .await?;
+    let restart_due = match (&outcome, target, &rendering) {
+        (plan::Outcome::Wired { .. }, Some(d), Some((r, _)))
+            if set.spec.restart == RestartStrategy::Manual =>
+        {
+            restart_due(ctx, ns, d, &r.rendered_at).await?
         }
+        _ => None,
     };
-    let ready = match (&validation.failure, ready_blocker) {
-        (Some(f), _) => Cond::new(READY, false, f.reason.clone(), f.message.clone()),
-        (None, Some((reason, message))) => Cond::new(READY, false, reason, message),
-        (None, None) if !validation.warnings.is_empty() => Cond::new(
-            READY,
-            true,
-            "ValidWithWarnings",
-            validation.warnings.join("; "),
-        ),
-        (None, None) => Cond::new(
-            READY,
-            true,
-            "Applied",
-            "the app runs with its client certificates",
-        ),
-    };
-    conds.insert(0, ready.clone());
-    status.conditions = status::conditions(
-        &old.conditions,
-        &conds,
-        set.metadata.generation,
-        &now_time(),
-    );
-
-    record_metrics(ctx, set, ns, &old, &status, &ready);
-    // The status is what users wait on; the Events go out beside it.
-    let (_, patched) = futures::join!(
-        events(ctx, set, &old, &status, &ready, &validation.warnings),
-        status::patch_status(&ctx.client, set, ns, &status),
-    );
-    patched?;
+    let old_records = set
+        .status
+        .as_ref()
+        .map(|s| s.workloads.as_slice())
+        .unwrap_or_default();
+    let derived = status::derive(status::Pass {
+        set,
+        validation: &validation,
+        applied_hash: rendering.as_ref().map(|(r, _)| r.config_hash.clone()),
+        workloads: plan::records(old_records, set, &plan, &outcome, target),
+        outcome: &outcome,
+        restart_due,
+        now: &now_time(),
+    });
+    publish(ctx, set, ns, &derived, &validation.warnings).await?;
     faults::after("status");
+    let mut requeue = derived.requeue.unwrap_or(ctx.resync).min(ctx.resync);
     if let Some(wake) = next_expiry_check(&validation, set, now) {
         requeue = requeue.min(wake);
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Builds the rendered objects (reusing the previous encoding of unchanged
+/// input) and which of them need writing.
+async fn render(
+    ctx: &Context,
+    set: &ClientCertificateSet,
+    ns: &str,
+    valid: &[validate::ValidCertificate],
+    inputs: &dereference::Inputs,
+    d: &Deployment,
+) -> Result<(build::Rendered, execute::RenderedWrites)> {
+    let read_now;
+    let prior = match &inputs.previous {
+        Some(p) => p,
+        None => {
+            read_now = if dereference::previous_needed(set, d) {
+                dereference::previous(ctx, set, ns).await?
+            } else {
+                dereference::Previous::default()
+            };
+            &read_now
+        }
+    };
+    // Second precision, as pod creation timestamps have.
+    let stamp = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let rendered = build::render_objects(set, valid, prior.secret.as_ref(), &stamp)?;
+    let writes = build::writes(
+        set,
+        ns,
+        &rendered,
+        prior.config_map.as_ref(),
+        prior.secret.as_ref(),
+    );
+    Ok((rendered, writes))
+}
+
+/// Writes the status, with the Events it owes beside it.
+async fn publish(
+    ctx: &Context,
+    set: &ClientCertificateSet,
+    ns: &str,
+    derived: &status::Derived,
+    warnings: &[String],
+) -> Result<()> {
+    let old = set.status.clone().unwrap_or_default();
+    record_metrics(ctx, set, ns, &old, &derived.status, &derived.ready);
+    let due = status::events_due(set, &old, &derived.status, &derived.ready, warnings);
+    let (_, patched) = futures::join!(
+        futures::future::join_all(due.into_iter().map(|e| status::event(ctx, set, e))),
+        status::patch_status(&ctx.client, set, ns, &derived.status),
+    );
+    patched.map(|_| ())
 }
 
 fn record_metrics(
@@ -277,15 +234,6 @@ fn record_metrics(
     ctx.metrics.set_expiries(ns, set_name(set), &expiries);
 }
 
-fn applied_message(set: &ClientCertificateSet, status: &ClientCertificateSetStatus) -> String {
-    format!(
-        "rendered ConfigMap and Secret {:?} (hash {}) and wired them into Deployment {:?}",
-        names::rendered(set),
-        status.applied_hash.as_deref().unwrap_or("-"),
-        set.spec.app.deployment
-    )
-}
-
 /// When to look again so that "expiring soon" and "expired" show on time.
 fn next_expiry_check(
     v: &validate::Validation,
@@ -306,194 +254,6 @@ fn next_expiry_check(
         .map(|t| (t - now).to_std().unwrap_or(Duration::from_secs(1)))
         .min()
         .map(|d| d.max(Duration::from_secs(1)))
-}
-
-/// Publishes the Events of this pass at once: each is its own request, and
-/// one after another they held a reconcile slot for a round trip each.
-async fn events(
-    ctx: &Context,
-    set: &ClientCertificateSet,
-    old: &ClientCertificateSetStatus,
-    new: &ClientCertificateSetStatus,
-    ready: &Cond,
-    warnings: &[String],
-) {
-    let due = status::events_due(set, old, new, ready, warnings);
-    futures::future::join_all(due.into_iter().map(|e| status::event(ctx, set, e))).await;
-}
-
-/// Which set already wires this Deployment, if another one that still exists.
-async fn wired_by_other(
-    ctx: &Context,
-    set: &ClientCertificateSet,
-    ns: &str,
-    d: &Deployment,
-) -> Result<Option<String>> {
-    let Some(owner) = wired_by(d) else {
-        return Ok(None);
-    };
-    if owner == set_name(set) {
-        return Ok(None);
-    }
-    let other = Api::<ClientCertificateSet>::namespaced(ctx.client.clone(), ns)
-        .get_opt(owner)
-        .await?;
-    Ok(other
-        .filter(|o| o.metadata.deletion_timestamp.is_none())
-        .map(|_| owner.to_string()))
-}
-
-/// Steps 3 to 5 for valid input: build, apply, restart.
-async fn wire(
-    set: &ClientCertificateSet,
-    ctx: &Context,
-    ns: &str,
-    d: &Deployment,
-    valid: &[validate::ValidCertificate],
-    inputs: &dereference::Inputs,
-    status: &mut ClientCertificateSetStatus,
-) -> Result<Wiring> {
-    let dname = d.metadata.name.clone().unwrap_or_default();
-    if let Some(other) = wired_by_other(ctx, set, ns, d).await? {
-        return Ok(Wiring::NotApplied {
-            reason: "Conflict",
-            message: format!(
-                "Deployment {dname:?} is already wired by ClientCertificateSet {other:?}; one set per Deployment \
-                 (put the certificates into that set, or delete it)"
-            ),
-            waiting: false,
-        });
-    }
-    let read_now;
-    let prior = match &inputs.previous {
-        Some(p) => p,
-        None => {
-            read_now = if dereference::previous_needed(set, d) {
-                dereference::previous(ctx, set, ns).await?
-            } else {
-                dereference::Previous::default()
-            };
-            &read_now
-        }
-    };
-    let previous = prior.secret.as_ref();
-    let live_cm = prior.config_map.as_ref();
-    let existing: Vec<String> = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
-        .unwrap_or_default();
-    let containers = match build::target_containers(set, &existing) {
-        Ok(c) => c,
-        Err(missing) => {
-            return Ok(Wiring::NotApplied {
-                reason: "ContainerNotFound",
-                message: format!(
-                    "Deployment {dname:?} has no container {missing:?} (it has: {})",
-                    existing.join(", ")
-                ),
-                waiting: false,
-            });
-        }
-    };
-
-    // Build (pure) and apply the rendered objects, writing only on change.
-    // Second precision, as pod creation timestamps have.
-    let rendered = build::render_objects(
-        set,
-        valid,
-        previous,
-        &Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    )?;
-    let cm_body = build::config_map_object(set, ns, &rendered);
-    let write_cm = !live_cm
-        .is_some_and(|cm| apply::contains(&serde_json::to_value(cm).unwrap_or_default(), &cm_body));
-    let secret_body = build::secret_object(set, ns, &rendered);
-    let write_secret = !(rendered.reused
-        && previous.is_some_and(|s| {
-            apply::contains(&serde_json::to_value(s).unwrap_or_default(), &secret_body)
-        }));
-    // Both before the Deployment points at them; neither depends on the other.
-    let (cm, secret) = futures::join!(
-        async {
-            if write_cm {
-                apply::apply_config_map(ctx, ns, &rendered.name, &cm_body).await?;
-                faults::after("apply-configmap");
-            }
-            Ok::<(), Error>(())
-        },
-        async {
-            if write_secret {
-                apply::apply_secret(ctx, ns, &rendered.name, &secret_body).await?;
-                faults::after("apply-secret");
-                info!(hash = %rendered.config_hash, reused = rendered.reused, "rendered client certificate settings");
-            }
-            Ok::<(), Error>(())
-        },
-    );
-    cm?;
-    secret?;
-
-    let live_hash = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.annotations.as_ref())
-        .and_then(|a| a.get(ANN_CONFIG_HASH))
-        .cloned();
-    let template_hash = build::template_hash(
-        set.spec.restart,
-        live_hash.as_deref(),
-        &rendered.config_hash,
-    );
-    let fragment =
-        build::deployment_fragment(set, ns, &dname, &rendered, &containers, &template_hash);
-    let needs_change = !apply::deployment_has(d, &fragment);
-    let in_progress = restart::record_of(d);
-    let mut restarted = false;
-
-    if set.spec.restart == RestartStrategy::StopStart
-        && (in_progress.is_some() || (needs_change && restart::replicas_of(d) > 0))
-    {
-        match restart::stop(ctx, ns, d).await? {
-            restart::StopStart::Waiting { pods } => return Ok(Wiring::Stopping { pods }),
-            restart::StopStart::Stopped { replicas } => {
-                if needs_change {
-                    apply::apply_deployment(ctx, ns, &dname, &fragment).await?;
-                    faults::after("apply-deployment");
-                }
-                restart::start(ctx, ns, &dname, replicas).await?;
-                info!(replicas, "StopStart: started again");
-                restarted = true;
-            }
-        }
-    } else if needs_change {
-        // The watch event of this write can arrive before its response:
-        // expect what the write should produce, then what it did produce.
-        let key = triggers::key(d);
-        ctx.own_writes.expect(
-            key.clone(),
-            triggers::spec_and_annotations(&apply::after_apply(d, &fragment)),
-        );
-        let written = apply::apply_deployment(ctx, ns, &dname, &fragment).await?;
-        faults::after("apply-deployment");
-        ctx.own_writes
-            .expect(key, triggers::spec_and_annotations(&written));
-        restarted =
-            live_hash.as_deref() != Some(template_hash.as_str()) && restart::replicas_of(d) > 0;
-        info!(hash = %template_hash, restarted, "wired Deployment");
-    }
-    if restarted {
-        status.last_restart = Some(now_time());
-    }
-    status.applied_hash = Some(rendered.config_hash.clone());
-    let restart_due = if set.spec.restart == RestartStrategy::Manual {
-        restart_due(ctx, ns, d, &rendered.rendered_at).await?
-    } else {
-        None
-    };
-    Ok(Wiring::Done { restart_due })
 }
 
 /// Manual: pods created before the content was rendered run old settings.

@@ -2,8 +2,6 @@
 
 use sha2::{Digest, Sha256};
 
-use k8s_openapi::api::apps::v1::Deployment;
-
 use crate::resource::ClientCertificateSet;
 
 pub const LABEL_SET: &str = "certpin.dev/set";
@@ -14,8 +12,12 @@ pub const ANN_INPUT_HASH: &str = "certpin.dev/input-hash";
 pub const ANN_RENDERED_AT: &str = "certpin.dev/rendered-at";
 /// On the pod template: hash of the rendered content the pods run with.
 pub const ANN_CONFIG_HASH: &str = "certpin.dev/config-hash";
-/// On the Deployment: which set wires it.
+/// On the workload: the name of the set that wires it (for people).
 pub const ANN_SET: &str = "certpin.dev/set";
+/// On the workload: the uid of the set that wires it (the claim itself),
+/// also while a StopStart is under way; a label, so deletion finds every
+/// workload a set touched.
+pub const LABEL_SET_UID: &str = "certpin.dev/set-uid";
 /// On the Deployment during a StopStart: the replica count to restore.
 pub const ANN_STOP_START: &str = "certpin.dev/stop-start";
 pub const VOLUME: &str = "certpin-client-certificates";
@@ -25,17 +27,15 @@ pub const KEY_CERTIFICATES: &str = "ClientCertificates";
 pub const KEY_PASSWORDS: &str = "ClientCertificatePasswords";
 pub const KEY_USAGES: &str = "ClientCertificateUsages";
 
+/// The environment variables certpin sets: the runtime settings it owns.
+pub const SETTING_ENV: [&str; 3] = [
+    "MXRUNTIME_ClientCertificates",
+    "MXRUNTIME_ClientCertificatePasswords",
+    "MXRUNTIME_ClientCertificateUsages",
+];
+
 pub fn set_name(set: &ClientCertificateSet) -> &str {
     set.metadata.name.as_deref().unwrap_or_default()
-}
-
-/// The set that wires `d`, as its `certpin.dev/set` annotation says.
-pub fn wired_by(d: &Deployment) -> Option<&str> {
-    d.metadata
-        .annotations
-        .as_ref()?
-        .get(ANN_SET)
-        .map(String::as_str)
 }
 
 /// The rendered ConfigMap and Secret: `<set>-certpin`, shortened with a

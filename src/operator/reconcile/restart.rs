@@ -16,7 +16,7 @@ use kube::core::PartialObjectMeta;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::names::ANN_STOP_START;
+use super::names::{ANN_STOP_START, LABEL_SET_UID};
 use crate::operator::context::{Context, MANAGER};
 use crate::operator::error::Result;
 use crate::operator::faults;
@@ -57,15 +57,36 @@ fn manager() -> PatchParams {
     }
 }
 
+/// The stop record is applied by a field manager of its own, with the
+/// set's claim label: the claim holds while the app is stopped, and
+/// clearing the record (an empty apply) leaves certpin's wiring alone.
+const RECORD_MANAGER: &str = "certpin-stop-start";
+
 async fn set_record(
     api: &Api<Deployment>,
     mark: &Mark,
     name: &str,
-    record: Option<StopStartRecord>,
+    record: Option<(StopStartRecord, &str)>,
+    precondition: Option<&str>,
 ) -> Result<()> {
-    let value = record.map(|r| serde_json::to_string(&r).unwrap_or_default());
-    let patch = json!({"metadata": {"annotations": {ANN_STOP_START: value}}});
-    let written = api.patch(name, &manager(), &Patch::Merge(&patch)).await?;
+    let mut body =
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}});
+    if let Some((r, uid)) = record {
+        body["metadata"]["annotations"] =
+            json!({ANN_STOP_START: serde_json::to_string(&r).unwrap_or_default()});
+        body["metadata"]["labels"] = json!({LABEL_SET_UID: uid});
+    }
+    if let Some(rv) = precondition {
+        body["metadata"]["resourceVersion"] = json!(rv);
+    }
+    let params = PatchParams::apply(RECORD_MANAGER).force();
+    let mut written = api.patch(name, &params, &Patch::Apply(&body)).await?;
+    // A record written by an earlier version (a merge patch) is not
+    // released by the apply: remove it the way it was written.
+    if record.is_none() && record_of(&written).is_some() {
+        let patch = json!({"metadata": {"annotations": {ANN_STOP_START: null}}});
+        written = api.patch(name, &manager(), &Patch::Merge(&patch)).await?;
+    }
     mark.observe_object(&written);
     Ok(())
 }
@@ -108,9 +129,16 @@ pub enum StopStart {
     Stopped { replicas: i32 },
 }
 
-/// Stops the app (recording its replica count first), or continues a stop
-/// that is already in progress.
-pub async fn stop(ctx: &Context, ns: &str, d: &Deployment) -> Result<StopStart> {
+/// Stops the app (recording its replica count first, with the claim of the
+/// set `uid`, conditional on `precondition` when the set does not hold the
+/// claim yet), or continues a stop that is already in progress.
+pub async fn stop(
+    ctx: &Context,
+    ns: &str,
+    d: &Deployment,
+    uid: &str,
+    precondition: Option<&str>,
+) -> Result<StopStart> {
     let name = d.metadata.name.as_deref().unwrap_or_default();
     let api = Api::<Deployment>::namespaced(ctx.client.clone(), ns);
     let mark = &ctx.marks.deployments;
@@ -122,7 +150,7 @@ pub async fn stop(ctx: &Context, ns: &str, d: &Deployment) -> Result<StopStart> 
                 phase: Phase::Stopping,
             };
             // Record first: a crash after scaling must not lose the count.
-            set_record(&api, mark, name, Some(r)).await?;
+            set_record(&api, mark, name, Some((r, uid)), precondition).await?;
             faults::after("stop-record");
             r
         }
@@ -140,16 +168,11 @@ pub async fn stop(ctx: &Context, ns: &str, d: &Deployment) -> Result<StopStart> 
     if pods > 0 {
         return Ok(StopStart::Waiting { pods });
     }
-    set_record(
-        &api,
-        mark,
-        name,
-        Some(StopStartRecord {
-            phase: Phase::Starting,
-            ..record
-        }),
-    )
-    .await?;
+    let starting = StopStartRecord {
+        phase: Phase::Starting,
+        ..record
+    };
+    set_record(&api, mark, name, Some((starting, uid)), None).await?;
     faults::after("stopped");
     Ok(StopStart::Stopped {
         replicas: record.replicas,
@@ -162,5 +185,5 @@ pub async fn start(ctx: &Context, ns: &str, name: &str, replicas: i32) -> Result
     let mark = &ctx.marks.deployments;
     scale(&api, mark, name, replicas).await?;
     faults::after("start-scale");
-    set_record(&api, mark, name, None).await
+    set_record(&api, mark, name, None, None).await
 }

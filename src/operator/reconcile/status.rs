@@ -8,9 +8,13 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use serde_json::json;
 
+use std::time::Duration;
+
+use super::plan::Outcome;
+use super::validate::Validation;
 use crate::operator::context::{Context, MANAGER};
 use crate::operator::error::Result;
-use crate::resource::{ClientCertificateSet, ClientCertificateSetStatus};
+use crate::resource::{ClientCertificateSet, ClientCertificateSetStatus, WorkloadRecord};
 
 pub const READY: &str = "Ready";
 pub const CERTIFICATES_VALID: &str = "CertificatesValid";
@@ -70,6 +74,145 @@ pub fn conditions(
         .collect()
 }
 
+/// What a pass found and did, for the status.
+pub struct Pass<'a> {
+    pub set: &'a ClientCertificateSet,
+    pub validation: &'a Validation,
+    pub outcome: &'a Outcome,
+    /// The config hash the target now carries, when wired.
+    pub applied_hash: Option<String>,
+    /// Manual: the pods still running older settings.
+    pub restart_due: Option<String>,
+    pub workloads: Vec<WorkloadRecord>,
+    pub now: &'a Time,
+}
+
+/// The status a pass leaves, its Ready condition, and when to look again
+/// (`None`: the resync period, or the next expiry check).
+pub struct Derived {
+    pub status: ClientCertificateSetStatus,
+    pub ready: Cond,
+    pub requeue: Option<Duration>,
+}
+
+/// How often a Manual set with a restart due looks for the user's restart.
+const MANUAL_RECHECK: Duration = Duration::from_secs(5);
+/// How often a StopStart looks for its pods to go.
+const STOPPING_RECHECK: Duration = Duration::from_secs(2);
+
+/// The status from what the pass found and did (pure).
+pub fn derive(p: Pass) -> Derived {
+    let set = p.set;
+    let old = set.status.clone().unwrap_or_default();
+    let v = p.validation;
+    let mut status = ClientCertificateSetStatus {
+        observed_generation: set.metadata.generation,
+        certificate_count: Some(set.spec.certificates.len() as i32),
+        earliest_expiry: v
+            .rows
+            .iter()
+            .filter_map(|r| r.not_after.clone())
+            .min_by_key(|t| t.0),
+        certificates: v.rows.clone(),
+        applied_hash: old.applied_hash.clone(),
+        last_restart: old.last_restart.clone(),
+        conditions: Vec::new(),
+        workloads: p.workloads,
+    };
+    let mut conds = vec![match &v.failure {
+        None => Cond::new(
+            CERTIFICATES_VALID,
+            true,
+            "Valid",
+            "every certificate is valid and its pins render",
+        ),
+        Some(f) => Cond::new(
+            CERTIFICATES_VALID,
+            false,
+            f.reason.clone(),
+            f.message.clone(),
+        ),
+    }];
+    let mut requeue = None;
+    let blocker: Option<(String, String)> = match p.outcome {
+        Outcome::Wired { restarted } => {
+            if *restarted {
+                status.last_restart = Some(p.now.clone());
+            }
+            status.applied_hash = p.applied_hash.clone();
+            conds.push(Cond::new(
+                APPLIED,
+                true,
+                "Applied",
+                applied_message(set, &status),
+            ));
+            match &p.restart_due {
+                Some(msg) => {
+                    conds.push(Cond::new(RESTART_DUE, true, "RestartDue", msg.clone()));
+                    // Pods are not watched: look again soon for the user's restart.
+                    requeue = Some(MANUAL_RECHECK);
+                    Some(("RestartDue".into(), msg.clone()))
+                }
+                None => {
+                    conds.push(Cond::new(
+                        RESTART_DUE,
+                        false,
+                        "UpToDate",
+                        "the app runs with the applied settings",
+                    ));
+                    None
+                }
+            }
+        }
+        Outcome::Stopping { pods } => {
+            requeue = Some(STOPPING_RECHECK);
+            let msg = format!("StopStart in progress: waiting for {pods} pod(s) to stop");
+            conds.push(Cond::new(
+                APPLIED,
+                false,
+                "StopStartInProgress",
+                msg.clone(),
+            ));
+            Some(("StopStartInProgress".into(), msg))
+        }
+        Outcome::Refused(r) => {
+            requeue = r.why.retry_after();
+            let reason = r.why.as_str();
+            conds.push(Cond::new(APPLIED, false, reason, r.message.clone()));
+            Some((reason.to_string(), r.message.clone()))
+        }
+    };
+    let ready = match (&v.failure, blocker) {
+        (Some(f), _) => Cond::new(READY, false, f.reason.clone(), f.message.clone()),
+        (None, Some((reason, message))) => Cond::new(READY, false, reason, message),
+        (None, None) if !v.warnings.is_empty() => {
+            Cond::new(READY, true, "ValidWithWarnings", v.warnings.join("; "))
+        }
+        (None, None) => Cond::new(
+            READY,
+            true,
+            "Applied",
+            "the app runs with its client certificates",
+        ),
+    };
+    conds.insert(0, ready.clone());
+    status.conditions = conditions(&old.conditions, &conds, set.metadata.generation, p.now);
+    Derived {
+        status,
+        ready,
+        requeue,
+    }
+}
+
+fn applied_message(set: &ClientCertificateSet, status: &ClientCertificateSetStatus) -> String {
+    format!(
+        "rendered ConfigMap and Secret {:?} (hash {}) and wired them into Deployment {:?}",
+        super::names::rendered(set),
+        status.applied_hash.as_deref().unwrap_or("-"),
+        set.spec.app.deployment
+    )
+}
+
 pub fn condition<'a>(
     status: Option<&'a ClientCertificateSetStatus>,
     type_: &str,
@@ -113,6 +256,10 @@ pub struct EventSpec {
 }
 
 impl EventSpec {
+    pub fn warning(reason: &str, action: &'static str, note: String) -> Self {
+        EventSpec::new(true, reason, action, note)
+    }
+
     fn new(warning: bool, reason: &str, action: &'static str, note: String) -> Self {
         EventSpec {
             warning,

@@ -1,0 +1,190 @@
+//! Step 4b: carries out a plan, in the order that keeps apps running:
+//! stops under way on released workloads end first, the rendered objects
+//! are written before the target points at them, the target is wired (or
+//! stopped and started), and only then are released workloads unwired. An
+//! API server that refuses a write (4xx) is an outcome with its message,
+//! for status and an Event; other errors end the pass and are retried.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use serde_json::Value;
+use tracing::info;
+
+use super::plan::{Outcome, Plan, Refusal, Restart, Target, Why, Wire};
+use super::{apply, restart};
+use crate::operator::context::Context;
+use crate::operator::error::{Error, Result};
+use crate::operator::{faults, triggers};
+use crate::resource::ClientCertificateSet;
+
+/// The rendered objects to write (`None`: unchanged).
+#[derive(Default)]
+pub struct RenderedWrites {
+    pub name: String,
+    pub config_map: Option<Value>,
+    pub secret: Option<Value>,
+}
+
+pub async fn execute(
+    ctx: &Context,
+    set: &ClientCertificateSet,
+    ns: &str,
+    plan: &Plan,
+    rendered: &RenderedWrites,
+    target: Option<&Deployment>,
+) -> Result<Outcome> {
+    match steps(ctx, set, ns, plan, rendered, target).await {
+        Err(e) => refused_by_api(e).map(Outcome::Refused),
+        done => done,
+    }
+}
+
+async fn steps(
+    ctx: &Context,
+    set: &ClientCertificateSet,
+    ns: &str,
+    plan: &Plan,
+    rendered: &RenderedWrites,
+    target: Option<&Deployment>,
+) -> Result<Outcome> {
+    for r in &plan.release {
+        if let Some(replicas) = r.restore {
+            restart::start(ctx, ns, &r.name, replicas).await?;
+            info!(deployment = %r.name, replicas, "ended a StopStart the set no longer wants");
+        }
+    }
+    let (wire, d) = match (&plan.target, target) {
+        (Target::Wire(w), Some(d)) => (w, d),
+        (Target::Refuse { refusal, restore }, _) => {
+            if let Some(replicas) = restore {
+                let name = &set.spec.app.deployment;
+                restart::start(ctx, ns, name, *replicas).await?;
+                info!(deployment = %name, replicas, "ended a StopStart: nothing to apply");
+            }
+            return Ok(Outcome::Refused(refusal.clone()));
+        }
+        (Target::Wire(_), None) => return Err(Error::MissingField("target workload")),
+    };
+    write_rendered(ctx, ns, rendered).await?;
+    let outcome = wire_target(ctx, set, ns, wire, d).await?;
+    if matches!(outcome, Outcome::Wired { .. }) {
+        for r in &plan.release {
+            apply::unwire_deployment(ctx, ns, &r.name).await?;
+            faults::after("unwire");
+            info!(deployment = %r.name, "removed the wiring of a workload the set no longer targets");
+        }
+    }
+    Ok(outcome)
+}
+
+/// Both before the workload points at them; neither depends on the other.
+async fn write_rendered(ctx: &Context, ns: &str, r: &RenderedWrites) -> Result<()> {
+    let (cm, secret) = futures::join!(
+        async {
+            if let Some(body) = &r.config_map {
+                apply::apply_config_map(ctx, ns, &r.name, body).await?;
+                faults::after("apply-configmap");
+            }
+            Ok::<(), Error>(())
+        },
+        async {
+            if let Some(body) = &r.secret {
+                apply::apply_secret(ctx, ns, &r.name, body).await?;
+                faults::after("apply-secret");
+            }
+            Ok::<(), Error>(())
+        },
+    );
+    cm.and(secret)
+}
+
+async fn wire_target(
+    ctx: &Context,
+    set: &ClientCertificateSet,
+    ns: &str,
+    w: &Wire,
+    d: &Deployment,
+) -> Result<Outcome> {
+    let uid = set.metadata.uid.as_deref().unwrap_or_default();
+    match w.restart {
+        Restart::StopStart => {
+            match restart::stop(ctx, ns, d, uid, w.precondition.as_deref()).await? {
+                restart::StopStart::Waiting { pods } => Ok(Outcome::Stopping { pods }),
+                restart::StopStart::Stopped { replicas } => {
+                    if w.change {
+                        // The stop record already holds the claim.
+                        apply::apply_deployment(ctx, ns, &w.name, &w.fragment, None).await?;
+                        faults::after("apply-deployment");
+                    }
+                    restart::start(ctx, ns, &w.name, replicas).await?;
+                    info!(replicas, "StopStart: started again");
+                    Ok(Outcome::Wired { restarted: true })
+                }
+            }
+        }
+        Restart::Resume { replicas } => {
+            if w.change {
+                apply(ctx, ns, w, d).await?;
+            }
+            restart::start(ctx, ns, &w.name, replicas).await?;
+            info!(replicas, "started again with the set's current settings");
+            Ok(Outcome::Wired { restarted: true })
+        }
+        Restart::Apply if w.change => {
+            apply(ctx, ns, w, d).await?;
+            let restarted = rolls(d, &w.fragment);
+            info!(restarted, "wired Deployment");
+            Ok(Outcome::Wired { restarted })
+        }
+        Restart::Apply => Ok(Outcome::Wired { restarted: false }),
+    }
+}
+
+/// Whether applying `fragment` changes the pods' config hash of a workload
+/// that runs pods: a rollout follows.
+fn rolls(d: &Deployment, fragment: &Value) -> bool {
+    let want = fragment.pointer("/spec/template/metadata/annotations/certpin.dev~1config-hash");
+    let have = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(super::names::ANN_CONFIG_HASH));
+    want.and_then(Value::as_str) != have.map(String::as_str) && restart::replicas_of(d) > 0
+}
+
+async fn apply(ctx: &Context, ns: &str, w: &Wire, d: &Deployment) -> Result<()> {
+    // The watch event of this write can arrive before its response:
+    // expect what the write should produce, then what it did produce.
+    let key = triggers::key(d);
+    ctx.own_writes.expect(
+        key.clone(),
+        triggers::spec_and_annotations(&apply::after_apply(d, &w.fragment)),
+    );
+    let written =
+        apply::apply_deployment(ctx, ns, &w.name, &w.fragment, w.precondition.as_deref()).await?;
+    faults::after("apply-deployment");
+    ctx.own_writes
+        .expect(key, triggers::spec_and_annotations(&written));
+    Ok(())
+}
+
+/// An API answer that a retry will not change (4xx) as a refusal with the
+/// API's own message; anything else stays an error.
+pub fn refused_by_api(e: Error) -> Result<Refusal> {
+    let Error::Kube(kube::Error::Api(s)) = &e else {
+        return Err(e);
+    };
+    let why = match s.code {
+        403 => Why::Forbidden,
+        400 | 422 => Why::Invalid,
+        413 => Why::TooLarge,
+        409 => Why::WriteConflict,
+        429 => return Err(e),
+        c if (400..500).contains(&c) => Why::WriteRefused,
+        _ => return Err(e),
+    };
+    Ok(Refusal {
+        why,
+        message: format!("the API server refused a write ({}): {}", s.code, s.message),
+    })
+}

@@ -1,0 +1,329 @@
+//! Step 4a (pure): from the wiring certpin recorded, the wiring the set
+//! wants and the live workloads, the complete list of writes of a pass:
+//! wire the target (claiming it in the same conditional write), finish or
+//! undo a StopStart on whichever workload it started on, and unwire every
+//! workload the set no longer targets.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use serde_json::Value;
+
+use super::build::{self, Rendered};
+use super::restart;
+use super::workload::{self, Claim, Collision};
+use crate::resource::{ClientCertificateSet, RestartStrategy, WorkloadRecord};
+
+/// Why the target is not wired in this pass (a condition reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    DeploymentNotFound,
+    InvalidInput,
+    Conflict,
+    ContainerNotFound,
+    MountPathInUse,
+    VolumeNameInUse,
+    SettingSetByApp,
+    /// The API server refused a write: 403.
+    Forbidden,
+    /// 422 (or 400): the written object would be invalid.
+    Invalid,
+    /// 413, or etcd's request size limit.
+    TooLarge,
+    /// 409: the object changed under the write; the next pass reads it again.
+    WriteConflict,
+    /// Any other 4xx answer.
+    WriteRefused,
+}
+
+impl Why {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Why::DeploymentNotFound => "DeploymentNotFound",
+            Why::InvalidInput => "InvalidInput",
+            Why::Conflict => "Conflict",
+            Why::ContainerNotFound => "ContainerNotFound",
+            Why::MountPathInUse => "MountPathInUse",
+            Why::VolumeNameInUse => "VolumeNameInUse",
+            Why::SettingSetByApp => "SettingSetByApp",
+            Why::Forbidden => "Forbidden",
+            Why::Invalid => "WriteInvalid",
+            Why::TooLarge => "TooLarge",
+            Why::WriteConflict => "WriteConflict",
+            Why::WriteRefused => "WriteRefused",
+        }
+    }
+
+    /// When to try again by itself: a workload may appear, a conflicting
+    /// write is read again at once, and a refused write is retried now and
+    /// then (an admission policy or RBAC can change without any event
+    /// certpin watches). Input only the user can fix waits for their edit.
+    pub fn retry_after(self) -> Option<std::time::Duration> {
+        use std::time::Duration;
+        match self {
+            Why::WriteConflict => Some(Duration::from_secs(1)),
+            Why::DeploymentNotFound => Some(Duration::from_secs(30)),
+            Why::Forbidden | Why::Invalid | Why::TooLarge | Why::WriteRefused => {
+                Some(Duration::from_secs(60))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The target is not wired: why, in words the user can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub why: Why,
+    pub message: String,
+}
+
+/// What becomes of one workload the set no longer targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    pub name: String,
+    /// A StopStart was under way there: scale back to this, clear the record.
+    pub restore: Option<i32>,
+}
+
+/// How the target's pods get the new settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// Apply; a changed template rolls (Rolling), or is left alone (Manual).
+    Apply,
+    /// Stop, apply, start (or continue a stop under way).
+    StopStart,
+    /// Apply, then end a stop the set no longer wants: scale back to this.
+    Resume { replicas: i32 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wire {
+    pub name: String,
+    pub containers: Vec<String>,
+    /// The server-side apply body: wiring and claim.
+    pub fragment: Value,
+    /// Whether the live workload differs from the fragment.
+    pub change: bool,
+    /// The live resourceVersion, when the workload is not yet claimed by
+    /// this set: the claim is then conditional, so two sets racing for one
+    /// workload cannot both win.
+    pub precondition: Option<String>,
+    pub restart: Restart,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    Wire(Wire),
+    /// Not wired; a stop under way on it is ended all the same.
+    Refuse {
+        refusal: Refusal,
+        restore: Option<i32>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub target: Target,
+    /// Restored at once; unwired once the target is wired.
+    pub release: Vec<Release>,
+}
+
+/// What the pass found in the cluster.
+pub struct Live<'a> {
+    pub target: Option<&'a Deployment>,
+    /// The set named by a claim on the target that is not this set's.
+    pub claimant: Option<&'a ClientCertificateSet>,
+    /// Other workloads that carry this set's claim.
+    pub others: &'a [Deployment],
+}
+
+/// The plan of one pass. `rendered` is `None` when the input is invalid.
+pub fn plan(
+    set: &ClientCertificateSet,
+    ns: &str,
+    rendered: Option<&Rendered>,
+    live: &Live,
+) -> Plan {
+    let target_name = &set.spec.app.deployment;
+    let release = live
+        .others
+        .iter()
+        .filter(|d| d.metadata.name.as_deref() != Some(target_name.as_str()))
+        .filter(|d| workload::claimed_by(set, d))
+        .map(|d| Release {
+            name: d.metadata.name.clone().unwrap_or_default(),
+            restore: restart::record_of(d).map(|r| r.replicas),
+        })
+        .collect();
+    Plan {
+        target: target(set, ns, rendered, live),
+        release,
+    }
+}
+
+fn refuse(why: Why, message: String, restore: Option<i32>) -> Target {
+    Target::Refuse {
+        refusal: Refusal { why, message },
+        restore,
+    }
+}
+
+fn target(
+    set: &ClientCertificateSet,
+    ns: &str,
+    rendered: Option<&Rendered>,
+    live: &Live,
+) -> Target {
+    let name = &set.spec.app.deployment;
+    let Some(d) = live.target else {
+        return refuse(
+            Why::DeploymentNotFound,
+            format!("Deployment {name:?} does not exist (yet); certpin wires it when it appears"),
+            None,
+        );
+    };
+    let ours = workload::claimed_by(set, d);
+    // A stop this set started is ended whatever else this pass decides.
+    let stopped = restart::record_of(d).filter(|_| ours);
+    let restore = stopped.map(|r| r.replicas);
+    if let Some(claim) = workload::claim(d).filter(|_| !ours)
+        && workload::claim_in_force(&claim, live.claimant, d)
+    {
+        return refuse(Why::Conflict, conflict_message(name, &claim), None);
+    }
+    let Some(r) = rendered else {
+        let message = match &set.status.as_ref().and_then(|s| s.applied_hash.clone()) {
+            Some(h) => format!("nothing changed: the last good configuration ({h}) stays in place"),
+            None => "nothing applied until the certificates are valid".into(),
+        };
+        return refuse(Why::InvalidInput, message, restore);
+    };
+    let existing = workload::container_names(d);
+    let containers = match build::target_containers(set, &existing) {
+        Ok(c) => c,
+        Err(missing) => {
+            let message = format!(
+                "Deployment {name:?} has no container {missing:?} (it has: {})",
+                existing.join(", ")
+            );
+            return refuse(Why::ContainerNotFound, message, restore);
+        }
+    };
+    if let Some(c) = workload::collision(d, &containers, &set.spec.mount_path, &r.name) {
+        let why = match c {
+            Collision::MountPath { .. } => Why::MountPathInUse,
+            Collision::VolumeName => Why::VolumeNameInUse,
+            Collision::Setting { .. } => Why::SettingSetByApp,
+        };
+        return refuse(why, c.message(set, name), restore);
+    }
+    let live_hash = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(super::names::ANN_CONFIG_HASH))
+        .map(String::as_str);
+    let template_hash = build::template_hash(set.spec.restart, live_hash, &r.config_hash);
+    let fragment = build::deployment_fragment(set, ns, name, r, &containers, &template_hash);
+    let wanted: BTreeSet<String> = containers.iter().cloned().collect();
+    let change =
+        !super::apply::deployment_has(d, &fragment) || workload::wired_containers(d) != wanted;
+    let restart = match (set.spec.restart, stopped) {
+        (RestartStrategy::StopStart, Some(_)) => Restart::StopStart,
+        (RestartStrategy::StopStart, None) if change && restart::replicas_of(d) > 0 => {
+            Restart::StopStart
+        }
+        (_, Some(r)) => Restart::Resume {
+            replicas: r.replicas,
+        },
+        _ => Restart::Apply,
+    };
+    Target::Wire(Wire {
+        name: name.clone(),
+        containers,
+        fragment,
+        change,
+        precondition: (!ours)
+            .then(|| d.metadata.resource_version.clone())
+            .flatten(),
+        restart,
+    })
+}
+
+fn conflict_message(name: &str, claim: &Claim) -> String {
+    format!(
+        "Deployment {name:?} is already wired by ClientCertificateSet {:?}; one set per Deployment \
+         (put the certificates into that set, or delete it)",
+        claim.name.as_deref().unwrap_or("?")
+    )
+}
+
+/// What a pass did to the target, for the records and the status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Wired; `restarted` when pods are being replaced.
+    Wired { restarted: bool },
+    /// A StopStart waits for pods to go.
+    Stopping { pods: usize },
+    /// Not wired.
+    Refused(Refusal),
+}
+
+/// The workloads that carry this set's changes after the pass.
+pub fn records(
+    old: &[WorkloadRecord],
+    set: &ClientCertificateSet,
+    plan: &Plan,
+    outcome: &Outcome,
+    target: Option<&Deployment>,
+) -> Vec<WorkloadRecord> {
+    let released: BTreeSet<&str> = match outcome {
+        Outcome::Wired { .. } => plan.release.iter().map(|r| r.name.as_str()).collect(),
+        _ => BTreeSet::new(),
+    };
+    let mut out: Vec<WorkloadRecord> = old
+        .iter()
+        .filter(|r| !released.contains(r.name.as_str()))
+        .filter(|r| r.name != set.spec.app.deployment)
+        .cloned()
+        .collect();
+    // Released ones the records did not know of (found by their claim) are
+    // gone; those not yet unwired stay recorded.
+    if !matches!(outcome, Outcome::Wired { .. }) {
+        for r in &plan.release {
+            if !out.iter().any(|o| o.name == r.name) {
+                out.push(WorkloadRecord {
+                    kind: "Deployment".into(),
+                    name: r.name.clone(),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    let previous = old.iter().find(|r| r.name == set.spec.app.deployment);
+    let touched = match (outcome, &plan.target) {
+        (Outcome::Wired { .. }, Target::Wire(w)) => Some(WorkloadRecord {
+            kind: "Deployment".into(),
+            name: w.name.clone(),
+            uid: target.and_then(|d| d.metadata.uid.clone()),
+            containers: w.containers.clone(),
+            mount_path: Some(set.spec.mount_path.clone()),
+            rendered: Some(super::names::rendered(set)),
+        }),
+        (Outcome::Stopping { .. }, _) => Some(previous.cloned().unwrap_or(WorkloadRecord {
+            kind: "Deployment".into(),
+            name: set.spec.app.deployment.clone(),
+            uid: target.and_then(|d| d.metadata.uid.clone()),
+            ..Default::default()
+        })),
+        _ => previous.cloned(),
+    };
+    out.extend(touched);
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+#[cfg(test)]
+mod tests;
