@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
 
 use super::freshness::Marks;
 use super::metrics::Metrics;
@@ -120,7 +119,7 @@ pub struct Context {
     pub own_writes: OwnWrites,
     /// How new a read must be (see `freshness`).
     pub marks: Marks,
-    pub recorder: Recorder,
+    pub events: super::events::Publisher,
     pub cache: DecodeCache,
     pub metrics: Arc<Metrics>,
     /// Every set is reconciled at least this often, changed or not.
@@ -129,13 +128,13 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, resync: std::time::Duration) -> Arc<Context> {
-        let reporter = Reporter {
-            controller: "certpin".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         let metrics = Arc::new(Metrics::default());
         Arc::new(Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: super::events::Publisher::new(
+                client.clone(),
+                "certpin",
+                std::env::var("POD_NAME").ok(),
+            ),
             client,
             own_writes: OwnWrites::default(),
             marks: Marks::default(),

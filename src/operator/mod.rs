@@ -5,6 +5,7 @@ mod arenas;
 pub mod client;
 pub mod context;
 pub mod error;
+mod events;
 pub mod faults;
 pub mod freshness;
 pub mod http;

@@ -2,10 +2,10 @@
 //! certificate, the hash applied) and Events, computed from what was
 //! observed and applied.
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
 use serde_json::json;
 
 use std::time::Duration;
@@ -336,20 +336,32 @@ pub fn events_due(
     due
 }
 
+/// Publishes `e` about the set, naming its workload as the related object
+/// so that `kubectl describe` of the workload shows why it changed.
 pub async fn event(ctx: &Context, set: &ClientCertificateSet, e: EventSpec) {
     use kube::Resource as _;
-    let ev = Event {
-        type_: if e.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: e.reason.chars().take(128).collect(),
-        note: Some(e.note.chars().take(1000).collect()),
-        action: e.action.into(),
-        secondary: None,
+    let regarding = set.object_ref(&());
+    let related = ObjectReference {
+        api_version: Some("apps/v1".into()),
+        kind: Some("Deployment".into()),
+        name: Some(set.spec.app.deployment.clone()),
+        namespace: regarding.namespace.clone(),
+        ..Default::default()
     };
-    if let Err(e) = ctx.recorder.publish(&ev, &set.object_ref(&())).await {
+    let reason: String = e.reason.chars().take(128).collect();
+    let note: String = e.note.chars().take(1000).collect();
+    let published = ctx
+        .events
+        .publish(crate::operator::events::Note {
+            warning: e.warning,
+            reason: &reason,
+            action: e.action,
+            note: &note,
+            regarding: &regarding,
+            related: Some(&related),
+        })
+        .await;
+    if let Err(e) = published {
         tracing::warn!(error = %e, "publishing an Event failed");
     }
 }
