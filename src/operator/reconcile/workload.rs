@@ -128,7 +128,8 @@ impl Collision {
                 set.spec.mount_path
             ),
             Collision::VolumeName => format!(
-                "{workload:?} has its own volume named {VOLUME:?}; rename it (nothing was changed)"
+                "{workload:?} has its own volume named {VOLUME:?} (copied from a workload certpin wires?); \
+                 remove or rename it (nothing was changed)"
             ),
             Collision::Setting { container, env } => format!(
                 "container {container:?} of {workload:?} sets {env} itself; remove it from the manifest \
