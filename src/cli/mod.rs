@@ -93,7 +93,9 @@ pub fn run(command: Command) -> i32 {
             print!("{}", crd_yaml());
             Ok(0)
         }
-        Command::Run(args) => crate::operator::run(args),
+        // The operator's own errors are logged where they happen; a stop
+        // for any of them is exit code 1, a clean shutdown 0.
+        Command::Run(args) => return i32::from(crate::operator::run(args).is_err()),
     };
     match result {
         Ok(code) => code,

@@ -15,6 +15,8 @@ pub enum Error {
     Config(String),
     #[error("leader election: {0}")]
     Lease(String),
+    #[error("starting the async runtime: {0}")]
+    Runtime(String),
 }
 
 impl From<kube_lease_manager::LeaseManagerError> for Error {
@@ -33,6 +35,7 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::Config(_) => "config",
             Error::Lease(_) => "lease",
+            Error::Runtime(_) => "runtime",
         }
     }
 }

@@ -80,22 +80,18 @@ pub struct RunArgs {
     pub impersonate: Option<String>,
 }
 
-pub fn run(args: RunArgs) -> Result<i32, crate::cli::UsageError> {
+/// Runs the operator until a signal (`Ok`) or a fatal error, which is
+/// logged before it is returned.
+pub fn run(args: RunArgs) -> Result<(), Error> {
     crate::telemetry::init(args.log_json);
     arenas::limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| crate::cli::UsageError(format!("starting the runtime: {e}")))?;
-    rt.block_on(async move {
-        match run_operator(args).await {
-            Ok(()) => Ok(0),
-            Err(e) => {
-                error!(error = %e, "certpin stopped");
-                Ok(1)
-            }
-        }
-    })
+        .map_err(|e| Error::Runtime(e.to_string()))
+        .inspect_err(|e| error!(error = %e, "certpin could not start"))?;
+    rt.block_on(run_operator(args))
+        .inspect_err(|e| error!(error = %e, "certpin stopped"))
 }
 
 fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>

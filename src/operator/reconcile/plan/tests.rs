@@ -259,7 +259,7 @@ fn records_follow_the_outcome() {
         }),
         Some(&new),
     );
-    assert_eq!(refused, [old_record.clone()], "not unwired: still recorded");
+    assert_eq!(refused, [old_record], "not unwired: still recorded");
     let stopping = records(&[], &s, &p, &Outcome::Stopping { pods: 1 }, Some(&new));
     let names: Vec<&str> = stopping.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["new", "old"]);
