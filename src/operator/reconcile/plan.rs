@@ -199,25 +199,10 @@ fn target(
         };
         return refuse(Why::InvalidInput, message, restore);
     };
-    let existing = workload::container_names(d);
-    let containers = match build::target_containers(set, &existing) {
+    let containers = match containers_to_wire(set, d, r, restore) {
         Ok(c) => c,
-        Err(missing) => {
-            let message = format!(
-                "Deployment {name:?} has no container {missing:?} (it has: {})",
-                existing.join(", ")
-            );
-            return refuse(Why::ContainerNotFound, message, restore);
-        }
+        Err(refused) => return refused,
     };
-    if let Some(c) = workload::collision(d, &containers, &set.spec.mount_path, &r.name) {
-        let why = match c {
-            Collision::MountPath { .. } => Why::MountPathInUse,
-            Collision::VolumeName => Why::VolumeNameInUse,
-            Collision::Setting { .. } => Why::SettingSetByApp,
-        };
-        return refuse(why, c.message(set, name), restore);
-    }
     let live_hash = d
         .spec
         .as_ref()
@@ -250,6 +235,37 @@ fn target(
             .flatten(),
         restart,
     })
+}
+
+/// The containers to wire, or why the workload cannot take the wiring: a
+/// listed container it lacks, or a collision with the app's own template.
+fn containers_to_wire(
+    set: &ClientCertificateSet,
+    d: &Deployment,
+    r: &Rendered,
+    restore: Option<i32>,
+) -> Result<Vec<String>, Target> {
+    let name = &set.spec.app.deployment;
+    let existing = workload::container_names(d);
+    let containers = match build::target_containers(set, &existing) {
+        Ok(c) => c,
+        Err(missing) => {
+            let message = format!(
+                "Deployment {name:?} has no container {missing:?} (it has: {})",
+                existing.join(", ")
+            );
+            return Err(refuse(Why::ContainerNotFound, message, restore));
+        }
+    };
+    if let Some(c) = workload::collision(d, &containers, &set.spec.mount_path, &r.name) {
+        let why = match c {
+            Collision::MountPath { .. } => Why::MountPathInUse,
+            Collision::VolumeName => Why::VolumeNameInUse,
+            Collision::Setting { .. } => Why::SettingSetByApp,
+        };
+        return Err(refuse(why, c.message(set, name), restore));
+    }
+    Ok(containers)
 }
 
 fn conflict_message(name: &str, claim: &Claim) -> String {

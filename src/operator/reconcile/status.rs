@@ -117,7 +117,7 @@ pub fn derive(p: Pass) -> Derived {
         applied_hash: old.applied_hash.clone(),
         last_restart: old.last_restart.clone(),
         conditions: Vec::new(),
-        workloads: p.workloads,
+        workloads: p.workloads.clone(),
     };
     let mut conds = vec![match &v.failure {
         None => Cond::new(
@@ -133,8 +133,39 @@ pub fn derive(p: Pass) -> Derived {
             f.message.clone(),
         ),
     }];
+    let (blocker, requeue) = outcome_conditions(&p, &mut status, &mut conds);
+    let ready = match (&v.failure, blocker) {
+        (Some(f), _) => Cond::new(READY, false, f.reason.clone(), f.message.clone()),
+        (None, Some((reason, message))) => Cond::new(READY, false, reason, message),
+        (None, None) if !v.warnings.is_empty() => {
+            Cond::new(READY, true, "ValidWithWarnings", v.warnings.join("; "))
+        }
+        (None, None) => Cond::new(
+            READY,
+            true,
+            "Applied",
+            "the app runs with its client certificates",
+        ),
+    };
+    conds.insert(0, ready.clone());
+    status.conditions = conditions(&old.conditions, &conds, set.metadata.generation, p.now);
+    Derived {
+        status,
+        ready,
+        requeue,
+    }
+}
+
+/// The Applied and RestartDue conditions for what the pass did to the
+/// target, what keeps the set from Ready, and when to look again.
+fn outcome_conditions(
+    p: &Pass,
+    status: &mut ClientCertificateSetStatus,
+    conds: &mut Vec<Cond>,
+) -> (Option<(String, String)>, Option<Duration>) {
+    let set = p.set;
     let mut requeue = None;
-    let blocker: Option<(String, String)> = match p.outcome {
+    let blocker = match p.outcome {
         Outcome::Wired { restarted } => {
             if *restarted {
                 status.last_restart = Some(p.now.clone());
@@ -144,7 +175,7 @@ pub fn derive(p: Pass) -> Derived {
                 APPLIED,
                 true,
                 "Applied",
-                applied_message(set, &status),
+                applied_message(set, status),
             ));
             match &p.restart_due {
                 Some(msg) => {
@@ -182,26 +213,7 @@ pub fn derive(p: Pass) -> Derived {
             Some((reason.to_string(), r.message.clone()))
         }
     };
-    let ready = match (&v.failure, blocker) {
-        (Some(f), _) => Cond::new(READY, false, f.reason.clone(), f.message.clone()),
-        (None, Some((reason, message))) => Cond::new(READY, false, reason, message),
-        (None, None) if !v.warnings.is_empty() => {
-            Cond::new(READY, true, "ValidWithWarnings", v.warnings.join("; "))
-        }
-        (None, None) => Cond::new(
-            READY,
-            true,
-            "Applied",
-            "the app runs with its client certificates",
-        ),
-    };
-    conds.insert(0, ready.clone());
-    status.conditions = conditions(&old.conditions, &conds, set.metadata.generation, p.now);
-    Derived {
-        status,
-        ready,
-        requeue,
-    }
+    (blocker, requeue)
 }
 
 fn applied_message(set: &ClientCertificateSet, status: &ClientCertificateSetStatus) -> String {
