@@ -292,6 +292,47 @@ async fn switching_to_rolling_half_way_through_a_stop_start_starts_the_app_wired
 }
 
 #[tokio::test]
+async fn each_applied_event_carries_the_hash_it_applied() {
+    let ns = namespace("edit-events").await;
+    app(&ns, &deployment("app", 1, &["mendix"])).await;
+    let _op = Operator::start(&ns.name);
+    let sets: Api<ClientCertificateSet> = ns.api();
+    sets.create(
+        &PostParams::default(),
+        &set("s", json!({"app": {"deployment": "app"}})),
+    )
+    .await
+    .unwrap();
+    let first = wait_until(&sets, "s", T, "Ready", ready).await;
+    let h1 = first.status.unwrap().applied_hash.unwrap();
+    put_secret(
+        &ns,
+        "cert",
+        &[
+            (
+                "certificate.pfx",
+                &fixture("pkcs12/openssl-ec384-modern.p12"),
+            ),
+            ("password", b"changeit"),
+        ],
+        None,
+    )
+    .await;
+    let second = wait_until(&sets, "s", T, "rotated", ready_with_key("EC P-384")).await;
+    let h2 = second.status.unwrap().applied_hash.unwrap();
+    assert_ne!(h1, h2);
+    // Within the series window: the second Applied is not folded into the first.
+    for h in [h1, h2] {
+        wait_for(T, &format!("an Applied Event with hash {h}"), || async {
+            kubectl_events(&ns, "s")
+                .lines()
+                .any(|l| l.starts_with("Applied") && l.contains(&h))
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
 async fn a_container_removed_from_the_list_loses_its_wiring() {
     let ns = namespace("edit-containers").await;
     app(&ns, &deployment("app", 1, &["mendix", "sidecar"])).await;
@@ -487,7 +528,7 @@ fn kubectl_events(ns: &TestNamespace, set: &str) -> String {
     let out = std::process::Command::new("kubectl")
         .args(["get", "events", "-n", &ns.name, "--field-selector"])
         .arg(format!("involvedObject.name={set}"))
-        .args(["-o", "custom-columns=REASON:.reason,NOTE:.note"])
+        .args(["-o", "custom-columns=REASON:.reason,NOTE:.message"])
         .output()
         .expect("kubectl");
     String::from_utf8_lossy(&out.stdout).into_owned()
