@@ -120,8 +120,37 @@ async fn pod_names(ns: &TestNamespace, app: &str) -> Vec<String> {
     names
 }
 
-/// Checks each rendered file the way the app runtime uses it: for every
-/// pinned endpoint, the file its usage names, opened by the JVM with the
+/// The settings a pod's environment gets from the rendered ConfigMap and
+/// passwords Secret.
+struct Settings {
+    paths: Vec<String>,
+    passwords: Vec<String>,
+    usages: BTreeMap<String, String>,
+}
+
+async fn settings(ns: &TestNamespace, rendered: &str) -> Settings {
+    let cm: ConfigMap = ns.api().get(rendered).await.unwrap();
+    let secret: Secret = ns.api().get(rendered).await.unwrap();
+    let cm = cm.data.unwrap();
+    let data = secret.data.unwrap();
+    let passwords = String::from_utf8(data["ClientCertificatePasswords"].0.clone()).unwrap();
+    Settings {
+        paths: cm["ClientCertificates"]
+            .split(',')
+            .map(str::to_string)
+            .collect(),
+        passwords: passwords.split(',').map(str::to_string).collect(),
+        usages: serde_json::from_str(&cm["ClientCertificateUsages"]).unwrap(),
+    }
+}
+
+/// The files a pod's volume holds: the files Secret, whole.
+async fn files(ns: &TestNamespace, rendered: &str) -> BTreeMap<String, k8s_openapi::ByteString> {
+    let secret: Secret = ns.api().get(&format!("{rendered}-files")).await.unwrap();
+    secret.data.unwrap()
+}
+
+/// Each `(endpoint, CN)`: the file the usages pin to the endpoint, with the
 /// password at the same position in ClientCertificatePasswords, authenticates
 /// a mutual-TLS call on loopback and presents the expected subject.
 async fn assert_rendered_files_authenticate(
@@ -129,15 +158,15 @@ async fn assert_rendered_files_authenticate(
     rendered: &str,
     expect: &[(&str, &str)],
 ) {
-    let cm: ConfigMap = ns.api().get(rendered).await.unwrap();
-    let secret: Secret = ns.api().get(rendered).await.unwrap();
-    let cm = cm.data.unwrap();
-    let data = secret.data.unwrap();
-    let paths: Vec<&str> = cm["ClientCertificates"].split(',').collect();
-    let passwords_raw = String::from_utf8(data["ClientCertificatePasswords"].0.clone()).unwrap();
-    let passwords: Vec<&str> = passwords_raw.split(',').collect();
-    let usages: BTreeMap<String, String> =
-        serde_json::from_str(&cm["ClientCertificateUsages"]).unwrap();
+    let s = settings(ns, rendered).await;
+    assert_files_authenticate(&s, &files(ns, rendered).await, expect);
+}
+
+fn assert_files_authenticate(
+    s: &Settings,
+    data: &BTreeMap<String, k8s_openapi::ByteString>,
+    expect: &[(&str, &str)],
+) {
     let tmp = tempfile::tempdir().unwrap();
     let server = format!(
         "{}/tests/fixtures/pkcs12/server-ec256.p12",
@@ -148,8 +177,9 @@ async fn assert_rendered_files_authenticate(
         env!("CARGO_MANIFEST_DIR")
     );
     for (endpoint, cn) in expect {
-        let path = &usages[*endpoint];
-        let i = paths
+        let path = &s.usages[*endpoint];
+        let i = s
+            .paths
             .iter()
             .position(|p| p == path)
             .expect("usage path listed in ClientCertificates");
@@ -161,7 +191,7 @@ async fn assert_rendered_files_authenticate(
             "MtlsCheck.java",
             &[local.to_str().unwrap(), &server, &ca],
             &[
-                ("CLIENT_PASSWORD", passwords[i]),
+                ("CLIENT_PASSWORD", s.passwords[i].as_str()),
                 ("SERVER_PASSWORD", "changeit"),
             ],
         );
@@ -199,26 +229,38 @@ async fn renders_wires_rolls_out_rotates_and_refuses_a_wrong_password() {
     let cm: ConfigMap = ns.api().get("prod-certpin").await.unwrap();
     let cm = cm.data.unwrap();
     let dir = "/etc/certpin/client-certificates";
-    assert_eq!(
-        cm["ClientCertificates"],
-        format!("{dir}/partner-a.pfx,{dir}/partner-b.pfx")
-    );
+    // Files are named after their content: <name>-<10 hex>.pfx.
+    let paths: Vec<&str> = cm["ClientCertificates"].split(',').collect();
+    assert_eq!(paths.len(), 2);
+    for (path, name) in paths.iter().zip(["partner-a", "partner-b"]) {
+        let file = path
+            .strip_prefix(&format!("{dir}/{name}-"))
+            .unwrap_or_default();
+        let hash = file.strip_suffix(".pfx").unwrap_or_default();
+        assert!(
+            hash.len() == 10 && hash.chars().all(|c| c.is_ascii_hexdigit()),
+            "{path}"
+        );
+    }
+    let (a, b) = (paths[0], paths[1]);
     assert_eq!(
         cm["ClientCertificateUsages"],
         format!(
-            r#"{{ "Module.WebService1": "{dir}/partner-a.pfx", "www.server-to-contact.com": "{dir}/partner-a.pfx", "api.partner-b.example": "{dir}/partner-b.pfx", "Module.WebService2": "" }}"#
+            r#"{{ "Module.WebService1": "{a}", "www.server-to-contact.com": "{a}", "api.partner-b.example": "{b}", "Module.WebService2": "" }}"#
         )
     );
     assert_eq!(cm.len(), 2);
     let secret: Secret = ns.api().get("prod-certpin").await.unwrap();
     let keys: Vec<&String> = secret.data.as_ref().unwrap().keys().collect();
+    assert_eq!(keys, ["ClientCertificatePasswords"], "passwords only");
+    let file_keys: Vec<String> = files(&ns, "prod-certpin").await.into_keys().collect();
+    let in_pod: Vec<String> = paths
+        .iter()
+        .map(|p| p.rsplit('/').next().unwrap().to_string())
+        .collect();
     assert_eq!(
-        keys,
-        [
-            "ClientCertificatePasswords",
-            "partner-a.pfx",
-            "partner-b.pfx"
-        ]
+        file_keys, in_pod,
+        "the files Secret holds exactly the files"
     );
     let pw = String::from_utf8(
         secret.data.as_ref().unwrap()["ClientCertificatePasswords"]
@@ -264,10 +306,9 @@ async fn renders_wires_rolls_out_rotates_and_refuses_a_wrong_password() {
         assert_eq!((m.mount_path.as_str(), m.read_only), (dir, Some(true)));
     }
     let vol = &spec.volumes.unwrap()[0];
-    assert_eq!(
-        vol.secret.as_ref().unwrap().secret_name.as_deref(),
-        Some("prod-certpin")
-    );
+    let source = vol.secret.as_ref().unwrap();
+    assert_eq!(source.secret_name.as_deref(), Some("prod-certpin-files"));
+    assert_eq!(source.items, None, "the files Secret is mounted whole");
     assert_eq!(template_hash(&d), st.applied_hash);
     assert_eq!(
         replica_sets(&ns, "shop").await.len(),
@@ -277,6 +318,7 @@ async fn renders_wires_rolls_out_rotates_and_refuses_a_wrong_password() {
 
     // Rotation: a new PKCS12 in the Secret -> new content, exactly one new rollout.
     let before_hash = template_hash(&d);
+    let before = settings(&ns, "prod-certpin").await;
     put_secret(
         &ns,
         "partner-a",
@@ -323,6 +365,22 @@ async fn renders_wires_rolls_out_rotates_and_refuses_a_wrong_password() {
         &[("www.server-to-contact.com", "partner-a client 3072")],
     )
     .await;
+    // A pod started before the rotation still finds the files its
+    // environment names, unchanged, and its passwords open them.
+    let now = files(&ns, "prod-certpin").await;
+    assert_eq!(
+        now.len(),
+        4,
+        "this rendering's two files and the previous rendering's two"
+    );
+    assert_files_authenticate(
+        &before,
+        &now,
+        &[
+            ("www.server-to-contact.com", "partner-a client"),
+            ("api.partner-b.example", "partner-b client"),
+        ],
+    );
 
     // A wrong password: Ready=False with the reason, nothing changes, no rollout.
     let pods = pod_names(&ns, "shop").await;

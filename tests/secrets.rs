@@ -98,6 +98,14 @@ async fn no_password_or_key_reaches_logs_events_status_configmaps_or_metrics() {
     wait_until(&sets, "prod", T, "Ready", ready("ValidWithWarnings")).await;
     let rendered: Secret = ns.api().get("prod-certpin").await.unwrap();
     let rendered = rendered.data.unwrap();
+    let files: Secret = ns.api().get("prod-certpin-files").await.unwrap();
+    let canary = files
+        .data
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| k.starts_with("canary-"))
+        .expect("the rendered canary file")
+        .1;
     let generated: Vec<String> =
         String::from_utf8(rendered["ClientCertificatePasswords"].0.clone())
             .unwrap()
@@ -210,7 +218,7 @@ async fn no_password_or_key_reaches_logs_events_status_configmaps_or_metrics() {
         ),
         (
             "rendered PKCS12 (base64)".into(),
-            b64(&rendered["canary.pfx"].0)[200..260].to_string(),
+            b64(&canary.0)[200..260].to_string(),
         ),
     ];
     for (i, g) in generated.iter().enumerate() {

@@ -99,9 +99,11 @@ async fn reconcile(set: Arc<ClientCertificateSet>, ctx: Arc<Ctx>) -> Result<Acti
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
     let cm_body = Patch::Apply(build::config_map_object(&set, ns, &rendered));
     let secret_body = Patch::Apply(build::secret_object(&set, ns, &rendered));
+    let files_body = Patch::Apply(build::files_object(&set, ns, &rendered));
     futures::try_join!(
         config_maps.patch(&rendered.name, &apply, &cm_body),
         secrets.patch(&rendered.name, &apply, &secret_body),
+        secrets.patch(&rendered.files_name, &apply, &files_body),
     )?;
     let containers = if set.spec.app.containers.is_empty() {
         vec!["app".to_string()]
@@ -141,26 +143,36 @@ async fn reconcile(set: Arc<ClientCertificateSet>, ctx: Arc<Ctx>) -> Result<Acti
 /// Rendered objects of the size certpin writes (a ~1.2 KiB file per
 /// certificate and the three settings), with no decoding or encoding.
 fn placeholder(set: &ClientCertificateSet) -> Rendered {
-    let mut secret = BTreeMap::new();
-    let mut certs = Vec::new();
+    let mut files = BTreeMap::new();
+    let mut keys = Vec::new();
+    let mut paths = BTreeMap::new();
     let mut passwords = Vec::new();
     for c in &set.spec.certificates {
-        secret.insert(names::file_name(&c.name), ByteString(vec![0x30; 1200]));
-        certs.push(names::file_path(set, &c.name));
+        let content = vec![0x30; 1200];
+        let key = names::file_name(&c.name, &content);
+        paths.insert(c.name.clone(), names::file_path(set, &key));
+        files.insert(key.clone(), ByteString(content));
+        keys.push(key);
         passwords.push("x".repeat(32));
     }
-    secret.insert(
-        names::KEY_PASSWORDS.into(),
+    let secret = BTreeMap::from([(
+        names::KEY_PASSWORDS.to_string(),
         ByteString(passwords.join(",").into_bytes()),
-    );
+    )]);
     let mut config_map = BTreeMap::new();
+    let certs: Vec<&str> = paths.values().map(String::as_str).collect();
     config_map.insert(names::KEY_CERTIFICATES.into(), certs.join(","));
     config_map.insert(names::KEY_USAGES.into(), "{}".into());
     let hash = format!("floor-{}", set.metadata.generation.unwrap_or(0));
     Rendered {
         name: names::rendered(set),
+        files_name: names::rendered_files(set),
         config_map,
         secret,
+        files,
+        retained: BTreeMap::new(),
+        keys,
+        paths,
         input_hash: hash.clone(),
         config_hash: hash,
         reused: false,

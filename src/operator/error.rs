@@ -9,6 +9,9 @@ pub enum Error {
     Encode(#[from] crate::pkcs12::EncodeError),
     #[error("the resource has no {0}")]
     MissingField(&'static str),
+    /// Validation passed but the settings did not render: a bug.
+    #[error("rendering the settings: {0}")]
+    Render(String),
     #[error("finalizer: {0}")]
     Finalizer(String),
     #[error("kubeconfig: {0}")]
@@ -32,6 +35,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Encode(_) => "encode",
             Error::MissingField(_) => "missing-field",
+            Error::Render(_) => "render",
             Error::Finalizer(_) => "finalizer",
             Error::Config(_) => "config",
             Error::Lease(_) => "lease",

@@ -20,12 +20,29 @@ use crate::resource::{ClientCertificateSet, RestartStrategy};
 use crate::settings::{CertificateFile, render};
 
 /// What certpin applies for one set.
+///
+/// The files are named after their content (`<name>-<hash>.pfx`) and kept
+/// in a Secret of their own, mounted whole: a pod that started before a
+/// rotation keeps the files its environment's passwords open (the previous
+/// rendering's files stay in that Secret), and a rotation needs no change
+/// of the volume, so Manual leaves the pod template alone.
 #[derive(Debug, Clone)]
 pub struct Rendered {
+    /// The ConfigMap and the passwords Secret.
     pub name: String,
+    /// The files Secret.
+    pub files_name: String,
     pub config_map: BTreeMap<String, String>,
-    /// Secret data: the passwords setting and the files. Secret: never log.
+    /// The passwords setting. Secret: never log.
     pub secret: BTreeMap<String, ByteString>,
+    /// This rendering's files, by key (the file name in the pod).
+    pub files: BTreeMap<String, ByteString>,
+    /// The previous rendering's files, kept for pods that still use them.
+    pub retained: BTreeMap<String, ByteString>,
+    /// This rendering's file keys, in certificate order.
+    pub keys: Vec<String>,
+    /// Each certificate's path in the pod, by certificate name.
+    pub paths: BTreeMap<String, String>,
     pub input_hash: String,
     /// Hash of the rendered content; goes on the pod template.
     pub config_hash: String,
@@ -33,6 +50,13 @@ pub struct Rendered {
     pub reused: bool,
     /// When this content was first rendered (RFC 3339).
     pub rendered_at: String,
+}
+
+/// What certpin rendered before, as it is in the cluster.
+#[derive(Clone, Copy, Default)]
+pub struct Earlier<'a> {
+    pub passwords: Option<&'a Secret>,
+    pub files: Option<&'a Secret>,
 }
 
 /// Hash of everything the rendered content is derived from.
@@ -81,91 +105,143 @@ pub fn config_hash(
     hex::encode(&h.finalize()[..16])
 }
 
-/// Renders the ConfigMap and Secret, reusing `previous` (the rendered Secret
-/// as it is in the cluster) when it was made from the same inputs.
-pub fn render_objects(
-    set: &ClientCertificateSet,
-    valid: &[ValidCertificate],
-    previous: Option<&Secret>,
-    now: &str,
-) -> Result<Rendered> {
-    let input_hash = input_hash(set, valid);
-    let reusable = previous.filter(|s| {
-        s.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ANN_INPUT_HASH))
-            == Some(&input_hash)
-            && valid.iter().all(|c| {
-                s.data
-                    .as_ref()
-                    .is_some_and(|d| d.contains_key(&file_name(&c.name)))
-            })
-    });
-    let mut secret = BTreeMap::new();
-    let mut files = Vec::new();
-    let reused = reusable.is_some();
-    let previous_passwords: Vec<String> = reusable
-        .and_then(|s| s.data.as_ref()?.get(KEY_PASSWORDS))
-        .map(|ByteString(b)| {
-            String::from_utf8_lossy(b)
-                .split(',')
+fn annotation<'a>(s: &'a Secret, key: &str) -> Option<&'a String> {
+    s.metadata.annotations.as_ref()?.get(key)
+}
+
+/// The file keys a files Secret lists under `key` (comma-separated).
+fn listed(s: &Secret, key: &str) -> Vec<String> {
+    annotation(s, key)
+        .map(|v| {
+            v.split(',')
+                .filter(|k| !k.is_empty())
                 .map(str::to_string)
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn data_of(s: &Secret, key: &str) -> Option<ByteString> {
+    s.data.as_ref()?.get(key).cloned()
+}
+
+/// The previous encoding, when it was made from the same inputs and is
+/// whole: each certificate's file (in order) with its password.
+fn reusable(
+    earlier: Earlier,
+    input_hash: &str,
+    count: usize,
+) -> Option<Vec<(String, ByteString, String)>> {
+    let files = earlier.files?;
+    if annotation(files, ANN_INPUT_HASH).map(String::as_str) != Some(input_hash) {
+        return None;
+    }
+    let keys = listed(files, ANN_FILES);
+    let ByteString(pw) = data_of(earlier.passwords?, KEY_PASSWORDS)?;
+    let passwords: Vec<String> = String::from_utf8_lossy(&pw)
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    if keys.len() != count || passwords.len() != count {
+        return None;
+    }
+    keys.into_iter()
+        .zip(passwords)
+        .map(|(k, p)| Some((k.clone(), data_of(files, &k)?, p)))
+        .collect()
+}
+
+/// Renders the settings and the files, reusing the earlier encoding when
+/// it was made from the same inputs; the earlier rendering's files are
+/// retained (and older ones dropped) when the content changes.
+pub fn render_objects(
+    set: &ClientCertificateSet,
+    valid: &[ValidCertificate],
+    earlier: Earlier,
+    now: &str,
+) -> Result<Rendered> {
+    let input_hash = input_hash(set, valid);
+    let reuse = reusable(earlier, &input_hash, valid.len());
+    let reused = reuse.is_some();
+    let mut encoded = Vec::with_capacity(valid.len());
     for (i, c) in valid.iter().enumerate() {
-        let (pkcs12, password) = match (reusable, previous_passwords.get(i)) {
-            (Some(prev), Some(pw)) => {
-                let data = prev
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(&file_name(&c.name)))
-                    .cloned();
-                (
-                    data.ok_or(Error::MissingField("rendered file"))?,
-                    pw.clone(),
-                )
-            }
-            _ => {
+        match reuse.as_ref().and_then(|r| r.get(i)) {
+            Some((key, data, pw)) => encoded.push((key.clone(), data.clone(), pw.clone())),
+            None => {
                 let enc = pkcs12::encode(&c.decoded, &c.name, set.spec.profile)?;
-                (ByteString(enc.pkcs12), enc.password.to_string())
+                let key = names::file_name(&c.name, &enc.pkcs12);
+                encoded.push((key, ByteString(enc.pkcs12), enc.password.to_string()));
             }
-        };
-        secret.insert(file_name(&c.name), pkcs12);
-        files.push(CertificateFile {
+        }
+    }
+    let mut files = BTreeMap::new();
+    let mut keys = Vec::new();
+    let mut paths = BTreeMap::new();
+    let mut certificate_files = Vec::new();
+    for (c, (key, data, password)) in valid.iter().zip(encoded) {
+        let path = names::file_path(set, &key);
+        paths.insert(c.name.clone(), path.clone());
+        certificate_files.push(CertificateFile {
             name: c.name.clone(),
-            path: names::file_path(set, &c.name),
+            path,
             password,
             pins: c.pins.clone(),
         });
+        keys.push(key.clone());
+        files.insert(key, data);
     }
-    let settings = render(&files, &set.spec.no_certificate_for)
-        .map_err(|_| Error::MissingField("renderable settings"))?;
+    let settings = render(&certificate_files, &set.spec.no_certificate_for).map_err(|p| {
+        Error::Render(
+            p.into_iter()
+                .map(|p| p.message)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
     let mut config_map = BTreeMap::new();
     config_map.insert(KEY_CERTIFICATES.to_string(), settings.certificates.clone());
     if let Some(u) = &settings.usages {
         config_map.insert(KEY_USAGES.to_string(), u.clone());
     }
-    secret.insert(
+    let secret = BTreeMap::from([(
         KEY_PASSWORDS.to_string(),
         ByteString(settings.passwords.clone().into_bytes()),
-    );
-    let config_hash = config_hash(&config_map, &secret);
-    let rendered_at = reusable
-        .and_then(|s| {
-            s.metadata
-                .annotations
-                .as_ref()?
-                .get(ANN_RENDERED_AT)
-                .cloned()
+    )]);
+    let mut hashed = secret.clone();
+    hashed.extend(files.clone());
+    let config_hash = config_hash(&config_map, &hashed);
+    // Kept for running pods: what the earlier rendering used (on a reuse,
+    // what it kept itself).
+    let keep_key = if reused {
+        ANN_PREVIOUS_FILES
+    } else {
+        ANN_FILES
+    };
+    let retained = earlier
+        .files
+        .map(|s| {
+            listed(s, keep_key)
+                .into_iter()
+                .filter(|k| !files.contains_key(k))
+                .filter_map(|k| Some((k.clone(), data_of(s, &k)?)))
+                .collect()
         })
+        .unwrap_or_default();
+    let rendered_at = earlier
+        .files
+        .filter(|_| reused)
+        .and_then(|s| annotation(s, ANN_RENDERED_AT).cloned())
         .unwrap_or_else(|| now.to_string());
     Ok(Rendered {
         rendered_at,
         name: names::rendered(set),
+        files_name: names::rendered_files(set),
         config_map,
         secret,
+        files,
+        retained,
+        keys,
+        paths,
         input_hash,
         config_hash,
         reused,
@@ -200,7 +276,7 @@ pub fn config_map_object(set: &ClientCertificateSet, ns: &str, r: &Rendered) -> 
     })
 }
 
-/// The Secret, as a server-side apply body.
+/// The passwords Secret, as a server-side apply body.
 pub fn secret_object(set: &ClientCertificateSet, ns: &str, r: &Rendered) -> Value {
     json!({
         "apiVersion": "v1",
@@ -208,10 +284,34 @@ pub fn secret_object(set: &ClientCertificateSet, ns: &str, r: &Rendered) -> Valu
         "type": "Opaque",
         "metadata": {
             "name": r.name, "namespace": ns, "labels": labels(set),
-            "annotations": { ANN_INPUT_HASH: r.input_hash, ANN_RENDERED_AT: r.rendered_at },
             "ownerReferences": [owner_reference(set)],
         },
         "data": r.secret,
+    })
+}
+
+/// The files Secret (this rendering's and the retained ones), as a
+/// server-side apply body; what it lists says which are which.
+pub fn files_object(set: &ClientCertificateSet, ns: &str, r: &Rendered) -> Value {
+    let mut data = r.retained.clone();
+    data.extend(r.files.clone());
+    let retained: Vec<&str> = r.retained.keys().map(String::as_str).collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": r.files_name, "namespace": ns, "labels": labels(set),
+            "annotations": {
+                ANN_INPUT_HASH: r.input_hash,
+                ANN_RENDERED_AT: r.rendered_at,
+                // In certificate order, as ClientCertificatePasswords.
+                ANN_FILES: r.keys.join(","),
+                ANN_PREVIOUS_FILES: retained.join(","),
+            },
+            "ownerReferences": [owner_reference(set)],
+        },
+        "data": data,
     })
 }
 
@@ -222,22 +322,26 @@ pub fn writes(
     ns: &str,
     r: &Rendered,
     live_cm: Option<&k8s_openapi::api::core::v1::ConfigMap>,
-    live_secret: Option<&Secret>,
+    earlier: Earlier,
 ) -> super::execute::RenderedWrites {
-    let holds =
-        |live: Option<Value>, body: &Value| live.is_some_and(|l| super::apply::contains(&l, body));
-    let cm = config_map_object(set, ns, r);
-    let secret = secret_object(set, ns, r);
-    let cm_written = holds(live_cm.and_then(|c| serde_json::to_value(c).ok()), &cm);
-    let secret_written = r.reused
-        && holds(
-            live_secret.and_then(|s| serde_json::to_value(s).ok()),
-            &secret,
-        );
+    fn unless_held<T: serde::Serialize>(live: Option<&T>, body: Value) -> Option<Value> {
+        let held = live
+            .and_then(|l| serde_json::to_value(l).ok())
+            .is_some_and(|l| super::apply::contains(&l, &body));
+        (!held).then_some(body)
+    }
+    // A fresh encoding is written even where the live objects look alike.
+    let (passwords, files) = if r.reused {
+        (earlier.passwords, earlier.files)
+    } else {
+        (None, None)
+    };
     super::execute::RenderedWrites {
         name: r.name.clone(),
-        config_map: (!cm_written).then_some(cm),
-        secret: (!secret_written).then_some(secret),
+        files_name: r.files_name.clone(),
+        config_map: unless_held(live_cm, config_map_object(set, ns, r)),
+        secret: unless_held(passwords, secret_object(set, ns, r)),
+        files: unless_held(files, files_object(set, ns, r)),
     }
 }
 
@@ -278,12 +382,6 @@ pub fn deployment_fragment(
         env.push(json!({"name": "MXRUNTIME_ClientCertificateUsages",
                         "valueFrom": {"configMapKeyRef": {"name": r.name, "key": KEY_USAGES}}}));
     }
-    let items: Vec<Value> = r
-        .secret
-        .keys()
-        .filter(|k| k.ends_with(".pfx"))
-        .map(|k| json!({"key": k, "path": k}))
-        .collect();
     let containers: Vec<Value> = containers
         .iter()
         .map(|c| {
@@ -305,9 +403,11 @@ pub fn deployment_fragment(
         "spec": {"template": {
             "metadata": {"annotations": {ANN_CONFIG_HASH: template_hash}},
             "spec": {
-                // 0444: the files are encrypted, and the app may run as any
-                // user; its password is only in the app's environment.
-                "volumes": [{"name": VOLUME, "secret": {"secretName": r.name, "items": items, "defaultMode": 0o444}}],
+                // The files Secret whole: a rotation adds files without
+                // changing the volume. 0444: the files are encrypted, and the
+                // app may run as any user; their passwords are only in the
+                // app's environment (another Secret).
+                "volumes": [{"name": VOLUME, "secret": {"secretName": r.files_name, "defaultMode": 0o444}}],
                 "containers": containers,
             }
         }}
@@ -360,48 +460,79 @@ mod tests {
         serde_json::from_value(body.clone()).unwrap()
     }
 
+    /// The two Secrets as the API server would return them after applying.
+    fn applied(s: &ClientCertificateSet, r: &Rendered) -> (Secret, Secret) {
+        (
+            as_secret(&secret_object(s, "shop", r)),
+            as_secret(&files_object(s, "shop", r)),
+        )
+    }
+
+    fn earlier(secrets: &(Secret, Secret)) -> Earlier<'_> {
+        Earlier {
+            passwords: Some(&secrets.0),
+            files: Some(&secrets.1),
+        }
+    }
+
     #[test]
     fn unchanged_inputs_reuse_the_encoding_so_the_hash_is_stable() {
         let (s, v) = (set("Modern"), valid());
-        let first = render_objects(&s, &v, None, "t0").unwrap();
+        let first = render_objects(&s, &v, Earlier::default(), "t0").unwrap();
         assert!(!first.reused);
-        let again = render_objects(
-            &s,
-            &v,
-            Some(&as_secret(&secret_object(&s, "shop", &first))),
-            "t1",
-        )
-        .unwrap();
+        let live = applied(&s, &first);
+        let again = render_objects(&s, &v, earlier(&live), "t1").unwrap();
         assert!(again.reused);
         assert_eq!(again.config_hash, first.config_hash);
-        assert_eq!(again.secret, first.secret);
+        assert_eq!((&again.secret, &again.files), (&first.secret, &first.files));
+        assert!(again.retained.is_empty());
         assert_eq!(again.rendered_at, "t0");
         // A fresh encoding of the same input differs (random salts and password).
-        let fresh = render_objects(&s, &v, None, "t2").unwrap();
+        let fresh = render_objects(&s, &v, Earlier::default(), "t2").unwrap();
         assert_ne!(fresh.config_hash, first.config_hash);
         // A changed input is re-encoded.
-        let changed = render_objects(
-            &set("Legacy"),
-            &v,
-            Some(&as_secret(&secret_object(&s, "shop", &first))),
-            "t3",
-        )
-        .unwrap();
+        let changed = render_objects(&set("Legacy"), &v, earlier(&live), "t3").unwrap();
         assert!(!changed.reused);
         assert_ne!(changed.input_hash, first.input_hash);
     }
 
     #[test]
+    fn new_content_gets_new_file_names_and_the_previous_files_stay_one_rendering() {
+        let (s, v) = (set("Modern"), valid());
+        let first = render_objects(&s, &v, Earlier::default(), "t0").unwrap();
+        let key = |r: &Rendered| r.keys[0].clone();
+        assert!(key(&first).starts_with("a-") && key(&first).ends_with(".pfx"));
+        let live = applied(&s, &first);
+        let second = render_objects(&set("Legacy"), &v, earlier(&live), "t1").unwrap();
+        assert_ne!(key(&second), key(&first), "new content, new name");
+        assert_eq!(second.retained.keys().collect::<Vec<_>>(), [&key(&first)]);
+        assert_eq!(second.retained[&key(&first)], first.files[&key(&first)]);
+        // The files Secret holds both; its annotations say which is which.
+        let body = files_object(&s, "shop", &second);
+        let annotations = &body["metadata"]["annotations"];
+        assert_eq!(annotations[ANN_FILES], json!(key(&second)));
+        assert_eq!(annotations[ANN_PREVIOUS_FILES], json!(key(&first)));
+        assert_eq!(body["data"].as_object().unwrap().len(), 2);
+        // A third rendering drops the first one's files.
+        let live = applied(&set("Legacy"), &second);
+        let third = render_objects(&s, &v, earlier(&live), "t2").unwrap();
+        assert_eq!(third.retained.keys().collect::<Vec<_>>(), [&key(&second)]);
+        // An unchanged pass keeps what is retained.
+        let live = applied(&s, &third);
+        let same = render_objects(&s, &v, earlier(&live), "t3").unwrap();
+        assert!(same.reused);
+        assert_eq!(same.retained.keys().collect::<Vec<_>>(), [&key(&second)]);
+    }
+
+    #[test]
     fn the_fragment_wires_env_from_references_and_a_read_only_mount() {
         let (s, v) = (set("Modern"), valid());
-        let r = render_objects(&s, &v, None, "t0").unwrap();
-        assert_eq!(
-            r.config_map["ClientCertificates"],
-            "/etc/certpin/client-certificates/a.pfx"
-        );
+        let r = render_objects(&s, &v, Earlier::default(), "t0").unwrap();
+        let path = format!("/etc/certpin/client-certificates/{}", r.keys[0]);
+        assert_eq!(r.config_map["ClientCertificates"], path);
         assert_eq!(
             r.config_map["ClientCertificateUsages"],
-            r#"{ "x.example": "/etc/certpin/client-certificates/a.pfx", "M.S": "" }"#
+            format!(r#"{{ "x.example": "{path}", "M.S": "" }}"#)
         );
         let f = deployment_fragment(&s, "shop", "shop", &r, &["app".into()], &r.config_hash);
         let c = &f["spec"]["template"]["spec"]["containers"][0];
@@ -416,16 +547,21 @@ mod tests {
             f["spec"]["template"]["metadata"]["annotations"][ANN_CONFIG_HASH],
             json!(r.config_hash)
         );
-        let items = &f["spec"]["template"]["spec"]["volumes"][0]["secret"]["items"];
         assert_eq!(
-            items,
-            &json!([{"key": "a.pfx", "path": "a.pfx"}]),
-            "the passwords key is not mounted"
+            f["spec"]["template"]["spec"]["volumes"][0]["secret"],
+            json!({"secretName": "prod-certpin-files", "defaultMode": 0o444}),
+            "the files Secret, whole; the passwords are in another"
         );
+        assert!(r.secret.keys().eq([KEY_PASSWORDS]));
         let body = config_map_object(&s, "shop", &r).to_string();
         assert!(
             !body.contains(&*String::from_utf8_lossy(&r.secret[KEY_PASSWORDS].0)),
             "a password reached the ConfigMap"
+        );
+        let files = files_object(&s, "shop", &r).to_string();
+        assert!(
+            !files.contains(&*String::from_utf8_lossy(&r.secret[KEY_PASSWORDS].0)),
+            "a password reached the files Secret"
         );
     }
 

@@ -134,6 +134,7 @@ async fn reconcile_set(
         set,
         validation: &validation,
         applied_hash: rendering.as_ref().map(|(r, _)| r.config_hash.clone()),
+        paths: rendering.as_ref().map(|(r, _)| &r.paths),
         workloads: plan::records(old_records, set, &plan, &outcome, target),
         outcome: &outcome,
         restart_due,
@@ -172,14 +173,12 @@ async fn render(
     };
     // Second precision, as pod creation timestamps have.
     let stamp = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let rendered = build::render_objects(set, valid, prior.secret.as_ref(), &stamp)?;
-    let writes = build::writes(
-        set,
-        ns,
-        &rendered,
-        prior.config_map.as_ref(),
-        prior.secret.as_ref(),
-    );
+    let earlier = build::Earlier {
+        passwords: prior.secret.as_ref(),
+        files: prior.files.as_ref(),
+    };
+    let rendered = build::render_objects(set, valid, earlier, &stamp)?;
+    let writes = build::writes(set, ns, &rendered, prior.config_map.as_ref(), earlier);
     Ok((rendered, writes))
 }
 

@@ -6,9 +6,13 @@ use crate::resource::ClientCertificateSet;
 
 pub const LABEL_SET: &str = "certpin.dev/set";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-/// On the rendered Secret: hash of the inputs it was encoded from.
+/// On the files Secret: the file keys of the current rendering, in
+/// certificate order, and those kept from the previous one.
+pub const ANN_FILES: &str = "certpin.dev/files";
+pub const ANN_PREVIOUS_FILES: &str = "certpin.dev/previous-files";
+/// On the files Secret: hash of the inputs they were encoded from.
 pub const ANN_INPUT_HASH: &str = "certpin.dev/input-hash";
-/// On the rendered Secret: when its content was rendered.
+/// On the files Secret: when its content was rendered.
 pub const ANN_RENDERED_AT: &str = "certpin.dev/rendered-at";
 /// On the pod template: hash of the rendered content the pods run with.
 pub const ANN_CONFIG_HASH: &str = "certpin.dev/config-hash";
@@ -38,16 +42,25 @@ pub fn set_name(set: &ClientCertificateSet) -> &str {
     set.metadata.name.as_deref().unwrap_or_default()
 }
 
-/// The rendered ConfigMap and Secret: `<set>-certpin`, shortened with a
-/// hash when the set's name is near the 253-character limit.
+/// The rendered ConfigMap and passwords Secret: `<set>-certpin`.
 pub fn rendered(set: &ClientCertificateSet) -> String {
-    let name = set_name(set);
-    let full = format!("{name}-certpin");
+    with_suffix(set_name(set), "-certpin")
+}
+
+/// The files Secret: `<set>-certpin-files`.
+pub fn rendered_files(set: &ClientCertificateSet) -> String {
+    with_suffix(set_name(set), "-certpin-files")
+}
+
+/// `<name><suffix>`, shortened with a hash when over the 253-character limit.
+fn with_suffix(name: &str, suffix: &str) -> String {
+    let full = format!("{name}{suffix}");
     if full.len() <= 253 {
         return full;
     }
     let digest = hex::encode(&Sha256::digest(name.as_bytes())[..6]);
-    format!("{}-{digest}-certpin", &name[..253 - 21])
+    let keep = 253 - suffix.len() - digest.len() - 1;
+    format!("{}-{digest}{suffix}", &name[..keep])
 }
 
 /// A label value for the set's name: label values are limited to 63
@@ -60,14 +73,15 @@ pub fn label_value(name: &str) -> String {
     format!("{}-{digest}", name[..52].trim_end_matches(['-', '.']))
 }
 
-pub fn file_name(cert: &str) -> String {
-    format!("{cert}.pfx")
+/// A file's key (and name in the pod): the certificate's name and a hash
+/// of the file, so that new content never replaces old content under the
+/// same name while pods that opened the old one still run.
+pub fn file_name(cert: &str, content: &[u8]) -> String {
+    let digest = hex::encode(&Sha256::digest(content)[..5]);
+    format!("{cert}-{digest}.pfx")
 }
 
-pub fn file_path(set: &ClientCertificateSet, cert: &str) -> String {
-    format!(
-        "{}/{}",
-        set.spec.mount_path.trim_end_matches('/'),
-        file_name(cert)
-    )
+/// The path in the pod of a file key.
+pub fn file_path(set: &ClientCertificateSet, key: &str) -> String {
+    format!("{}/{key}", set.spec.mount_path.trim_end_matches('/'))
 }

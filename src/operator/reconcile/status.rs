@@ -81,6 +81,8 @@ pub struct Pass<'a> {
     pub outcome: &'a Outcome,
     /// The config hash the target now carries, when wired.
     pub applied_hash: Option<String>,
+    /// Each certificate's file in the pod, when rendered.
+    pub paths: Option<&'a std::collections::BTreeMap<String, String>>,
     /// Manual: the pods still running older settings.
     pub restart_due: Option<String>,
     pub workloads: Vec<WorkloadRecord>,
@@ -113,7 +115,17 @@ pub fn derive(p: Pass) -> Derived {
             .iter()
             .filter_map(|r| r.not_after.clone())
             .min_by_key(|t| t.0),
-        certificates: v.rows.clone(),
+        certificates: v
+            .rows
+            .iter()
+            .cloned()
+            .map(|mut row| {
+                if row.state == "Valid" {
+                    row.path = p.paths.and_then(|m| m.get(&row.name)).cloned();
+                }
+                row
+            })
+            .collect(),
         applied_hash: old.applied_hash.clone(),
         last_restart: old.last_restart.clone(),
         conditions: Vec::new(),

@@ -45,11 +45,12 @@ fn time(t: DateTime<Utc>) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::
         .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
 }
 
-fn row_with_facts(name: &str, path: String, d: &Decoded) -> CertificateStatus {
+/// A row of facts; its path is known once the file is rendered.
+fn row_with_facts(name: &str, d: &Decoded) -> CertificateStatus {
     let f = &d.facts;
     CertificateStatus {
         name: name.into(),
-        path: Some(path),
+        path: None,
         subject: Some(f.subject.clone()),
         issuer: Some(f.issuer.clone()),
         serial: Some(f.serial.clone()),
@@ -96,7 +97,6 @@ pub fn validate(
         }
     };
     for (spec, material) in set.spec.certificates.iter().zip(&inputs.materials) {
-        let path = names::file_path(set, &spec.name);
         let (decoded, input_key) = match material {
             Material::Missing { reason, message } => {
                 rows.push(CertificateStatus {
@@ -143,7 +143,7 @@ pub fn validate(
             })
         }) {
             Ok((d, w)) => {
-                let mut row = row_with_facts(&spec.name, path, &d);
+                let mut row = row_with_facts(&spec.name, &d);
                 warnings.extend(w.iter().map(|w| format!("{}: {w}", spec.name)));
                 row.warnings = w;
                 rows.push(row);
@@ -161,7 +161,7 @@ pub fn validate(
                     Material::Pkcs12 { data, password } => cache
                         .decode_pkcs12(data, password)
                         .0
-                        .map(|d| row_with_facts(&spec.name, String::new(), &d))
+                        .map(|d| row_with_facts(&spec.name, &d))
                         .unwrap_or_default(),
                     _ => CertificateStatus::default(),
                 };
@@ -187,7 +187,8 @@ pub fn validate(
         .iter()
         .map(|c| CertificateFile {
             name: format!("certificate {:?}", c.name),
-            path: names::file_path(set, &c.name),
+            // As long as a real file key (the hash adds 11 characters).
+            path: names::file_path(set, &names::file_name(&c.name, b"")),
             password: "x".into(),
             pins: c.pin_to.clone(),
         })

@@ -24,8 +24,16 @@ fn set(target: &str, restart: &str, containers: &[&str], status: Value) -> Clien
 fn rendered() -> Rendered {
     Rendered {
         name: "s-certpin".into(),
-        config_map: BTreeMap::from([("ClientCertificates".into(), "/x/a.pfx".into())]),
-        secret: BTreeMap::from([("a.pfx".into(), ByteString(b"p12".to_vec()))]),
+        files_name: "s-certpin-files".into(),
+        config_map: BTreeMap::from([("ClientCertificates".into(), "/x/a-0.pfx".into())]),
+        secret: BTreeMap::from([(
+            "ClientCertificatePasswords".into(),
+            ByteString(b"pw".to_vec()),
+        )]),
+        files: BTreeMap::from([("a-0.pfx".into(), ByteString(b"p12".to_vec()))]),
+        retained: BTreeMap::new(),
+        keys: vec!["a-0.pfx".into()],
+        paths: BTreeMap::from([("a".into(), "/x/a-0.pfx".into())]),
         input_hash: "in".into(),
         config_hash: "h2".into(),
         reused: false,
