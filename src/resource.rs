@@ -34,7 +34,8 @@ use crate::pkcs12::Profile;
 pub struct ClientCertificateSetSpec {
     /// The app whose outgoing connections use these certificates.
     pub app: AppRef,
-    /// The client certificates. Each becomes a file `<name>.pfx` in the app's pods.
+    /// The client certificates. Each becomes a file `<name>-<hash>.pfx` in the app's pods
+    /// (named after its content, so a rotation never changes a file a running pod uses).
     #[schemars(length(min = 1, max = 64))]
     pub certificates: Vec<CertificateSpec>,
     /// Endpoints (Module.WebService or host name) that must get no client
@@ -88,7 +89,7 @@ pub struct AppRef {
 #[x_kube(validation = Rule::new("!has(self.pkcs12) || has(self.password)").message("a pkcs12 certificate needs a password"))]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateSpec {
-    /// Name of the certificate: the file in the pod is `<name>.pfx`.
+    /// Name of the certificate: the file in the pod is `<name>-<hash>.pfx`.
     /// A DNS label: lower-case letters, digits and '-'.
     #[schemars(
         length(min = 1, max = 63),

@@ -88,7 +88,7 @@ pub fn render(
         }
         match paths.iter().find(|p| p.path == f.path) {
             Some(other) if other.password != f.password => problems.push(Problem::new(
-                Reason::CommaInPath,
+                Reason::DuplicatePath,
                 format!(
                     "{} and {} name the same path {:?} with different passwords",
                     other.name, f.name, f.path
@@ -228,6 +228,16 @@ mod tests {
             ["comma-in-password"]
         );
         assert_eq!(
+            codes(
+                &[
+                    CertificateFile::new("a", "/c/a.pfx", "pw", &[]),
+                    CertificateFile::new("b", "/c/a.pfx", "other", &[])
+                ],
+                &[]
+            ),
+            ["duplicate-path"]
+        );
+        assert_eq!(
             codes(&[CertificateFile::new("a", "/c/a.pfx", "", &[])], &[]),
             ["empty-password"]
         );
@@ -338,7 +348,7 @@ mod tests {
                 // Refused only for a reason the format cannot carry.
                 let problems = render(&files, &none).unwrap_err();
                 for p in problems {
-                    prop_assert!(matches!(p.reason, Reason::DuplicatePin | Reason::CommaInPath | Reason::CommaInPassword | Reason::EmptyPassword | Reason::InvalidPin));
+                    prop_assert!(matches!(p.reason, Reason::DuplicatePin | Reason::DuplicatePath | Reason::CommaInPath | Reason::CommaInPassword | Reason::EmptyPassword | Reason::InvalidPin));
                 }
             }
         }

@@ -29,10 +29,13 @@ pub enum Reason {
     EmptyPassword,
     InvalidPin,
     DuplicatePin,
+    /// Two certificates name one path with different passwords (the CLI's
+    /// runtime paths; the operator's file names are unique).
+    DuplicatePath,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Reason::WrongPassword,
         Reason::Corrupt,
         Reason::NotPkcs12,
@@ -53,6 +56,7 @@ impl Reason {
         Reason::EmptyPassword,
         Reason::InvalidPin,
         Reason::DuplicatePin,
+        Reason::DuplicatePath,
     ];
 
     pub fn code(self) -> &'static str {
@@ -77,6 +81,7 @@ impl Reason {
             Reason::EmptyPassword => "empty-password",
             Reason::InvalidPin => "invalid-pin",
             Reason::DuplicatePin => "duplicate-pin",
+            Reason::DuplicatePath => "duplicate-path",
         }
     }
 
