@@ -139,25 +139,12 @@ async fn wire_target(
         }
         Restart::Apply if w.change => {
             apply(ctx, ns, w, d).await?;
-            let restarted = rolls(d, &w.fragment);
+            let restarted = w.rolls;
             info!(restarted, "wired Deployment");
             Ok(Outcome::Wired { restarted })
         }
         Restart::Apply => Ok(Outcome::Wired { restarted: false }),
     }
-}
-
-/// Whether applying `fragment` changes the pods' config hash of a workload
-/// that runs pods: a rollout follows.
-fn rolls(d: &Deployment, fragment: &Value) -> bool {
-    let want = fragment.pointer("/spec/template/metadata/annotations/certpin.dev~1config-hash");
-    let have = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.annotations.as_ref())
-        .and_then(|a| a.get(super::names::ANN_CONFIG_HASH));
-    want.and_then(Value::as_str) != have.map(String::as_str) && restart::replicas_of(d) > 0
 }
 
 async fn apply(ctx: &Context, ns: &str, w: &Wire, d: &Deployment) -> Result<()> {

@@ -105,6 +105,9 @@ pub struct Wire {
     pub fragment: Value,
     /// Whether the live workload differs from the fragment.
     pub change: bool,
+    /// Whether applying the fragment changes the pods' config hash of a
+    /// workload that runs pods: a rollout follows.
+    pub rolls: bool,
     /// The live resourceVersion, when the workload is not yet claimed by
     /// this set: the claim is then conditional, so two sets racing for one
     /// workload cannot both win.
@@ -211,6 +214,7 @@ fn target(
         .and_then(|a| a.get(super::names::ANN_CONFIG_HASH))
         .map(String::as_str);
     let template_hash = build::template_hash(set.spec.restart, live_hash, &r.config_hash);
+    let rolls = live_hash != Some(template_hash.as_str()) && restart::replicas_of(d) > 0;
     let fragment = build::deployment_fragment(set, ns, name, r, &containers, &template_hash);
     let wanted: BTreeSet<String> = containers.iter().cloned().collect();
     let change =
@@ -230,6 +234,7 @@ fn target(
         containers,
         fragment,
         change,
+        rolls,
         precondition: (!ours)
             .then(|| d.metadata.resource_version.clone())
             .flatten(),
