@@ -98,10 +98,8 @@ async fn no_password_or_key_reaches_logs_events_status_configmaps_or_metrics() {
     wait_until(&sets, "prod", T, "Ready", ready("ValidWithWarnings")).await;
     let rendered: Secret = ns.api().get("prod-certpin").await.unwrap();
     let rendered = rendered.data.unwrap();
-    let files: Secret = ns.api().get("prod-certpin-files").await.unwrap();
-    let canary = files
-        .data
-        .unwrap()
+    let canary = rendered
+        .clone()
         .into_iter()
         .find(|(k, _)| k.starts_with("canary-"))
         .expect("the rendered canary file")

@@ -99,11 +99,9 @@ async fn reconcile(set: Arc<ClientCertificateSet>, ctx: Arc<Ctx>) -> Result<Acti
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
     let cm_body = Patch::Apply(build::config_map_object(&set, ns, &rendered));
     let secret_body = Patch::Apply(build::secret_object(&set, ns, &rendered));
-    let files_body = Patch::Apply(build::files_object(&set, ns, &rendered));
     futures::try_join!(
         config_maps.patch(&rendered.name, &apply, &cm_body),
         secrets.patch(&rendered.name, &apply, &secret_body),
-        secrets.patch(&rendered.files_name, &apply, &files_body),
     )?;
     let containers = if set.spec.app.containers.is_empty() {
         vec!["app".to_string()]
@@ -166,7 +164,6 @@ fn placeholder(set: &ClientCertificateSet) -> Rendered {
     let hash = format!("floor-{}", set.metadata.generation.unwrap_or(0));
     Rendered {
         name: names::rendered(set),
-        files_name: names::rendered_files(set),
         config_map,
         secret,
         files,

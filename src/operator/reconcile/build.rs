@@ -22,16 +22,14 @@ use crate::settings::{CertificateFile, render};
 /// What certpin applies for one set.
 ///
 /// The files are named after their content (`<name>-<hash>.pfx`) and kept
-/// in a Secret of their own, mounted whole: a pod that started before a
-/// rotation keeps the files its environment's passwords open (the previous
-/// rendering's files stay in that Secret), and a rotation needs no change
-/// of the volume, so Manual leaves the pod template alone.
+/// in the Secret beside the passwords setting, mounted whole: a pod that
+/// started before a rotation keeps the files its environment's passwords
+/// open (the previous rendering's files stay in the Secret), and a rotation
+/// needs no change of the volume, so Manual leaves the pod template alone.
 #[derive(Debug, Clone)]
 pub struct Rendered {
-    /// The ConfigMap and the passwords Secret.
+    /// The ConfigMap and the Secret.
     pub name: String,
-    /// The files Secret.
-    pub files_name: String,
     pub config_map: BTreeMap<String, String>,
     /// The passwords setting. Secret: never log.
     pub secret: BTreeMap<String, ByteString>,
@@ -52,11 +50,11 @@ pub struct Rendered {
     pub rendered_at: String,
 }
 
-/// What certpin rendered before, as it is in the cluster.
+/// What certpin rendered before, as it is in the cluster: the Secret with
+/// the files and their passwords.
 #[derive(Clone, Copy, Default)]
 pub struct Earlier<'a> {
-    pub passwords: Option<&'a Secret>,
-    pub files: Option<&'a Secret>,
+    pub secret: Option<&'a Secret>,
 }
 
 /// Hash of everything the rendered content is derived from.
@@ -109,7 +107,7 @@ fn annotation<'a>(s: &'a Secret, key: &str) -> Option<&'a String> {
     s.metadata.annotations.as_ref()?.get(key)
 }
 
-/// The file keys a files Secret lists under `key` (comma-separated).
+/// The file keys the Secret lists under `key` (comma-separated).
 fn listed(s: &Secret, key: &str) -> Vec<String> {
     annotation(s, key)
         .map(|v| {
@@ -132,12 +130,12 @@ fn reusable(
     input_hash: &str,
     count: usize,
 ) -> Option<Vec<(String, ByteString, String)>> {
-    let files = earlier.files?;
+    let files = earlier.secret?;
     if annotation(files, ANN_INPUT_HASH).map(String::as_str) != Some(input_hash) {
         return None;
     }
     let keys = listed(files, ANN_FILES);
-    let ByteString(pw) = data_of(earlier.passwords?, KEY_PASSWORDS)?;
+    let ByteString(pw) = data_of(files, KEY_PASSWORDS)?;
     let passwords: Vec<String> = String::from_utf8_lossy(&pw)
         .split(',')
         .map(str::to_string)
@@ -218,7 +216,7 @@ pub fn render_objects(
         ANN_FILES
     };
     let retained = earlier
-        .files
+        .secret
         .map(|s| {
             listed(s, keep_key)
                 .into_iter()
@@ -228,14 +226,13 @@ pub fn render_objects(
         })
         .unwrap_or_default();
     let rendered_at = earlier
-        .files
+        .secret
         .filter(|_| reused)
         .and_then(|s| annotation(s, ANN_RENDERED_AT).cloned())
         .unwrap_or_else(|| now.to_string());
     Ok(Rendered {
         rendered_at,
         name: names::rendered(set),
-        files_name: names::rendered_files(set),
         config_map,
         secret,
         files,
@@ -276,32 +273,20 @@ pub fn config_map_object(set: &ClientCertificateSet, ns: &str, r: &Rendered) -> 
     })
 }
 
-/// The passwords Secret, as a server-side apply body.
+/// The Secret: the passwords setting and the files (this rendering's and
+/// the retained ones), as a server-side apply body; what its annotations
+/// list says which files are which.
 pub fn secret_object(set: &ClientCertificateSet, ns: &str, r: &Rendered) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {
-            "name": r.name, "namespace": ns, "labels": labels(set),
-            "ownerReferences": [owner_reference(set)],
-        },
-        "data": r.secret,
-    })
-}
-
-/// The files Secret (this rendering's and the retained ones), as a
-/// server-side apply body; what it lists says which are which.
-pub fn files_object(set: &ClientCertificateSet, ns: &str, r: &Rendered) -> Value {
     let mut data = r.retained.clone();
     data.extend(r.files.clone());
+    data.extend(r.secret.clone());
     let retained: Vec<&str> = r.retained.keys().map(String::as_str).collect();
     json!({
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
         "metadata": {
-            "name": r.files_name, "namespace": ns, "labels": labels(set),
+            "name": r.name, "namespace": ns, "labels": labels(set),
             "annotations": {
                 ANN_INPUT_HASH: r.input_hash,
                 ANN_RENDERED_AT: r.rendered_at,
@@ -330,18 +315,12 @@ pub fn writes(
             .is_some_and(|l| super::apply::contains(&l, &body));
         (!held).then_some(body)
     }
-    // A fresh encoding is written even where the live objects look alike.
-    let (passwords, files) = if r.reused {
-        (earlier.passwords, earlier.files)
-    } else {
-        (None, None)
-    };
+    // A fresh encoding is written even where the live object looks alike.
+    let live_secret = earlier.secret.filter(|_| r.reused);
     super::execute::RenderedWrites {
         name: r.name.clone(),
-        files_name: r.files_name.clone(),
         config_map: unless_held(live_cm, config_map_object(set, ns, r)),
-        secret: unless_held(passwords, secret_object(set, ns, r)),
-        files: unless_held(files, files_object(set, ns, r)),
+        secret: unless_held(live_secret, secret_object(set, ns, r)),
     }
 }
 
@@ -403,11 +382,11 @@ pub fn deployment_fragment(
         "spec": {"template": {
             "metadata": {"annotations": {ANN_CONFIG_HASH: template_hash}},
             "spec": {
-                // The files Secret whole: a rotation adds files without
-                // changing the volume. 0444: the files are encrypted, and the
-                // app may run as any user; their passwords are only in the
-                // app's environment (another Secret).
-                "volumes": [{"name": VOLUME, "secret": {"secretName": r.files_name, "defaultMode": 0o444}}],
+                // The Secret whole: a rotation adds files without changing
+                // the volume. Its passwords file gives a reader of the volume
+                // nothing the app's own environment does not hold. 0444: the
+                // app may run as any user.
+                "volumes": [{"name": VOLUME, "secret": {"secretName": r.name, "defaultMode": 0o444}}],
                 "containers": containers,
             }
         }}
@@ -460,18 +439,14 @@ mod tests {
         serde_json::from_value(body.clone()).unwrap()
     }
 
-    /// The two Secrets as the API server would return them after applying.
-    fn applied(s: &ClientCertificateSet, r: &Rendered) -> (Secret, Secret) {
-        (
-            as_secret(&secret_object(s, "shop", r)),
-            as_secret(&files_object(s, "shop", r)),
-        )
+    /// The Secret as the API server would return it after applying.
+    fn applied(s: &ClientCertificateSet, r: &Rendered) -> Secret {
+        as_secret(&secret_object(s, "shop", r))
     }
 
-    fn earlier(secrets: &(Secret, Secret)) -> Earlier<'_> {
+    fn earlier(secret: &Secret) -> Earlier<'_> {
         Earlier {
-            passwords: Some(&secrets.0),
-            files: Some(&secrets.1),
+            secret: Some(secret),
         }
     }
 
@@ -507,12 +482,15 @@ mod tests {
         assert_ne!(key(&second), key(&first), "new content, new name");
         assert_eq!(second.retained.keys().collect::<Vec<_>>(), [&key(&first)]);
         assert_eq!(second.retained[&key(&first)], first.files[&key(&first)]);
-        // The files Secret holds both; its annotations say which is which.
-        let body = files_object(&s, "shop", &second);
+        // The Secret holds both and the passwords; its annotations say
+        // which file is which.
+        let body = secret_object(&s, "shop", &second);
         let annotations = &body["metadata"]["annotations"];
         assert_eq!(annotations[ANN_FILES], json!(key(&second)));
         assert_eq!(annotations[ANN_PREVIOUS_FILES], json!(key(&first)));
-        assert_eq!(body["data"].as_object().unwrap().len(), 2);
+        let data = body["data"].as_object().unwrap();
+        assert_eq!(data.len(), 3);
+        assert!(data.contains_key(KEY_PASSWORDS));
         // A third rendering drops the first one's files.
         let live = applied(&set("Legacy"), &second);
         let third = render_objects(&s, &v, earlier(&live), "t2").unwrap();
@@ -549,19 +527,14 @@ mod tests {
         );
         assert_eq!(
             f["spec"]["template"]["spec"]["volumes"][0]["secret"],
-            json!({"secretName": "prod-certpin-files", "defaultMode": 0o444}),
-            "the files Secret, whole; the passwords are in another"
+            json!({"secretName": "prod-certpin", "defaultMode": 0o444}),
+            "the Secret, whole"
         );
         assert!(r.secret.keys().eq([KEY_PASSWORDS]));
         let body = config_map_object(&s, "shop", &r).to_string();
         assert!(
             !body.contains(&*String::from_utf8_lossy(&r.secret[KEY_PASSWORDS].0)),
             "a password reached the ConfigMap"
-        );
-        let files = files_object(&s, "shop", &r).to_string();
-        assert!(
-            !files.contains(&*String::from_utf8_lossy(&r.secret[KEY_PASSWORDS].0)),
-            "a password reached the files Secret"
         );
     }
 

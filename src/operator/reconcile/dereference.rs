@@ -44,10 +44,8 @@ pub struct Inputs {
 /// The rendered objects as they are in the cluster.
 #[derive(Default)]
 pub struct Previous {
-    /// The passwords Secret certpin rendered before, if any.
+    /// The Secret certpin rendered before, if any (to reuse its encoding).
     pub secret: Option<Secret>,
-    /// The files Secret certpin rendered before, if any (to reuse its encoding).
-    pub files: Option<Secret>,
     /// The ConfigMap certpin rendered before, if any (to skip an unchanged write).
     pub config_map: Option<ConfigMap>,
 }
@@ -55,19 +53,13 @@ pub struct Previous {
 /// Reads the objects certpin renders for `set`.
 pub async fn previous(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result<Previous> {
     let name = names::rendered(set);
-    let files_name = names::rendered_files(set);
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
     let config_maps = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns);
-    let (secret, files, config_map) = futures::try_join!(
+    let (secret, config_map) = futures::try_join!(
         freshness::get_opt(&secrets, &name, &ctx.marks.secrets),
-        freshness::get_opt(&secrets, &files_name, &ctx.marks.secrets),
         freshness::get_opt(&config_maps, &name, &ctx.marks.config_maps),
     )?;
-    Ok(Previous {
-        secret,
-        files,
-        config_map,
-    })
+    Ok(Previous { secret, config_map })
 }
 
 /// Whether a pass of a set with no status yet must still read what was

@@ -20,10 +20,8 @@ use crate::resource::ClientCertificateSet;
 #[derive(Default)]
 pub struct RenderedWrites {
     pub name: String,
-    pub files_name: String,
     pub config_map: Option<Value>,
     pub secret: Option<Value>,
-    pub files: Option<Value>,
 }
 
 pub async fn execute(
@@ -80,7 +78,7 @@ async fn steps(
 
 /// All before the workload points at them; none depends on another.
 async fn write_rendered(ctx: &Context, ns: &str, r: &RenderedWrites) -> Result<()> {
-    let (cm, secret, files) = futures::join!(
+    let (cm, secret) = futures::join!(
         async {
             if let Some(body) = &r.config_map {
                 apply::apply_config_map(ctx, ns, &r.name, body).await?;
@@ -95,14 +93,8 @@ async fn write_rendered(ctx: &Context, ns: &str, r: &RenderedWrites) -> Result<(
             }
             Ok::<(), Error>(())
         },
-        async {
-            if let Some(body) = &r.files {
-                apply::apply_secret(ctx, ns, &r.files_name, body).await?;
-            }
-            Ok::<(), Error>(())
-        },
     );
-    cm.and(secret).and(files)
+    cm.and(secret)
 }
 
 async fn wire_target(

@@ -174,8 +174,7 @@ async fn render(
     // Second precision, as pod creation timestamps have.
     let stamp = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let earlier = build::Earlier {
-        passwords: prior.secret.as_ref(),
-        files: prior.files.as_ref(),
+        secret: prior.secret.as_ref(),
     };
     let rendered = build::render_objects(set, valid, earlier, &stamp)?;
     let writes = build::writes(set, ns, &rendered, prior.config_map.as_ref(), earlier);

@@ -6,13 +6,13 @@ use crate::resource::ClientCertificateSet;
 
 pub const LABEL_SET: &str = "certpin.dev/set";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-/// On the files Secret: the file keys of the current rendering, in
+/// On the Secret: the file keys of the current rendering, in
 /// certificate order, and those kept from the previous one.
 pub const ANN_FILES: &str = "certpin.dev/files";
 pub const ANN_PREVIOUS_FILES: &str = "certpin.dev/previous-files";
-/// On the files Secret: hash of the inputs they were encoded from.
+/// On the Secret: hash of the inputs they were encoded from.
 pub const ANN_INPUT_HASH: &str = "certpin.dev/input-hash";
-/// On the files Secret: when its content was rendered.
+/// On the Secret: when its content was rendered.
 pub const ANN_RENDERED_AT: &str = "certpin.dev/rendered-at";
 /// On the pod template: hash of the rendered content the pods run with.
 pub const ANN_CONFIG_HASH: &str = "certpin.dev/config-hash";
@@ -42,14 +42,9 @@ pub fn set_name(set: &ClientCertificateSet) -> &str {
     set.metadata.name.as_deref().unwrap_or_default()
 }
 
-/// The rendered ConfigMap and passwords Secret: `<set>-certpin`.
+/// The rendered ConfigMap and Secret: `<set>-certpin`.
 pub fn rendered(set: &ClientCertificateSet) -> String {
     with_suffix(set_name(set), "-certpin")
-}
-
-/// The files Secret: `<set>-certpin-files`.
-pub fn rendered_files(set: &ClientCertificateSet) -> String {
-    with_suffix(set_name(set), "-certpin-files")
 }
 
 /// `<name><suffix>`, shortened with a hash when over the 253-character limit.

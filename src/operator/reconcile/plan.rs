@@ -262,9 +262,7 @@ fn containers_to_wire(
             return Err(refuse(Why::ContainerNotFound, message, restore));
         }
     };
-    if let Some(c) =
-        workload::collision(d, &containers, &set.spec.mount_path, &r.name, &r.files_name)
-    {
+    if let Some(c) = workload::collision(d, &containers, &set.spec.mount_path, &r.name) {
         let why = match c {
             Collision::MountPath { .. } => Why::MountPathInUse,
             Collision::VolumeName => Why::VolumeNameInUse,

@@ -140,20 +140,17 @@ impl Collision {
 }
 
 /// The first collision of certpin's wiring with the app's own template.
-/// `rendered` names the ConfigMap and passwords Secret, `files` the files
-/// Secret (the volume); a volume on the single rendered Secret of earlier
-/// versions is certpin's too.
+/// `rendered` names the ConfigMap and the Secret (the volume's source).
 pub fn collision(
     d: &Deployment,
     containers: &[String],
     mount_path: &str,
     rendered: &str,
-    files: &str,
 ) -> Option<Collision> {
     let spec = pod_spec(d)?;
     let foreign_volume = spec.volumes.iter().flatten().any(|v| {
         let source = v.secret.as_ref().and_then(|s| s.secret_name.as_deref());
-        v.name == VOLUME && source != Some(files) && source != Some(rendered)
+        v.name == VOLUME && source != Some(rendered)
     });
     if foreign_volume {
         return Some(Collision::VolumeName);
@@ -263,13 +260,7 @@ mod tests {
         );
         let m = vec!["m".to_string()];
         assert_eq!(
-            collision(
-                &ours,
-                &m,
-                "/etc/certpin/client-certificates/",
-                "s-certpin",
-                "s-certpin-files"
-            ),
+            collision(&ours, &m, "/etc/certpin/client-certificates/", "s-certpin",),
             None
         );
         let mount = deployment(
@@ -277,19 +268,19 @@ mod tests {
             json!([{"name": "m", "image": "i", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]),
         );
         assert_eq!(
-            collision(&mount, &m, "/data/", "s-certpin", "f"),
+            collision(&mount, &m, "/data/", "s-certpin"),
             Some(Collision::MountPath {
                 container: "m".into(),
                 volume: "data".into()
             })
         );
-        assert_eq!(collision(&mount, &[], "/data", "s-certpin", "f"), None);
+        assert_eq!(collision(&mount, &[], "/data", "s-certpin"), None);
         let literal = deployment(
             json!({}),
             json!([{"name": "m", "image": "i", "env": [{"name": "MXRUNTIME_ClientCertificates", "value": "/x.pfx"}]}]),
         );
         assert!(matches!(
-            collision(&literal, &m, "/etc/c", "s-certpin", "f"),
+            collision(&literal, &m, "/etc/c", "s-certpin"),
             Some(Collision::Setting { .. })
         ));
         let mut volume = ours.clone();
@@ -305,7 +296,7 @@ mod tests {
             serde_json::from_value(json!({"name": VOLUME, "emptyDir": {}})).unwrap(),
         ]);
         assert_eq!(
-            collision(&volume, &m, "/etc/c", "s-certpin", "f"),
+            collision(&volume, &m, "/etc/c", "s-certpin"),
             Some(Collision::VolumeName)
         );
     }

@@ -24,7 +24,6 @@ fn set(target: &str, restart: &str, containers: &[&str], status: Value) -> Clien
 fn rendered() -> Rendered {
     Rendered {
         name: "s-certpin".into(),
-        files_name: "s-certpin-files".into(),
         config_map: BTreeMap::from([("ClientCertificates".into(), "/x/a-0.pfx".into())]),
         secret: BTreeMap::from([(
             "ClientCertificatePasswords".into(),
