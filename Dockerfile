@@ -3,6 +3,8 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependencies first, so source changes rebuild only certpin.
 COPY Cargo.toml Cargo.lock ./
+# The tests' path dependency: cargo reads its manifest to resolve the lock.
+COPY testkit ./testkit
 RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
  && echo 'fn main() {}' > benches/validate.rs \
  && cargo build --release --locked && rm -rf src benches

@@ -9,3 +9,5 @@ pub mod pkcs12;
 pub mod resource;
 pub mod settings;
 pub mod telemetry;
+#[doc(hidden)]
+pub mod testing;

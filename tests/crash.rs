@@ -224,7 +224,7 @@ async fn new_set_killed_after_wiring_keeps_its_rendering() {
         sets.get("s").await.unwrap().status.is_none(),
         "the crash was meant to come before the first status"
     );
-    let rendered = certpin::operator::reconcile::names::rendered(&set);
+    let rendered = certpin::testing::names::rendered(&set);
     let before = secret_digest(&ns, &rendered).await;
     assert!(before.is_some(), "the first pass rendered no Secret");
 

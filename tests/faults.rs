@@ -483,7 +483,7 @@ async fn a_conflict_on_every_write_is_retried_to_exactly_one_rollout_per_change(
     install_crd(&ns.client).await;
     // certpin talks to the API server through a proxy that answers the first
     // attempt of every write (per method and object) with 409 Conflict.
-    let proxy = support::proxy::start(
+    let proxy = certpin_testkit::proxy::start(
         ns.client.clone(),
         &std::env::temp_dir(),
         &format!("certpin-conflicts-{}", ns.name),

@@ -10,7 +10,7 @@
 
 mod support;
 
-use certpin::operator::freshness::{self, Mark};
+use certpin::testing::freshness::{self, Mark};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
@@ -80,7 +80,7 @@ async fn secret_get_timeouts(client: &Client) -> u64 {
 
 /// certpin's own client (its retry policy is part of what is tested).
 async fn secrets(ns: &TestNamespace) -> Api<Secret> {
-    let client = certpin::operator::client::infer().await.unwrap();
+    let client = certpin::testing::client().await.unwrap();
     Api::namespaced(client, &ns.name)
 }
 

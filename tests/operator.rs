@@ -720,8 +720,8 @@ async fn missing_inputs_wait_then_proceed_and_a_second_set_is_refused() {
 /// controller's finalizer is kept either way.
 #[tokio::test]
 async fn finalizer_patches_from_a_stale_copy_keep_other_finalizers() {
-    use certpin::operator::reconcile::finalizer;
-    use certpin::operator::reconcile::names::FINALIZER;
+    use certpin::testing::finalizer;
+    use certpin::testing::names::FINALIZER;
     let ns = TestNamespace::new("finalizer-stale").await;
     install_crd(&ns.client).await;
     let sets: Api<ClientCertificateSet> = ns.api();

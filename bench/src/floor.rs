@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
-use certpin::operator::reconcile::build::{self, Rendered};
-use certpin::operator::reconcile::names;
+use certpin::testing::build::{self, Rendered};
+use certpin::testing::names;
 use certpin::resource::ClientCertificateSet;
 use futures::StreamExt;
 use k8s_openapi::ByteString;
@@ -42,7 +42,7 @@ struct Ctx {
 const FINALIZER: &str = "bench.certpin.dev/floor";
 
 pub async fn run(ns: String, concurrency: u16) -> Result<()> {
-    let client = certpin::operator::client::infer().await?;
+    let client = certpin::testing::client().await?;
     let sets: Api<ClientCertificateSet> = Api::namespaced(client.clone(), &ns);
     let ctx = Arc::new(Ctx {
         client,

@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use certpin::resource::ClientCertificateSet;
-use certpin_bench::proxy;
+use certpin_testkit::proxy;
 use procs::{Memory, Program};
 use stats::{Summary, summarize};
 
@@ -286,7 +286,7 @@ async fn start_certpin(
 }
 
 async fn populate(ns: &str, n: usize, noise: usize, cache: &Path) -> Result<()> {
-    let client = certpin::operator::client::infer().await?;
+    let client = certpin::testing::client().await?;
     install_crd(&client).await?;
     let pool = pool::ensure(cache, 2 * n).await?;
     workload::noise(&client, "bench-noise", noise).await?;
@@ -299,7 +299,7 @@ async fn populate(ns: &str, n: usize, noise: usize, cache: &Path) -> Result<()> 
 }
 
 async fn run(args: RunArgs) -> Result<()> {
-    let client = certpin::operator::client::infer().await?;
+    let client = certpin::testing::client().await?;
     let started = k8s_openapi::jiff::Timestamp::now().to_string();
     let version = client.apiserver_version().await?.git_version;
     let dir = args.cache.join(format!("run-{}", std::process::id()));

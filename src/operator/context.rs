@@ -2,13 +2,12 @@
 //! cache and the read marks.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kube::Client;
 
-use super::freshness::Marks;
 use super::metrics::Metrics;
+use super::workarounds::freshness::Marks;
 use crate::pkcs12::{self, Decoded, Problem};
 
 /// The field manager for every write certpin makes (server-side apply).
@@ -21,8 +20,7 @@ type Entries = HashMap<[u8; 32], Result<Arc<Decoded>, Problem>>;
 #[derive(Default)]
 pub struct DecodeCache {
     entries: Mutex<Entries>,
-    decodes: AtomicU64,
-    /// Also counted as a metric.
+    /// Decodes run (cache misses), as a metric.
     counter: prometheus_client::metrics::counter::Counter,
 }
 
@@ -61,7 +59,6 @@ impl DecodeCache {
         if let Some(hit) = self.lock().get(&key) {
             return hit.clone();
         }
-        self.decodes.fetch_add(1, Ordering::Relaxed);
         self.counter.inc();
         let value = f().map(Arc::new);
         let mut entries = self.lock();
@@ -75,11 +72,6 @@ impl DecodeCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         // A panic while holding the lock leaves a valid map: keep using it.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// How many decodes ran (cache misses) since start.
-    pub fn decodes(&self) -> u64 {
-        self.decodes.load(Ordering::Relaxed)
     }
 }
 
@@ -119,7 +111,7 @@ pub struct Context {
     pub own_writes: OwnWrites,
     /// How new a read must be (see `freshness`).
     pub marks: Marks,
-    pub events: super::events::Publisher,
+    pub events: super::workarounds::events::Publisher,
     pub cache: DecodeCache,
     pub metrics: Arc<Metrics>,
     /// Every set is reconciled at least this often, changed or not.
@@ -130,7 +122,7 @@ impl Context {
     pub fn new(client: Client, resync: std::time::Duration) -> Arc<Context> {
         let metrics = Arc::new(Metrics::default());
         Arc::new(Context {
-            events: super::events::Publisher::new(
+            events: super::workarounds::events::Publisher::new(
                 client.clone(),
                 "certpin",
                 std::env::var("POD_NAME").ok(),

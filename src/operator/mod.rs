@@ -1,19 +1,15 @@
 //! The operator: watches ClientCertificateSets, the Secrets they reference
 //! and the Deployments they wire, and runs the reconcile pipeline.
 
-mod arenas;
-pub mod client;
-pub mod context;
+mod context;
 pub mod error;
-mod events;
-pub mod faults;
-pub mod freshness;
-pub mod http;
-pub mod metrics;
-pub mod reconcile;
-mod repoll;
-pub mod secret_index;
-pub mod triggers;
+mod faults;
+mod http;
+mod metrics;
+pub(crate) mod reconcile;
+mod secret_index;
+mod triggers;
+pub(crate) mod workarounds;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +32,7 @@ use crate::resource::ClientCertificateSet;
 use context::Context;
 use error::Error;
 use secret_index::SecretIndex;
+use workarounds::{arenas, client, repoll};
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {

@@ -311,6 +311,6 @@ pub async fn secret_digest(ns: &TestNamespace, name: &str) -> Option<String> {
     Some(format!(
         "{} keys, {}",
         data.len(),
-        certpin::operator::reconcile::build::config_hash(&Default::default(), &data)
+        certpin::testing::build::config_hash(&Default::default(), &data)
     ))
 }

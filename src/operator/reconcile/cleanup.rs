@@ -18,7 +18,8 @@ use super::status::{EventSpec, event};
 use super::{apply, dereference, execute, restart, workload};
 use crate::operator::context::Context;
 use crate::operator::error::Result;
-use crate::operator::{faults, freshness};
+use crate::operator::faults;
+use crate::operator::workarounds::freshness;
 use crate::resource::ClientCertificateSet;
 
 pub async fn cleanup(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> Result<Action> {

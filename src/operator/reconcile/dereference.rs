@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use super::names;
 use crate::operator::context::Context;
 use crate::operator::error::Result;
-use crate::operator::freshness;
+use crate::operator::workarounds::freshness;
 use crate::resource::{CertificateSpec, ClientCertificateSet};
 
 /// One certificate's raw material, or why it is not there yet.

@@ -2,18 +2,18 @@
 //! build (pure), apply, restart, status. Invalid input changes nothing that
 //! runs: the last good rendering and wiring stay.
 
-pub mod apply;
+mod apply;
 pub mod build;
-pub mod cleanup;
-pub mod dereference;
-pub mod execute;
+mod cleanup;
+mod dereference;
+mod execute;
 pub mod finalizer;
 pub mod names;
-pub mod plan;
-pub mod restart;
-pub mod status;
-pub mod validate;
-pub mod workload;
+mod plan;
+mod restart;
+mod status;
+mod validate;
+mod workload;
 
 use std::sync::Arc;
 use std::time::Duration;

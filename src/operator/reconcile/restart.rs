@@ -20,7 +20,7 @@ use super::names::{ANN_STOP_START, LABEL_SET_UID};
 use crate::operator::context::{Context, MANAGER};
 use crate::operator::error::Result;
 use crate::operator::faults;
-use crate::operator::freshness::Mark;
+use crate::operator::workarounds::freshness::Mark;
 
 /// What is recorded on the Deployment while a StopStart is in progress.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]

@@ -376,7 +376,7 @@ pub async fn event(ctx: &Context, set: &ClientCertificateSet, e: EventSpec) {
     let note: String = e.note.chars().take(1000).collect();
     let published = ctx
         .events
-        .publish(crate::operator::events::Note {
+        .publish(crate::operator::workarounds::events::Note {
             warning: e.warning,
             reason: &reason,
             action: e.action,

@@ -21,7 +21,7 @@ use tower_http::classify::{ServerErrorsAsFailures, ServerErrorsFailureClass, Sha
 use tower_http::trace::{DefaultOnEos, TraceLayer};
 use tracing::Span;
 
-use super::error::Error;
+use crate::operator::error::Error;
 
 pub fn build(config: Config) -> Result<Client, Error> {
     let mut http = HttpConnector::new();

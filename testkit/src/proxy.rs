@@ -3,7 +3,7 @@
 //! requests by verb, so "writes when idle" is measured outside certpin, not
 //! reported by certpin about itself. It can also answer writes with 409
 //! Conflict, as the API server does for a stale resourceVersion (certpin's
-//! fault tests include this file).
+//! fault tests use this).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,14 @@
+//! The one surface the integration tests (`tests/`) and the benchmark
+//! (`bench/`) reach into certpin's operator through. Not a stable API:
+//! everything else under `operator` is private to the crate.
+
+/// The pure rendering (the bench floor writes what certpin writes).
+pub use crate::operator::reconcile::build;
+/// Adding and removing the finalizer (tests/operator.rs).
+pub use crate::operator::reconcile::finalizer;
+/// Names, labels and annotations certpin writes.
+pub use crate::operator::reconcile::names;
+/// The HTTP client certpin builds (TCP_NODELAY), from the environment.
+pub use crate::operator::workarounds::client::infer as client;
+/// Reads at a resourceVersion mark (tests/freshness.rs).
+pub use crate::operator::workarounds::freshness;

@@ -1,0 +1,3 @@
+//! Parts shared by certpin's tests and its benchmark.
+
+pub mod proxy;
