@@ -57,35 +57,7 @@ pub fn render(
     let mut problems = Vec::new();
     let mut paths: Vec<&CertificateFile> = Vec::new();
     for f in files {
-        if f.path.contains(',') {
-            problems.push(Problem::new(
-                Reason::CommaInPath,
-                format!(
-                    "the path of {} ({:?}) contains a comma; ClientCertificates is comma-separated, so rename the file",
-                    f.name, f.path
-                ),
-            ));
-        }
-        if f.password.contains(',') {
-            problems.push(Problem::new(
-                Reason::CommaInPassword,
-                format!(
-                    "the password of {} contains a comma; ClientCertificatePasswords is comma-separated, so the \
-                     runtime would split it: re-export the file with a password without commas",
-                    f.name
-                ),
-            ));
-        }
-        if f.password.is_empty() {
-            problems.push(Problem::new(
-                Reason::EmptyPassword,
-                format!(
-                    "{} has an empty password; an empty element in ClientCertificatePasswords is read as \"no \
-                     password configured\", so re-export the file with a password",
-                    f.name
-                ),
-            ));
-        }
+        problems.extend(file_problems(f));
         match paths.iter().find(|p| p.path == f.path) {
             Some(other) if other.password != f.password => problems.push(Problem::new(
                 Reason::DuplicatePath,
@@ -98,10 +70,73 @@ pub fn render(
             None => paths.push(f),
         }
     }
-    // endpoint -> (owner description, path); first come, first listed.
+    let usages = usages(files, no_certificate_for, &mut problems);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let usages = (!usages.is_empty()).then(|| {
+        let pairs: Vec<String> = usages
+            .iter()
+            .map(|(k, v)| format!("{}: {}", json_string(k), json_string(v)))
+            .collect();
+        format!("{{ {} }}", pairs.join(", "))
+    });
+    let joined = |part: fn(&CertificateFile) -> &str| -> String {
+        paths.iter().map(|f| part(f)).collect::<Vec<_>>().join(",")
+    };
+    Ok(RuntimeSettings {
+        certificates: joined(|f| &f.path),
+        passwords: joined(|f| &f.password),
+        usages,
+    })
+}
+
+/// What one file's path and password cannot be in the comma-separated settings.
+fn file_problems(f: &CertificateFile) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if f.path.contains(',') {
+        problems.push(Problem::new(
+            Reason::CommaInPath,
+            format!(
+                "the path of {} ({:?}) contains a comma; ClientCertificates is comma-separated, so rename the file",
+                f.name, f.path
+            ),
+        ));
+    }
+    if f.password.contains(',') {
+        problems.push(Problem::new(
+            Reason::CommaInPassword,
+            format!(
+                "the password of {} contains a comma; ClientCertificatePasswords is comma-separated, so the \
+                 runtime would split it: re-export the file with a password without commas",
+                f.name
+            ),
+        ));
+    }
+    if f.password.is_empty() {
+        problems.push(Problem::new(
+            Reason::EmptyPassword,
+            format!(
+                "{} has an empty password; an empty element in ClientCertificatePasswords is read as \"no \
+                 password configured\", so re-export the file with a password",
+                f.name
+            ),
+        ));
+    }
+    problems
+}
+
+/// The usages, endpoint to path, first come first listed; each pin that is
+/// invalid or pinned twice is a problem.
+fn usages(
+    files: &[CertificateFile],
+    no_certificate_for: &[String],
+    problems: &mut Vec<Problem>,
+) -> Vec<(String, String)> {
     let mut usages: Vec<(String, String)> = Vec::new();
+    // Lower-cased endpoint -> who pinned it.
     let mut owner: BTreeMap<String, String> = BTreeMap::new();
-    let mut claim = |endpoint: &str, who: String, path: &str, problems: &mut Vec<Problem>| {
+    let mut claim = |endpoint: &str, who: String, path: &str| {
         if let Err(p) = check_pin(endpoint) {
             problems.push(Problem::new(p.reason, format!("{who}: {}", p.message)));
             return;
@@ -127,35 +162,13 @@ pub fn render(
     };
     for f in files {
         for pin in &f.pins {
-            claim(pin, f.name.clone(), &f.path, &mut problems);
+            claim(pin, f.name.clone(), &f.path);
         }
     }
     for endpoint in no_certificate_for {
-        claim(endpoint, "noCertificateFor".into(), "", &mut problems);
+        claim(endpoint, "noCertificateFor".into(), "");
     }
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    let usages = (!usages.is_empty()).then(|| {
-        let pairs: Vec<String> = usages
-            .iter()
-            .map(|(k, v)| format!("{}: {}", json_string(k), json_string(v)))
-            .collect();
-        format!("{{ {} }}", pairs.join(", "))
-    });
-    Ok(RuntimeSettings {
-        certificates: paths
-            .iter()
-            .map(|f| f.path.as_str())
-            .collect::<Vec<_>>()
-            .join(","),
-        passwords: paths
-            .iter()
-            .map(|f| f.password.as_str())
-            .collect::<Vec<_>>()
-            .join(","),
-        usages,
-    })
+    usages
 }
 
 fn json_string(s: &str) -> String {
@@ -209,85 +222,58 @@ mod tests {
 
     #[test]
     fn format_limits_are_refused_with_their_reasons() {
-        let codes = |files: &[CertificateFile], none: &[&str]| {
+        let f = CertificateFile::new;
+        // (files, noCertificateFor, the one reason expected)
+        let cases: [(Vec<CertificateFile>, &[&str], &str); 8] = [
+            (vec![f("a", "/c/a,b.pfx", "pw", &[])], &[], "comma-in-path"),
+            (
+                vec![f("a", "/c/a.pfx", "p,w", &[])],
+                &[],
+                "comma-in-password",
+            ),
+            (
+                vec![
+                    f("a", "/c/a.pfx", "pw", &[]),
+                    f("b", "/c/a.pfx", "other", &[]),
+                ],
+                &[],
+                "duplicate-path",
+            ),
+            (vec![f("a", "/c/a.pfx", "", &[])], &[], "empty-password"),
+            (
+                vec![f("a", "/c/a.pfx", "pw", &["x.example", "x.example"])],
+                &[],
+                "duplicate-pin",
+            ),
+            (
+                vec![
+                    f("a", "/c/a.pfx", "pw", &["x.example"]),
+                    f("b", "/c/b.pfx", "pw", &["X.example"]),
+                ],
+                &[],
+                "duplicate-pin",
+            ),
+            (
+                vec![f("a", "/c/a.pfx", "pw", &["M.S"])],
+                &["M.S"],
+                "duplicate-pin",
+            ),
+            (
+                vec![f("a", "/c/a.pfx", "pw", &["https://x.example/"])],
+                &[],
+                "invalid-pin",
+            ),
+        ];
+        for (files, none, expected) in cases {
             let none: Vec<String> = none.iter().map(|s| s.to_string()).collect();
-            let mut c: Vec<&str> = render(files, &none)
+            let codes: Vec<&str> = render(&files, &none)
                 .unwrap_err()
                 .iter()
                 .map(|p| p.reason.code())
                 .collect();
-            c.sort();
-            c
-        };
-        assert_eq!(
-            codes(&[CertificateFile::new("a", "/c/a,b.pfx", "pw", &[])], &[]),
-            ["comma-in-path"]
-        );
-        assert_eq!(
-            codes(&[CertificateFile::new("a", "/c/a.pfx", "p,w", &[])], &[]),
-            ["comma-in-password"]
-        );
-        assert_eq!(
-            codes(
-                &[
-                    CertificateFile::new("a", "/c/a.pfx", "pw", &[]),
-                    CertificateFile::new("b", "/c/a.pfx", "other", &[])
-                ],
-                &[]
-            ),
-            ["duplicate-path"]
-        );
-        assert_eq!(
-            codes(&[CertificateFile::new("a", "/c/a.pfx", "", &[])], &[]),
-            ["empty-password"]
-        );
-        assert_eq!(
-            codes(
-                &[CertificateFile::new(
-                    "a",
-                    "/c/a.pfx",
-                    "pw",
-                    &["x.example", "x.example"]
-                )],
-                &[]
-            ),
-            ["duplicate-pin"]
-        );
-        assert_eq!(
-            codes(
-                &[
-                    CertificateFile::new("a", "/c/a.pfx", "pw", &["x.example"]),
-                    CertificateFile::new("b", "/c/b.pfx", "pw", &["X.example"])
-                ],
-                &[]
-            ),
-            ["duplicate-pin"]
-        );
-        assert_eq!(
-            codes(
-                &[CertificateFile::new("a", "/c/a.pfx", "pw", &["M.S"])],
-                &["M.S"]
-            ),
-            ["duplicate-pin"]
-        );
-        assert_eq!(
-            codes(
-                &[CertificateFile::new(
-                    "a",
-                    "/c/a.pfx",
-                    "pw",
-                    &["https://x.example/"]
-                )],
-                &[]
-            ),
-            ["invalid-pin"]
-        );
-        let msg = &render(
-            &[CertificateFile::new("a", "/c/a.pfx", "top,secret", &[])],
-            &[],
-        )
-        .unwrap_err()[0]
-            .message;
+            assert_eq!(codes, [expected], "{files:?}");
+        }
+        let msg = &render(&[f("a", "/c/a.pfx", "top,secret", &[])], &[]).unwrap_err()[0].message;
         assert!(
             !msg.contains("top,secret"),
             "a message leaked the password: {msg}"

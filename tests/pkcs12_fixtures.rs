@@ -125,7 +125,10 @@ fn expiry_within_the_threshold_is_valid_with_a_warning() {
     let mut policy = Policy::at(d.facts.not_after - chrono::Duration::days(10));
     let warnings = pkcs12::judge(&d, &policy).unwrap();
     assert_eq!(warnings.len(), 1);
-    assert!(warnings[0].starts_with("expiring-soon"), "{warnings:?}");
+    assert!(
+        warnings[0].to_string().starts_with("expiring-soon: "),
+        "{warnings:?}"
+    );
     policy.warn_within = chrono::Duration::days(5);
     assert!(pkcs12::judge(&d, &policy).unwrap().is_empty());
     policy.now = d.facts.not_after + chrono::Duration::seconds(1);
@@ -162,7 +165,11 @@ fn jvm_refusals_name_the_cause_and_are_warnings_when_reencoding() {
         ..Policy::at(now())
     };
     let warnings = pkcs12::judge(&d, &lenient).unwrap();
-    assert!(warnings.iter().any(|w| w.contains("re-encoded")));
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.kind == pkcs12::WarningKind::ReEncodedForJvm)
+    );
     let d = pkcs12::decode_pkcs12(
         &fixture("openssl-rsa-nonascii-modern.p12"),
         "pässwörd-ключ-密码",

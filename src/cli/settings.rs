@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::validate::{Report, report};
 use super::{Output, UsageError, read_password};
 use crate::pkcs12::{self, Policy};
-use crate::settings::{CertificateFile, render};
+use crate::settings::{CertificateFile, RuntimeSettings, render};
 
 #[derive(Args, Debug, Default)]
 pub struct SettingsArgs {
@@ -264,33 +264,35 @@ pub fn run(args: SettingsArgs) -> Result<i32, UsageError> {
             };
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         }
-        Output::Text => {
-            for r in &reports {
-                match r.reason {
-                    None => eprintln!("{}: valid", r.file),
-                    Some(code) => eprintln!("{}: invalid ({code})", r.file),
-                }
-                if let Some(f) = &r.certificate {
-                    eprintln!("  {} (expires {})", f.subject, f.not_after.to_rfc3339());
-                }
-                for w in &r.warnings {
-                    eprintln!("  warning: {w}");
-                }
-            }
-            for p in &problems {
-                eprintln!("error ({}): {}", p.reason, p.message);
-            }
-            if let Some(s) = &settings {
-                eprintln!(
-                    "\nAdd these custom settings (App > Settings > Configuration > Custom):\n"
-                );
-                println!("ClientCertificates = {}", s.certificates);
-                println!("ClientCertificatePasswords = {}", s.passwords);
-                if let Some(u) = &s.usages {
-                    println!("ClientCertificateUsages = {u}");
-                }
-            }
-        }
+        Output::Text => print_text(&reports, &problems, settings.as_ref()),
     }
     Ok(if settings.is_some() { 0 } else { 1 })
+}
+
+/// The text output: reports and problems on stderr, the settings to paste
+/// on stdout.
+fn print_text(reports: &[Report], problems: &[ProblemOut], settings: Option<&RuntimeSettings>) {
+    for r in reports {
+        match r.reason {
+            None => eprintln!("{}: valid", r.file),
+            Some(code) => eprintln!("{}: invalid ({code})", r.file),
+        }
+        if let Some(f) = &r.certificate {
+            eprintln!("  {} (expires {})", f.subject, f.not_after.to_rfc3339());
+        }
+        for w in &r.warnings {
+            eprintln!("  warning: {w}");
+        }
+    }
+    for p in problems {
+        eprintln!("error ({}): {}", p.reason, p.message);
+    }
+    if let Some(s) = settings {
+        eprintln!("\nAdd these custom settings (App > Settings > Configuration > Custom):\n");
+        println!("ClientCertificates = {}", s.certificates);
+        println!("ClientCertificatePasswords = {}", s.passwords);
+        if let Some(u) = &s.usages {
+            println!("ClientCertificateUsages = {u}");
+        }
+    }
 }

@@ -53,7 +53,7 @@ pub fn report(
             valid: true,
             reason: None,
             message: "valid: the app runtime can load this certificate".into(),
-            warnings,
+            warnings: warnings.iter().map(ToString::to_string).collect(),
             certificate: facts,
         },
         Err(problem) => Report {

@@ -267,43 +267,10 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
             .debounce(Duration::from_millis(args.debounce_ms)),
     );
     let store = controller.store();
-    // Secrets and Deployments are watched as metadata only: certpin never
-    // holds Secret data it does not need, and a changed resourceVersion is
-    // all a trigger needs.
+    let secrets = secret_events(client, ns, ctx.clone());
+    let deployments = deployment_events(client, ns, ctx.clone());
     let secret_store = store.clone();
-    let seen = ctx.clone();
-    let secrets = watcher(api::<PartialObjectMeta<Secret>>(client, ns), list_config())
-        .backoff(triggers::watch_backoff())
-        .touched_objects()
-        .inspect(move |s| {
-            if let Ok(s) = s {
-                seen.marks.secrets.observe_object(s);
-            }
-        });
     let deployment_store = store.clone();
-    // A Deployment matters when its spec or annotations change or it goes,
-    // not on each status update of a rollout.
-    // Nor when the change is the echo of certpin's own wiring patch.
-    let echoes = ctx.clone();
-    let seen = ctx.clone();
-    let deployments = triggers::changed_or_deleted(
-        watcher(
-            api::<PartialObjectMeta<Deployment>>(client, ns),
-            list_config(),
-        )
-        .backoff(triggers::watch_backoff())
-        // Every event raises the read mark, the filtered ones included.
-        .inspect(move |e| {
-            if let Ok(
-                watcher::Event::Apply(d) | watcher::Event::InitApply(d) | watcher::Event::Delete(d),
-            ) = e
-            {
-                seen.marks.deployments.observe_object(d);
-            }
-        }),
-        triggers::spec_and_annotations,
-        move |key, value| echoes.own_writes.is_echo(key, value),
-    );
     info!(
         namespace = ns.unwrap_or("<all>"),
         "certpin controller starting"
@@ -332,6 +299,55 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
         namespace = ns.unwrap_or("<all>"),
         "certpin controller stopped"
     );
+}
+
+// Secrets and Deployments are watched as metadata only: certpin never
+// holds Secret data it does not need, and a changed resourceVersion is all
+// a trigger needs.
+
+fn secret_events(
+    client: &Client,
+    ns: Option<&str>,
+    ctx: Arc<Context>,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + use<> {
+    watcher(api::<PartialObjectMeta<Secret>>(client, ns), list_config())
+        .backoff(triggers::watch_backoff())
+        .touched_objects()
+        .inspect(move |s| {
+            if let Ok(s) = s {
+                ctx.marks.secrets.observe_object(s);
+            }
+        })
+}
+
+/// A Deployment matters when its spec or annotations change or it goes,
+/// not on each status update of a rollout, nor when the change is the echo
+/// of certpin's own wiring patch.
+fn deployment_events(
+    client: &Client,
+    ns: Option<&str>,
+    ctx: Arc<Context>,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<Deployment>, watcher::Error>> + Send + use<>
+{
+    let seen = ctx.clone();
+    triggers::changed_or_deleted(
+        watcher(
+            api::<PartialObjectMeta<Deployment>>(client, ns),
+            list_config(),
+        )
+        .backoff(triggers::watch_backoff())
+        // Every event raises the read mark, the filtered ones included.
+        .inspect(move |e| {
+            if let Ok(
+                watcher::Event::Apply(d) | watcher::Event::InitApply(d) | watcher::Event::Delete(d),
+            ) = e
+            {
+                seen.marks.deployments.observe_object(d);
+            }
+        }),
+        triggers::spec_and_annotations,
+        move |key, value| ctx.own_writes.is_echo(key, value),
+    )
 }
 
 /// Lists are consistent reads (the default), not `any_semantic`: after an

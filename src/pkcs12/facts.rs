@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use x509_parser::prelude::*;
 
 use super::keys;
-use super::reason::{Problem, Reason};
+use super::reason::{Problem, Reason, Warning, WarningKind};
 use super::scheme::Scheme;
 
 /// What a user needs to recognise a certificate. Contains no secret.
@@ -75,7 +75,7 @@ impl Facts {
         &self,
         now: DateTime<Utc>,
         warn_within: chrono::Duration,
-    ) -> Result<Option<String>, Problem> {
+    ) -> Result<Option<Warning>, Problem> {
         if now < self.not_before {
             return Err(Problem::new(
                 Reason::NotYetValid,
@@ -98,11 +98,14 @@ impl Facts {
         }
         let left = self.not_after - now;
         if left <= warn_within {
-            return Ok(Some(format!(
-                "expiring-soon: the certificate ({}) expires on {}, in {} days",
-                self.subject,
-                self.not_after.to_rfc3339(),
-                left.num_days()
+            return Ok(Some(Warning::new(
+                WarningKind::ExpiringSoon,
+                format!(
+                    "the certificate ({}) expires on {}, in {} days",
+                    self.subject,
+                    self.not_after.to_rfc3339(),
+                    left.num_days()
+                ),
             )));
         }
         Ok(None)

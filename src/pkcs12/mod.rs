@@ -14,7 +14,7 @@ pub use decode::{Decoded, MAX_INPUT, content_key, decode_pem, decode_pkcs12, pem
 pub use encode::{EncodeError, Encoded, Profile, encode, generate_password};
 pub use facts::{Facts, fingerprint};
 pub use keys::KeyKind;
-pub use reason::{Problem, Reason};
+pub use reason::{Problem, Reason, Warning, WarningKind};
 pub use scheme::{Encryption, Scheme, inspect};
 
 /// Default threshold for the "expires soon" warning.
@@ -43,7 +43,7 @@ impl Policy {
 }
 
 /// The verdict on an already decoded certificate: warnings when valid.
-pub fn judge(decoded: &Decoded, policy: &Policy) -> Result<Vec<String>, Problem> {
+pub fn judge(decoded: &Decoded, policy: &Policy) -> Result<Vec<Warning>, Problem> {
     let mut warnings = Vec::new();
     if !decoded.jvm_refusals.is_empty() {
         if policy.jvm_strict {
@@ -60,7 +60,7 @@ pub fn judge(decoded: &Decoded, policy: &Policy) -> Result<Vec<String>, Problem>
             decoded
                 .jvm_refusals
                 .iter()
-                .map(|r| format!("re-encoded for the JVM: {r}")),
+                .map(|r| Warning::new(WarningKind::ReEncodedForJvm, r.clone())),
         );
     }
     if let Some(w) = decoded
@@ -70,9 +70,10 @@ pub fn judge(decoded: &Decoded, policy: &Policy) -> Result<Vec<String>, Problem>
         warnings.push(w);
     }
     if decoded.key_kind == KeyKind::Ed25519 {
-        warnings.push(
-            "ed25519-key: Ed25519 client keys need Java 15 or newer in the app runtime".into(),
-        );
+        warnings.push(Warning::new(
+            WarningKind::Ed25519Key,
+            "Ed25519 client keys need Java 15 or newer in the app runtime",
+        ));
     }
     Ok(warnings)
 }

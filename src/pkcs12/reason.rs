@@ -146,3 +146,53 @@ mod tests {
         assert_eq!(Reason::JvmIncompatible.camel(), "JvmIncompatible");
     }
 }
+
+/// Why a valid certificate still deserves attention. The code leads the
+/// text on status rows (`expiring-soon: ...`), so readers can match it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WarningKind {
+    ExpiringSoon,
+    /// The file was re-encoded because the JVM would refuse it as it is.
+    ReEncodedForJvm,
+    Ed25519Key,
+    /// The password ended with a newline, which was ignored.
+    PasswordNewline,
+}
+
+impl WarningKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            WarningKind::ExpiringSoon => "expiring-soon",
+            WarningKind::ReEncodedForJvm => "re-encoded-for-jvm",
+            WarningKind::Ed25519Key => "ed25519-key",
+            WarningKind::PasswordNewline => "password-newline",
+        }
+    }
+
+    /// Whether a warning as written on a status row is of this kind.
+    pub fn is_in(self, text: &str) -> bool {
+        text.strip_prefix(self.code())
+            .is_some_and(|rest| rest.starts_with(':'))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub kind: WarningKind,
+    pub message: String,
+}
+
+impl Warning {
+    pub fn new(kind: WarningKind, message: impl Into<String>) -> Self {
+        Warning {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.code(), self.message)
+    }
+}

@@ -125,11 +125,7 @@ fn data_of(s: &Secret, key: &str) -> Option<ByteString> {
 
 /// The previous encoding, when it was made from the same inputs and is
 /// whole: each certificate's file (in order) with its password.
-fn reusable(
-    earlier: Earlier,
-    input_hash: &str,
-    count: usize,
-) -> Option<Vec<(String, ByteString, String)>> {
+fn reusable(earlier: Earlier, input_hash: &str, count: usize) -> Option<Vec<Encoded>> {
     let files = earlier.secret?;
     if annotation(files, ANN_INPUT_HASH).map(String::as_str) != Some(input_hash) {
         return None;
@@ -161,17 +157,7 @@ pub fn render_objects(
     let input_hash = input_hash(set, valid);
     let reuse = reusable(earlier, &input_hash, valid.len());
     let reused = reuse.is_some();
-    let mut encoded = Vec::with_capacity(valid.len());
-    for (i, c) in valid.iter().enumerate() {
-        match reuse.as_ref().and_then(|r| r.get(i)) {
-            Some((key, data, pw)) => encoded.push((key.clone(), data.clone(), pw.clone())),
-            None => {
-                let enc = pkcs12::encode(&c.decoded, &c.name, set.spec.profile)?;
-                let key = names::file_name(&c.name, &enc.pkcs12);
-                encoded.push((key, ByteString(enc.pkcs12), enc.password.to_string()));
-            }
-        }
-    }
+    let encoded = encode(set, valid, reuse)?;
     let mut files = BTreeMap::new();
     let mut keys = Vec::new();
     let mut paths = BTreeMap::new();
@@ -208,23 +194,7 @@ pub fn render_objects(
     let mut hashed = secret.clone();
     hashed.extend(files.clone());
     let config_hash = config_hash(&config_map, &hashed);
-    // Kept for running pods: what the earlier rendering used (on a reuse,
-    // what it kept itself).
-    let keep_key = if reused {
-        ANN_PREVIOUS_FILES
-    } else {
-        ANN_FILES
-    };
-    let retained = earlier
-        .secret
-        .map(|s| {
-            listed(s, keep_key)
-                .into_iter()
-                .filter(|k| !files.contains_key(k))
-                .filter_map(|k| Some((k.clone(), data_of(s, &k)?)))
-                .collect()
-        })
-        .unwrap_or_default();
+    let retained = retained(earlier, reused, &files);
     let rendered_at = earlier
         .secret
         .filter(|_| reused)
@@ -243,6 +213,53 @@ pub fn render_objects(
         config_hash,
         reused,
     })
+}
+
+type Encoded = (String, ByteString, String);
+
+/// Each certificate's file key, file and password: the earlier encoding's
+/// when it is reusable, a fresh one otherwise.
+fn encode(
+    set: &ClientCertificateSet,
+    valid: &[ValidCertificate],
+    reuse: Option<Vec<Encoded>>,
+) -> Result<Vec<Encoded>> {
+    let mut encoded = Vec::with_capacity(valid.len());
+    for (i, c) in valid.iter().enumerate() {
+        match reuse.as_ref().and_then(|r| r.get(i)) {
+            Some(e) => encoded.push(e.clone()),
+            None => {
+                let enc = pkcs12::encode(&c.decoded, &c.name, set.spec.profile)?;
+                let key = names::file_name(&c.name, &enc.pkcs12);
+                encoded.push((key, ByteString(enc.pkcs12), enc.password.to_string()));
+            }
+        }
+    }
+    Ok(encoded)
+}
+
+/// The files kept for running pods: what the earlier rendering used (on a
+/// reuse, what it kept itself), but for those this rendering has too.
+fn retained(
+    earlier: Earlier,
+    reused: bool,
+    files: &BTreeMap<String, ByteString>,
+) -> BTreeMap<String, ByteString> {
+    let keep_key = if reused {
+        ANN_PREVIOUS_FILES
+    } else {
+        ANN_FILES
+    };
+    earlier
+        .secret
+        .map(|s| {
+            listed(s, keep_key)
+                .into_iter()
+                .filter(|k| !files.contains_key(k))
+                .filter_map(|k| Some((k.clone(), data_of(s, &k)?)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn owner_reference(set: &ClientCertificateSet) -> Value {

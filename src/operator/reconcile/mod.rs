@@ -187,7 +187,7 @@ async fn publish(
     set: &ClientCertificateSet,
     ns: &str,
     derived: &status::Derived,
-    warnings: &[String],
+    warnings: &[(String, crate::pkcs12::Warning)],
 ) -> Result<()> {
     let old = set.status.clone().unwrap_or_default();
     record_metrics(ctx, set, ns, &old, &derived.status, &derived.ready);

@@ -14,6 +14,7 @@ use super::plan::Outcome;
 use super::validate::Validation;
 use crate::operator::context::{Context, MANAGER};
 use crate::operator::error::Result;
+use crate::pkcs12::{Warning, WarningKind};
 use crate::resource::{ClientCertificateSet, ClientCertificateSetStatus, WorkloadRecord};
 
 pub const READY: &str = "Ready";
@@ -150,7 +151,12 @@ pub fn derive(p: Pass) -> Derived {
         (Some(f), _) => Cond::new(READY, false, f.reason.clone(), f.message.clone()),
         (None, Some((reason, message))) => Cond::new(READY, false, reason, message),
         (None, None) if !v.warnings.is_empty() => {
-            Cond::new(READY, true, "ValidWithWarnings", v.warnings.join("; "))
+            let text: Vec<String> = v
+                .warnings
+                .iter()
+                .map(|(c, w)| format!("{c}: {w}"))
+                .collect();
+            Cond::new(READY, true, "ValidWithWarnings", text.join("; "))
         }
         (None, None) => Cond::new(
             READY,
@@ -302,7 +308,7 @@ pub fn events_due(
     old: &ClientCertificateSetStatus,
     new: &ClientCertificateSetStatus,
     ready: &Cond,
-    warnings: &[String],
+    warnings: &[(String, Warning)],
 ) -> Vec<EventSpec> {
     let mut due = Vec::new();
     let before = condition(Some(old), READY);
@@ -340,15 +346,16 @@ pub fn events_due(
         (None, Some(r)) => due.push(EventSpec::new(false, "Restarted", "Restart", r)),
         (None, None) => {}
     }
-    let expiring: Vec<&str> = warnings
+    let expiring: Vec<String> = warnings
         .iter()
-        .filter(|w| w.contains("expiring-soon"))
-        .map(String::as_str)
+        .filter(|(_, w)| w.kind == WarningKind::ExpiringSoon)
+        .map(|(c, w)| format!("{c}: {w}"))
         .collect();
-    let was_expiring = old
-        .certificates
-        .iter()
-        .any(|c| c.warnings.iter().any(|w| w.contains("expiring-soon")));
+    let was_expiring = old.certificates.iter().any(|c| {
+        c.warnings
+            .iter()
+            .any(|w| WarningKind::ExpiringSoon.is_in(w))
+    });
     if !expiring.is_empty() && !was_expiring {
         due.push(EventSpec::new(
             true,
@@ -490,7 +497,10 @@ mod tests {
     fn expiring_soon_is_announced_when_it_starts() {
         let old = with_ready("True", "Applied");
         let ready = Cond::new(READY, true, "ValidWithWarnings", "w");
-        let warnings = vec!["a: expiring-soon: in 3 days".to_string()];
+        let warnings = vec![(
+            "a".to_string(),
+            Warning::new(WarningKind::ExpiringSoon, "in 3 days"),
+        )];
         let due = events_due(&set(), &old, &old, &ready, &warnings);
         assert_eq!(reasons(&due), ["ExpiringSoon"]);
         assert!(due[0].warning);

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use super::dereference::{Inputs, Material};
 use super::names;
 use crate::operator::context::DecodeCache;
-use crate::pkcs12::{self, Decoded, Policy, Reason};
-use crate::resource::{CertificateStatus, ClientCertificateSet};
+use crate::pkcs12::{self, Decoded, Policy, Reason, Warning, WarningKind};
+use crate::resource::{CertificateSpec, CertificateStatus, ClientCertificateSet};
 use crate::settings::{CertificateFile, render};
 
 /// A certificate that passed.
@@ -36,7 +36,8 @@ pub struct Validation {
     /// All certificates, when every one passed and the settings can be rendered.
     pub valid: Option<Vec<ValidCertificate>>,
     pub failure: Option<Failure>,
-    pub warnings: Vec<String>,
+    /// Each valid certificate's warnings, by certificate name.
+    pub warnings: Vec<(String, Warning)>,
 }
 
 fn time(t: DateTime<Utc>) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
@@ -85,102 +86,133 @@ pub fn validate(
     };
     let mut rows = Vec::new();
     let mut valid = Vec::new();
-    let mut failure: Option<Failure> = None;
+    let mut failures = Vec::new();
     let mut warnings = Vec::new();
-    let fail = |failure: &mut Option<Failure>, reason: String, message: String, waiting: bool| {
-        if failure.is_none() {
-            *failure = Some(Failure {
-                reason,
-                message,
-                waiting,
-            });
+    for (spec, material) in set.spec.certificates.iter().zip(&inputs.materials) {
+        let (row, checked) = check(spec, material, cache, &policy);
+        rows.push(row);
+        match checked {
+            Ok((cert, w)) => {
+                warnings.extend(w.into_iter().map(|w| (spec.name.clone(), w)));
+                valid.push(cert);
+            }
+            Err(f) => failures.push(f),
+        }
+    }
+    failures.extend(pin_failures(set));
+    let failure = failures.into_iter().next();
+    let valid = (failure.is_none() && valid.len() == set.spec.certificates.len()).then_some(valid);
+    Validation {
+        rows,
+        valid,
+        failure,
+        warnings,
+    }
+}
+
+type Checked = Result<(ValidCertificate, Vec<Warning>), Failure>;
+
+/// One certificate: its status row, and the certificate with its warnings
+/// or why it is refused.
+fn check(
+    spec: &CertificateSpec,
+    material: &Material,
+    cache: &DecodeCache,
+    policy: &Policy,
+) -> (CertificateStatus, Checked) {
+    let (decoded, input_key) = match material {
+        Material::Missing { reason, message } => {
+            let row = CertificateStatus {
+                name: spec.name.clone(),
+                state: reason.to_string(),
+                message: Some(message.clone()),
+                ..Default::default()
+            };
+            let failure = Failure {
+                reason: reason.to_string(),
+                message: format!("{}: {message}", spec.name),
+                waiting: true,
+            };
+            return (row, Err(failure));
+        }
+        Material::Pkcs12 { data, password } => decode_pkcs12(cache, data, password),
+        Material::Pem { crt, key } => {
+            let (result, k) = cache.decode_pem(crt, key);
+            (result.map(|d| (d, None)), k)
         }
     };
-    for (spec, material) in set.spec.certificates.iter().zip(&inputs.materials) {
-        let (decoded, input_key) = match material {
-            Material::Missing { reason, message } => {
-                rows.push(CertificateStatus {
-                    name: spec.name.clone(),
-                    state: reason.to_string(),
-                    message: Some(message.clone()),
-                    ..Default::default()
-                });
-                fail(
-                    &mut failure,
-                    reason.to_string(),
-                    format!("{}: {message}", spec.name),
-                    true,
+    let judged = decoded.and_then(|(d, extra)| {
+        pkcs12::judge(&d, policy).map(|mut w| {
+            w.extend(extra);
+            (d, w)
+        })
+    });
+    match judged {
+        Ok((d, w)) => {
+            let mut row = row_with_facts(&spec.name, &d);
+            row.warnings = w.iter().map(Warning::to_string).collect();
+            let cert = ValidCertificate {
+                name: spec.name.clone(),
+                decoded: d,
+                input_key,
+                pins: spec.pin_to.clone(),
+            };
+            (row, Ok((cert, w)))
+        }
+        Err(problem) => {
+            let mut row = match material {
+                // Show what the certificate is even when it is refused
+                // (e.g. expired), when it could be decoded.
+                Material::Pkcs12 { data, password } => cache
+                    .decode_pkcs12(data, password)
+                    .0
+                    .map(|d| row_with_facts(&spec.name, &d))
+                    .unwrap_or_default(),
+                _ => CertificateStatus::default(),
+            };
+            row.name = spec.name.clone();
+            row.path = None;
+            row.state = problem.reason.code().to_string();
+            row.message = Some(problem.message.clone());
+            let failure = Failure {
+                reason: problem.reason.camel(),
+                message: format!("{}: {}", spec.name, problem.message),
+                waiting: false,
+            };
+            (row, Err(failure))
+        }
+    }
+}
+
+type Decoding = (
+    Result<(Arc<Decoded>, Option<Warning>), pkcs12::Problem>,
+    [u8; 32],
+);
+
+/// Decodes a PKCS12 file; a password that only fails for a trailing
+/// newline (`echo pw > file; kubectl create secret --from-file`) is
+/// accepted without it, with a warning.
+fn decode_pkcs12(cache: &DecodeCache, data: &[u8], password: &str) -> Decoding {
+    let (result, key) = cache.decode_pkcs12(data, password);
+    if matches!(&result, Err(p) if p.reason == Reason::WrongPassword) {
+        let trimmed = password.trim_end_matches(['\n', '\r']);
+        if trimmed.len() != password.len() {
+            let (retry, retry_key) = cache.decode_pkcs12(data, trimmed);
+            if let Ok(d) = retry {
+                let w = Warning::new(
+                    WarningKind::PasswordNewline,
+                    "the password in the Secret ends with a newline, which certpin ignored",
                 );
-                continue;
-            }
-            Material::Pkcs12 { data, password } => {
-                let (mut result, mut key) = cache.decode_pkcs12(data, password);
-                let mut extra = None;
-                // `echo pw > file; kubectl create secret --from-file` leaves a
-                // newline: accept it, but say so.
-                if matches!(&result, Err(p) if p.reason == Reason::WrongPassword) {
-                    let trimmed = password.trim_end_matches(['\n', '\r']);
-                    if trimmed.len() != password.len() {
-                        let (retry, retry_key) = cache.decode_pkcs12(data, trimmed);
-                        if retry.is_ok() {
-                            result = retry;
-                            key = retry_key;
-                            extra = Some("password-newline: the password in the Secret ends with a newline, which certpin ignored".to_string());
-                        }
-                    }
-                }
-                (result.map(|d| (d, extra)), key)
-            }
-            Material::Pem { crt, key } => {
-                let (result, k) = cache.decode_pem(crt, key);
-                (result.map(|d| (d, None)), k)
-            }
-        };
-        match decoded.and_then(|(d, extra)| {
-            pkcs12::judge(&d, &policy).map(|mut w| {
-                w.extend(extra);
-                (d, w)
-            })
-        }) {
-            Ok((d, w)) => {
-                let mut row = row_with_facts(&spec.name, &d);
-                warnings.extend(w.iter().map(|w| format!("{}: {w}", spec.name)));
-                row.warnings = w;
-                rows.push(row);
-                valid.push(ValidCertificate {
-                    name: spec.name.clone(),
-                    decoded: d,
-                    input_key,
-                    pins: spec.pin_to.clone(),
-                });
-            }
-            Err(problem) => {
-                let mut row = match material {
-                    // Show what the certificate is even when it is refused
-                    // (e.g. expired), when it could be decoded.
-                    Material::Pkcs12 { data, password } => cache
-                        .decode_pkcs12(data, password)
-                        .0
-                        .map(|d| row_with_facts(&spec.name, &d))
-                        .unwrap_or_default(),
-                    _ => CertificateStatus::default(),
-                };
-                row.name = spec.name.clone();
-                row.path = None;
-                row.state = problem.reason.code().to_string();
-                row.message = Some(problem.message.clone());
-                rows.push(row);
-                fail(
-                    &mut failure,
-                    problem.reason.camel(),
-                    format!("{}: {}", spec.name, problem.message),
-                    false,
-                );
+                return (Ok((d, Some(w))), retry_key);
             }
         }
     }
-    // The pins and names must render: check with placeholder passwords (the
-    // real ones are generated, ASCII alphanumerics).
+    (result.map(|d| (d, None)), key)
+}
+
+/// The pins and names must render: checked with placeholder passwords (the
+/// real ones are generated, ASCII alphanumerics).
+fn pin_failures(set: &ClientCertificateSet) -> Vec<Failure> {
     let files: Vec<CertificateFile> = set
         .spec
         .certificates
@@ -193,16 +225,15 @@ pub fn validate(
             pins: c.pin_to.clone(),
         })
         .collect();
-    if let Err(problems) = render(&files, &set.spec.no_certificate_for) {
-        for p in &problems {
-            fail(&mut failure, p.reason.camel(), p.message.clone(), false);
-        }
-    }
-    let valid = (failure.is_none() && valid.len() == set.spec.certificates.len()).then_some(valid);
-    Validation {
-        rows,
-        valid,
-        failure,
-        warnings,
+    match render(&files, &set.spec.no_certificate_for) {
+        Ok(_) => Vec::new(),
+        Err(problems) => problems
+            .into_iter()
+            .map(|p| Failure {
+                reason: p.reason.camel(),
+                message: p.message,
+                waiting: false,
+            })
+            .collect(),
     }
 }
