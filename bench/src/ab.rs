@@ -115,7 +115,7 @@ fn means(runs: &[Run], binary: &str) -> Means {
 }
 
 /// CPU seconds of the test bed's API server and etcd, when found.
-fn control_plane() -> (Option<u32>, Option<u32>) {
+pub fn control_plane() -> (Option<u32>, Option<u32>) {
     let name = std::env::var("CERTPIN_TESTBED_NAME").unwrap_or_else(|_| "certpin-bench".into());
     let marker = format!("clusters/{name}/");
     (
@@ -124,7 +124,7 @@ fn control_plane() -> (Option<u32>, Option<u32>) {
     )
 }
 
-fn cpu_of(pid: Option<u32>) -> Option<f64> {
+pub fn cpu_of(pid: Option<u32>) -> Option<f64> {
     pid.and_then(|p| cpu_seconds(p).ok())
 }
 

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
+use certpin::resource::ClientCertificateSet;
 use certpin::testing::build::{self, Rendered};
 use certpin::testing::names;
-use certpin::resource::ClientCertificateSet;
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;

@@ -10,6 +10,7 @@ mod floor;
 mod pool;
 mod procs;
 mod stats;
+mod workarounds;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -49,6 +50,9 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         concurrency: u16,
     },
+    /// Re-measures what two of certpin's workarounds buy (TCP_NODELAY,
+    /// reads at a resourceVersion), each against the same requests without.
+    Workarounds(workarounds::Args),
     /// Creates N sets (as `run` does) and unrelated Secrets, and leaves them,
     /// for footprint experiments with a certpin started by hand.
     Populate {
@@ -117,6 +121,7 @@ fn main() -> Result<()> {
                 noise,
                 cache,
             } => populate(&namespace, sets, noise, &cache).await,
+            Command::Workarounds(args) => workarounds::run(args).await,
         }
     })
 }

@@ -1,11 +1,14 @@
 //! The room for workarounds: code that exists because kube-rs, glibc or an
 //! older Kubernetes lacks something, not because certpin's domain needs it.
 //! Each module says what upstream change deletes it and what was measured
-//! to keep it; `certpin-bench workarounds` re-measures the first two.
+//! to keep it; `certpin-bench workarounds` re-measures TCP_NODELAY and the
+//! reads at a mark.
 //!
-//! - [`client`]: kube's client builder with TCP_NODELAY, and a retry policy
-//!   that leaves a 504 on a versioned GET to the caller. Delete when kube's
-//!   `ClientBuilder` sets TCP_NODELAY (and lets a policy skip one status).
+//! - [`client`]: kube's client stack with a retry policy that leaves a 504
+//!   on a versioned GET to the caller (needed by `freshness`). Delete with
+//!   `freshness`, or when kube's retry policy can skip one status. (Its
+//!   copy of kube's builder for TCP_NODELAY is deleted: re-measured with
+//!   kube 5.0, no difference.)
 //! - [`freshness`]: reads from the API server's watch cache at the newest
 //!   resourceVersion certpin has seen. Delete when kube-runtime offers
 //!   consistent reads from a reflector (or the read-your-writes of

@@ -6,6 +6,11 @@
 //! restart this stalled certpin's watches for minutes (connections were
 //! opened and then not polled until the server gave up on their TLS
 //! handshake). Polling again on a short tick bounds such a stall to the tick.
+//!
+//! Checked 2026-11-30: kube-runtime 5.0's `SplitCase::poll_next` still
+//! returns `Pending` for the other half's item without waking it. Delete
+//! when it does (then tests/control_plane_restart.rs shows whether the
+//! watches still stall).
 
 use std::time::Duration;
 
