@@ -108,19 +108,6 @@ async fn apply(ns: &TestNamespace, step: &Step) {
     }
 }
 
-fn not_ready_with(reason: &'static str) -> impl Fn(Option<&ClientCertificateSet>) -> bool {
-    move |s| {
-        let Some(s) = s else { return false };
-        s.status.as_ref().is_some_and(|st| {
-            st.observed_generation == s.metadata.generation
-                && st
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == reason)
-        })
-    }
-}
-
 #[tokio::test]
 async fn every_bad_input_is_named_and_changes_nothing_that_runs() {
     let ns = TestNamespace::new("bad-input").await;

@@ -109,19 +109,7 @@ async fn api_server_etcd_and_whole_control_plane_restarts_converge() {
         client: client.clone(),
     };
     install_crd(&ns.client).await;
-    put_secret(
-        &ns,
-        "cert",
-        &[
-            (
-                "certificate.pfx",
-                &fixture("pkcs12/openssl-ec256-modern.p12"),
-            ),
-            ("password", b"changeit"),
-        ],
-        None,
-    )
-    .await;
+    put_cert_secret(&ns).await;
     create_deployment(&ns, &deployment("app", 2, &["mendix"])).await;
     // Without leader election: a leader that cannot renew its Lease during
     // the outage exits by design (its pod would be restarted); this test is

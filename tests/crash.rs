@@ -168,19 +168,7 @@ async fn app_and_set(
     ClientCertificateSet,
 ) {
     install_crd(&ns.client).await;
-    put_secret(
-        ns,
-        "cert",
-        &[
-            (
-                "certificate.pfx",
-                &fixture("pkcs12/openssl-ec256-modern.p12"),
-            ),
-            ("password", b"changeit"),
-        ],
-        None,
-    )
-    .await;
+    put_cert_secret(ns).await;
     create_deployment(ns, &deployment("app", 2, &["mendix"])).await;
     let deployments: Api<Deployment> = ns.api();
     wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;

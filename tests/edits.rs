@@ -33,19 +33,7 @@ fn set(name: &str, spec: Value) -> ClientCertificateSet {
 async fn namespace(prefix: &str) -> TestNamespace {
     let ns = TestNamespace::new(prefix).await;
     install_crd(&ns.client).await;
-    put_secret(
-        &ns,
-        "cert",
-        &[
-            (
-                "certificate.pfx",
-                &fixture("pkcs12/openssl-ec256-modern.p12"),
-            ),
-            ("password", b"changeit"),
-        ],
-        None,
-    )
-    .await;
+    put_cert_secret(&ns).await;
     ns
 }
 
@@ -97,22 +85,6 @@ fn wired(container: &Container) -> bool {
             .iter()
             .flatten()
             .any(|m| m.name == "certpin-client-certificates")
-}
-
-fn condition(
-    reason: &'static str,
-    status: &'static str,
-) -> impl Fn(Option<&ClientCertificateSet>) -> bool {
-    move |s| {
-        let Some(s) = s else { return false };
-        s.status.as_ref().is_some_and(|st| {
-            st.observed_generation == s.metadata.generation
-                && st
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.reason == reason && c.status == status)
-        })
-    }
 }
 
 async fn patch_set(sets: &Api<ClientCertificateSet>, name: &str, patch: Value) {
@@ -246,17 +218,7 @@ async fn edit_during_stop_start(
         "app",
         T,
         "app back at 3 without a record",
-        |d: Option<&Deployment>| {
-            d.is_some_and(|d| {
-                d.spec.as_ref().and_then(|s| s.replicas) == Some(3)
-                    && !d
-                        .metadata
-                        .annotations
-                        .clone()
-                        .unwrap_or_default()
-                        .contains_key("certpin.dev/stop-start")
-            })
-        },
+        started_without_record(3),
     )
     .await;
     wait_until(&deployments, "app", T, "app rolled out", rollout_complete()).await;
@@ -391,7 +353,7 @@ async fn two_sets_created_together_one_wins_and_a_copied_claim_is_no_conflict() 
     let (a, b) = futures::join!(sets.create(&pp, &set_a), sets.create(&pp, &set_b));
     a.unwrap();
     b.unwrap();
-    let settled = |s: Option<&ClientCertificateSet>| ready(s) || condition("Conflict", "False")(s);
+    let settled = |s: Option<&ClientCertificateSet>| ready(s) || not_ready_with("Conflict")(s);
     let a = wait_until(&sets, "a", T, "a settled", settled).await;
     let b = wait_until(&sets, "b", T, "b settled", settled).await;
     assert_ne!(ready(Some(&a)), ready(Some(&b)), "exactly one set is Ready");
@@ -484,7 +446,7 @@ async fn collisions_with_the_apps_own_template_are_refused_untouched_and_deletab
         "m",
         T,
         "MountPathInUse",
-        condition("MountPathInUse", "False"),
+        not_ready_with("MountPathInUse"),
     )
     .await;
     let msg = &m.status.unwrap().conditions[0].message;
@@ -494,7 +456,7 @@ async fn collisions_with_the_apps_own_template_are_refused_untouched_and_deletab
         "l",
         T,
         "SettingSetByApp",
-        condition("SettingSetByApp", "False"),
+        not_ready_with("SettingSetByApp"),
     )
     .await;
     wait_event(&ns, "l", "SettingSetByApp").await;
@@ -600,7 +562,7 @@ async fn a_write_the_api_server_refuses_is_on_status_with_its_message() {
         "s",
         T,
         "Forbidden on status",
-        condition("Forbidden", "False"),
+        not_ready_with("Forbidden"),
     )
     .await;
     let message = &s.status.unwrap().conditions[0].message;

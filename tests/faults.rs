@@ -93,16 +93,7 @@ async fn back_to_recorded_replicas(deployments: &Api<Deployment>) -> Deployment 
         "app",
         T,
         "back to 3 replicas, record cleared",
-        |d: Option<&Deployment>| {
-            d.is_some_and(|d| {
-                d.spec.as_ref().and_then(|s| s.replicas) == Some(3)
-                    && !d
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .is_some_and(|a| a.contains_key("certpin.dev/stop-start"))
-            })
-        },
+        started_without_record(3),
     )
     .await
 }

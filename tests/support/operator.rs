@@ -277,6 +277,53 @@ pub fn http_get(url: &str) -> String {
     body
 }
 
+/// Not Ready for its current generation, for `reason`.
+pub fn not_ready_with(
+    reason: &'static str,
+) -> impl Fn(Option<&certpin::resource::ClientCertificateSet>) -> bool {
+    move |s| {
+        let Some(s) = s else { return false };
+        s.status.as_ref().is_some_and(|st| {
+            st.observed_generation == s.metadata.generation
+                && st
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == reason)
+        })
+    }
+}
+
+/// The Deployment runs `replicas` with no StopStart record left.
+pub fn started_without_record(replicas: i32) -> impl Fn(Option<&Deployment>) -> bool {
+    move |d| {
+        d.is_some_and(|d| {
+            d.spec.as_ref().and_then(|s| s.replicas) == Some(replicas)
+                && !d
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key("certpin.dev/stop-start"))
+        })
+    }
+}
+
+/// The Secret `cert`: an OpenSSL 3 PKCS12 (EC P-256) and its password.
+pub async fn put_cert_secret(ns: &TestNamespace) {
+    put_secret(
+        ns,
+        "cert",
+        &[
+            (
+                "certificate.pfx",
+                &fixture("pkcs12/openssl-ec256-modern.p12"),
+            ),
+            ("password", b"changeit"),
+        ],
+        None,
+    )
+    .await;
+}
+
 /// The set is Ready for its current generation.
 pub fn ready(s: Option<&certpin::resource::ClientCertificateSet>) -> bool {
     let Some(s) = s else { return false };
