@@ -75,6 +75,14 @@ pub async fn unwire_deployment(ctx: &Context, ns: &str, name: &str) -> Result<()
             Ok(())
         }
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        // An apply to an object that is gone is a create, refused as
+        // invalid (no spec) or forbidden: then there is nothing to unwire.
+        Err(kube::Error::Api(e)) if matches!(e.code, 403 | 422) => {
+            match api.get_metadata_opt(name).await? {
+                None => Ok(()),
+                Some(_) => Err(kube::Error::Api(e).into()),
+            }
+        }
         Err(e) => Err(e.into()),
     }
 }

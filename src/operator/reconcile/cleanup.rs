@@ -40,7 +40,8 @@ pub async fn cleanup(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> Res
                 "could not remove certpin's wiring from Deployment {name:?}; remove it by hand: {}",
                 refusal.message
             );
-            event(ctx, set, EventSpec::warning("UnwireFailed", "Unwire", note)).await;
+            let e = EventSpec::warning("UnwireFailed", "Unwire", note).about(&name);
+            event(ctx, set, e).await;
         }
     }
     ctx.metrics.set_expiries(ns, set_name(set), &[]);

@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use zeroize::Zeroizing;
 
+use super::build::Earlier;
 use super::names;
 use crate::operator::context::Context;
 use crate::operator::error::Result;
@@ -35,19 +37,52 @@ pub enum Material {
 pub struct Inputs {
     pub materials: Vec<Material>,
     pub deployment: Option<Deployment>,
-    /// What certpin rendered before, or `None` when it was not read: a set
-    /// that certpin never wrote a status for has rendered nothing that runs,
-    /// unless its Deployment says otherwise (see [`previous_needed`]).
-    pub previous: Option<Previous>,
+    /// The objects under the rendered names, certpin's or not.
+    pub previous: Previous,
 }
 
-/// The rendered objects as they are in the cluster.
+/// The objects under the rendered names, as they are in the cluster.
 #[derive(Default)]
 pub struct Previous {
-    /// The Secret certpin rendered before, if any (to reuse its encoding).
+    /// The Secret there, if any (certpin's: to reuse its encoding).
     pub secret: Option<Secret>,
-    /// The ConfigMap certpin rendered before, if any (to skip an unchanged write).
+    /// The ConfigMap there, if any (certpin's: to skip an unchanged write).
     pub config_map: Option<ConfigMap>,
+}
+
+impl Previous {
+    /// Those of the objects that this set made (its uid as controlling
+    /// owner), and a description of each that it did not: certpin writes
+    /// only to objects it created, so another's object under a rendered
+    /// name stops the set instead of being taken over.
+    pub fn split(
+        &self,
+        set: &ClientCertificateSet,
+    ) -> (Earlier<'_>, Option<&ConfigMap>, Vec<String>) {
+        let uid = set.metadata.uid.as_deref();
+        let ours = |m: &ObjectMeta| {
+            m.owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
+        };
+        let mut foreign = Vec::new();
+        let secret = self.secret.as_ref().filter(|s| {
+            let mine = ours(&s.metadata);
+            if !mine {
+                foreign.push(format!("Secret {:?}", names::rendered(set)));
+            }
+            mine
+        });
+        let config_map = self.config_map.as_ref().filter(|c| {
+            let mine = ours(&c.metadata);
+            if !mine {
+                foreign.push(format!("ConfigMap {:?}", names::rendered(set)));
+            }
+            mine
+        });
+        (Earlier { secret }, config_map, foreign)
+    }
 }
 
 /// Reads the objects certpin renders for `set`.
@@ -60,15 +95,6 @@ pub async fn previous(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Re
         freshness::get_opt(&config_maps, &name, &ctx.marks.config_maps),
     )?;
     Ok(Previous { secret, config_map })
-}
-
-/// Whether a pass of a set with no status yet must still read what was
-/// rendered before: only when its Deployment is wired by this set (a pass
-/// that wired it and then failed to write the status), whose pods use those
-/// passwords. Otherwise nothing running uses the rendered objects, and a new
-/// set saves two reads (the 404s of objects that do not exist yet).
-pub fn previous_needed(set: &ClientCertificateSet, d: &Deployment) -> bool {
-    super::workload::claimed_by(set, d)
 }
 
 /// Whether workloads other than those the records name may carry this
@@ -155,14 +181,9 @@ pub async fn dereference(ctx: &Context, set: &ClientCertificateSet, ns: &str) ->
             Ok::<_, kube::Error>((name.to_string(), found))
         }
     }));
-    // Once certpin has written a status, it may have rendered: read that at
-    // once with the rest.
-    let prior = async {
-        match set.status {
-            Some(_) => previous(ctx, set, ns).await.map(Some),
-            None => Ok(None),
-        }
-    };
+    // What is under the rendered names, read at once with the rest: a new
+    // set must not take over an object someone else made.
+    let prior = previous(ctx, set, ns);
     let deployment = freshness::get_opt(&deployments, &set.spec.app.deployment, &marks.deployments);
     let (referenced, deployment, previous) = futures::try_join!(
         async { Ok(referenced.await?) },
@@ -272,32 +293,4 @@ async fn material(
         data,
         password: Zeroizing::new(password),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::previous_needed;
-    use crate::resource::ClientCertificateSet;
-    use k8s_openapi::api::apps::v1::Deployment;
-    use serde_json::json;
-
-    #[test]
-    fn the_rendering_is_needed_only_when_this_set_wired_the_deployment() {
-        let set: ClientCertificateSet = serde_json::from_value(json!({
-            "apiVersion": "certpin.dev/v1alpha1", "kind": "ClientCertificateSet",
-            "metadata": {"name": "s", "namespace": "n", "uid": "s"},
-            "spec": {"app": {"deployment": "app"}, "certificates": []}
-        }))
-        .unwrap();
-        let wired_by = |owner: Option<&str>| -> Deployment {
-            let mut d = json!({"metadata": {"name": "app"}});
-            if let Some(o) = owner {
-                d["metadata"]["labels"] = json!({"certpin.dev/set-uid": o});
-            }
-            serde_json::from_value(d).unwrap()
-        };
-        assert!(previous_needed(&set, &wired_by(Some("s"))));
-        assert!(!previous_needed(&set, &wired_by(Some("other"))));
-        assert!(!previous_needed(&set, &wired_by(None)));
-    }
 }

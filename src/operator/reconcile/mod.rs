@@ -15,6 +15,9 @@ mod status;
 mod validate;
 mod workload;
 
+#[cfg(test)]
+mod scenarios;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,13 +101,15 @@ async fn reconcile_set(
         dereference::claimed_elsewhere(ctx, set, ns, dereference::sweep_needed(set)),
     )?;
     let rendering = match (&validation.valid, target) {
-        (Some(valid), Some(d)) => Some(render(ctx, set, ns, valid, &inputs, d).await?),
+        (Some(valid), Some(_)) => Some(render(set, ns, valid, &inputs)?),
         _ => None,
     };
+    let (_, _, foreign) = inputs.previous.split(set);
     let live = plan::Live {
         target,
         claimant: claimant.as_ref(),
         others: &others,
+        foreign: &foreign,
     };
     let plan = plan::plan(set, ns, rendering.as_ref().map(|(r, _)| r), &live);
     let writes = rendering.as_ref().map(|(_, w)| w);
@@ -151,33 +156,17 @@ async fn reconcile_set(
 
 /// Builds the rendered objects (reusing the previous encoding of unchanged
 /// input) and which of them need writing.
-async fn render(
-    ctx: &Context,
+fn render(
     set: &ClientCertificateSet,
     ns: &str,
     valid: &[validate::ValidCertificate],
     inputs: &dereference::Inputs,
-    d: &Deployment,
 ) -> Result<(build::Rendered, execute::RenderedWrites)> {
-    let read_now;
-    let prior = match &inputs.previous {
-        Some(p) => p,
-        None => {
-            read_now = if dereference::previous_needed(set, d) {
-                dereference::previous(ctx, set, ns).await?
-            } else {
-                dereference::Previous::default()
-            };
-            &read_now
-        }
-    };
     // Second precision, as pod creation timestamps have.
     let stamp = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let earlier = build::Earlier {
-        secret: prior.secret.as_ref(),
-    };
+    let (earlier, config_map, _) = inputs.previous.split(set);
     let rendered = build::render_objects(set, valid, earlier, &stamp)?;
-    let writes = build::writes(set, ns, &rendered, prior.config_map.as_ref(), earlier);
+    let writes = build::writes(set, ns, &rendered, config_map, earlier);
     Ok((rendered, writes))
 }
 

@@ -24,6 +24,8 @@ pub enum Why {
     MountPathInUse,
     VolumeNameInUse,
     SettingSetByApp,
+    /// An object certpin did not make has a rendered name.
+    RenderedNameInUse,
     /// The API server refused a write: 403.
     Forbidden,
     /// 422 (or 400): the written object would be invalid.
@@ -46,6 +48,7 @@ impl Why {
             Why::MountPathInUse => "MountPathInUse",
             Why::VolumeNameInUse => "VolumeNameInUse",
             Why::SettingSetByApp => "SettingSetByApp",
+            Why::RenderedNameInUse => "RenderedNameInUse",
             Why::Forbidden => "Forbidden",
             Why::Invalid => "WriteInvalid",
             Why::TooLarge => "TooLarge",
@@ -62,7 +65,8 @@ impl Why {
         use std::time::Duration;
         match self {
             Why::WriteConflict => Some(Duration::from_secs(1)),
-            Why::DeploymentNotFound => Some(Duration::from_secs(30)),
+            // Nothing certpin watches tells when the other object goes.
+            Why::DeploymentNotFound | Why::RenderedNameInUse => Some(Duration::from_secs(30)),
             Why::Forbidden | Why::Invalid | Why::TooLarge | Why::WriteRefused => {
                 Some(Duration::from_secs(60))
             }
@@ -139,6 +143,8 @@ pub struct Live<'a> {
     pub claimant: Option<&'a ClientCertificateSet>,
     /// Other workloads that carry this set's claim.
     pub others: &'a [Deployment],
+    /// Objects under the rendered names that this set did not make.
+    pub foreign: &'a [String],
 }
 
 /// The plan of one pass. `rendered` is `None` when the input is invalid.
@@ -194,6 +200,14 @@ fn target(
         && workload::claim_in_force(&claim, live.claimant, d)
     {
         return refuse(Why::Conflict, conflict_message(name, &claim), None);
+    }
+    if !live.foreign.is_empty() {
+        let message = format!(
+            "{} already exists and was not made by this set; certpin does not take over \
+             another's object: rename or delete it, or rename the set",
+            live.foreign.join(" and ")
+        );
+        return refuse(Why::RenderedNameInUse, message, restore);
     }
     let Some(r) = rendered else {
         let message = match &set.status.as_ref().and_then(|s| s.applied_hash.clone()) {
@@ -300,29 +314,25 @@ pub fn records(
     outcome: &Outcome,
     target: Option<&Deployment>,
 ) -> Vec<WorkloadRecord> {
-    let released: BTreeSet<&str> = match outcome {
-        Outcome::Wired { .. } => plan.release.iter().map(|r| r.name.as_str()).collect(),
-        _ => BTreeSet::new(),
-    };
-    let mut out: Vec<WorkloadRecord> = old
+    // Workloads that still carry the claim (the plan releases them) stay
+    // recorded until they are unwired; one that is gone, or lost the claim
+    // by other hands, is no longer certpin's to track.
+    let wired = matches!(outcome, Outcome::Wired { .. });
+    let mut out: Vec<WorkloadRecord> = plan
+        .release
         .iter()
-        .filter(|r| !released.contains(r.name.as_str()))
-        .filter(|r| r.name != set.spec.app.deployment)
-        .cloned()
-        .collect();
-    // Released ones the records did not know of (found by their claim) are
-    // gone; those not yet unwired stay recorded.
-    if !matches!(outcome, Outcome::Wired { .. }) {
-        for r in &plan.release {
-            if !out.iter().any(|o| o.name == r.name) {
-                out.push(WorkloadRecord {
+        .filter(|_| !wired)
+        .map(|r| {
+            old.iter()
+                .find(|o| o.name == r.name)
+                .cloned()
+                .unwrap_or_else(|| WorkloadRecord {
                     kind: "Deployment".into(),
                     name: r.name.clone(),
                     ..Default::default()
-                });
-            }
-        }
-    }
+                })
+        })
+        .collect();
     let previous = old.iter().find(|r| r.name == set.spec.app.deployment);
     let touched = match (outcome, &plan.target) {
         (Outcome::Wired { .. }, Target::Wire(w)) => Some(WorkloadRecord {
@@ -339,7 +349,7 @@ pub fn records(
             uid: target.and_then(|d| d.metadata.uid.clone()),
             ..Default::default()
         })),
-        _ => previous.cloned(),
+        _ => previous.cloned().filter(|_| target.is_some()),
     };
     out.extend(touched);
     out.sort_by(|a, b| a.name.cmp(&b.name));

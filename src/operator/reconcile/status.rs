@@ -283,6 +283,8 @@ pub struct EventSpec {
     pub reason: String,
     pub action: &'static str,
     pub note: String,
+    /// The workload the Event is about, when not the set's target.
+    pub workload: Option<String>,
 }
 
 impl EventSpec {
@@ -296,9 +298,20 @@ impl EventSpec {
             reason: reason.into(),
             action,
             note,
+            workload: None,
         }
     }
+
+    /// About `workload` rather than the set's target.
+    pub fn about(mut self, workload: &str) -> Self {
+        self.workload = Some(workload.to_string());
+        self
+    }
 }
+
+/// Not Ready for a reason that is a step of normal work, not a failure:
+/// a Normal Event, not a Warning.
+const IN_PROGRESS: [&str; 1] = ["StopStartInProgress"];
 
 /// The Events a pass owes, from the status before and after it: one per
 /// transition (a new failure reason, a new applied hash, a new restart, the
@@ -315,10 +328,12 @@ pub fn events_due(
     let changed =
         before.is_none_or(|b| b.reason != ready.reason || (b.status == "True") != ready.ok);
     if changed && !ready.ok {
+        let progress = IN_PROGRESS.contains(&ready.reason.as_str());
+        let action = if progress { "Restart" } else { "Validate" };
         due.push(EventSpec::new(
-            true,
+            !progress,
             &ready.reason,
-            "Validate",
+            action,
             ready.message.clone(),
         ));
     }
@@ -375,7 +390,10 @@ pub async fn event(ctx: &Context, set: &ClientCertificateSet, e: EventSpec) {
     let related = ObjectReference {
         api_version: Some("apps/v1".into()),
         kind: Some("Deployment".into()),
-        name: Some(set.spec.app.deployment.clone()),
+        name: Some(
+            e.workload
+                .unwrap_or_else(|| set.spec.app.deployment.clone()),
+        ),
         namespace: regarding.namespace.clone(),
         ..Default::default()
     };

@@ -72,6 +72,7 @@ fn plan_of(set: &ClientCertificateSet, target: Option<&Deployment>, others: &[De
             target,
             claimant: None,
             others,
+            foreign: &[],
         },
     )
 }
@@ -132,6 +133,7 @@ fn invalid_input_during_a_stop_still_ends_the_stop() {
             target: Some(&d),
             claimant: None,
             others: &[],
+            foreign: &[],
         },
     );
     match p.target {
@@ -221,6 +223,7 @@ fn a_claim_in_force_is_a_conflict_a_copied_one_is_taken_conditionally() {
         target: Some(&claimed),
         claimant,
         others: &[],
+        foreign: &[],
     };
     let p = plan(&s, "n", Some(&r), &live(Some(&other)));
     assert!(
@@ -270,4 +273,35 @@ fn records_follow_the_outcome() {
     let stopping = records(&[], &s, &p, &Outcome::Stopping { pods: 1 }, Some(&new));
     let names: Vec<&str> = stopping.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["new", "old"]);
+}
+
+#[test]
+fn an_object_of_anothers_under_a_rendered_name_is_refused_and_a_stop_still_ends() {
+    let s = set("app", "StopStart", &[], Value::Null);
+    let d = deployment("app", 0, ours(Some((2, "Stopping"))));
+    let r = rendered();
+    let foreign = ["Secret \"s-certpin\"".to_string()];
+    let p = plan(
+        &s,
+        "n",
+        Some(&r),
+        &Live {
+            target: Some(&d),
+            claimant: None,
+            others: &[],
+            foreign: &foreign,
+        },
+    );
+    match p.target {
+        Target::Refuse { refusal, restore } => {
+            assert_eq!(refusal.why, Why::RenderedNameInUse);
+            assert!(
+                refusal.message.contains("Secret \"s-certpin\""),
+                "{}",
+                refusal.message
+            );
+            assert_eq!(restore, Some(2));
+        }
+        other => panic!("{other:?}"),
+    }
 }
