@@ -30,6 +30,11 @@ use crate::pkcs12::Profile;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("self.certificates.all(c, self.certificates.exists_one(d, d.name == c.name))").message("certificate names must be unique"))]
+// The usages setting reaches the app as one environment variable, which the
+// kernel limits to 128 KiB: bound what the pins can render to (each entry is
+// the pin and the file's path, quoted), with room to spare; the operator
+// checks the rendered size itself too.
+#[x_kube(validation = Rule::new(USAGES_BOUND).message("the pins and noCertificateFor entries are too long in total: the ClientCertificateUsages setting would exceed the 128 KiB an environment variable may hold"))]
 #[serde(rename_all = "camelCase")]
 pub struct ClientCertificateSetSpec {
     /// The app whose outgoing connections use these certificates.
@@ -41,7 +46,7 @@ pub struct ClientCertificateSetSpec {
     /// Endpoints (Module.WebService or host name) that must get no client
     /// certificate, even if the server asks for one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 253)))]
     pub no_certificate_for: Vec<String>,
     /// How the app is restarted when its certificates change: Rolling (the
     /// Deployment's rolling update), StopStart (scale to zero, then back), or
@@ -54,6 +59,7 @@ pub struct ClientCertificateSetSpec {
     pub profile: Profile,
     /// Where the files are mounted in the app's containers.
     #[serde(default = "default_mount_path")]
+    #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = Rule::new("self.startsWith('/') && !self.contains(',')").message("mountPath must be an absolute path without commas"))]
     pub mount_path: String,
     /// Warn (status and Event) when a certificate expires within this many days.
@@ -61,6 +67,9 @@ pub struct ClientCertificateSetSpec {
     #[schemars(range(min = 0, max = 3650))]
     pub expiry_warning_days: i32,
 }
+
+/// The CEL bound on the rendered usages, in bytes.
+const USAGES_BOUND: &str = "self.certificates.map(c, has(c.pinTo) ? c.pinTo.map(p, size(bytes(p)) + size(bytes(self.mountPath)) + 96).sum() : 0).sum() + (has(self.noCertificateFor) ? self.noCertificateFor.map(n, size(bytes(n)) + 8).sum() : 0) <= 120000";
 
 fn default_mount_path() -> String {
     "/etc/certpin/client-certificates".into()
@@ -75,10 +84,20 @@ fn default_warning_days() -> i32 {
 #[serde(rename_all = "camelCase")]
 pub struct AppRef {
     /// Name of the Deployment, in the set's namespace.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub deployment: String,
     /// The containers that get the settings and the files; default: every container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(
+            length(min = 1, max = 63),
+            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+        )
+    )]
     pub containers: Vec<String>,
 }
 
@@ -109,7 +128,10 @@ pub struct CertificateSpec {
     /// web service, a bare host name (`api.example.com`) for REST, or a custom
     /// identifier. Without pins the runtime offers it to any server that asks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(
+        length(max = 256),
+        inner(length(min = 1, max = 253), regex(pattern = r"^[^\s/:]+$"))
+    )]
     pub pin_to: Vec<String>,
 }
 
@@ -117,9 +139,14 @@ pub struct CertificateSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
-    #[schemars(length(min = 1, max = 253))]
+    /// A Secret name (a DNS subdomain).
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub secret_name: String,
-    #[schemars(length(min = 1, max = 253))]
+    /// A key of the Secret's data.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub key: String,
 }
 
@@ -127,7 +154,11 @@ pub struct SecretKeyRef {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsSecretRef {
-    #[schemars(length(min = 1, max = 253))]
+    /// A Secret name (a DNS subdomain).
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub secret_name: String,
 }
 

@@ -8,22 +8,23 @@ use std::sync::Mutex;
 
 use kube::ResourceExt;
 
-use crate::resource::ClientCertificateSet;
+use crate::resource::{CertificateSpec, ClientCertificateSet};
 
 /// The Secrets a set reads: PKCS12 files, passwords and TLS pairs.
 pub fn referenced_secrets(set: &ClientCertificateSet) -> BTreeSet<&str> {
-    set.spec
-        .certificates
-        .iter()
-        .flat_map(|c| {
-            [
-                c.pkcs12.as_ref().map(|r| r.secret_name.as_str()),
-                c.password.as_ref().map(|r| r.secret_name.as_str()),
-                c.tls.as_ref().map(|r| r.secret_name.as_str()),
-            ]
-        })
-        .flatten()
-        .collect()
+    set.spec.certificates.iter().flat_map(names_of).collect()
+}
+
+/// The Secrets one certificate reads.
+pub fn names_of(c: &CertificateSpec) -> Vec<&str> {
+    [
+        c.pkcs12.as_ref().map(|r| r.secret_name.as_str()),
+        c.password.as_ref().map(|r| r.secret_name.as_str()),
+        c.tls.as_ref().map(|r| r.secret_name.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// `(namespace, name)`.

@@ -10,7 +10,9 @@ mod keys;
 mod reason;
 mod scheme;
 
-pub use decode::{Decoded, MAX_INPUT, content_key, decode_pem, decode_pkcs12, pem_content_key};
+pub use decode::{
+    Decoded, MAX_INPUT, MAX_WORK, content_key, decode_pem, decode_pkcs12, pem_content_key,
+};
 pub use encode::{EncodeError, Encoded, Profile, encode, generate_password};
 pub use facts::{Facts, fingerprint};
 pub use keys::KeyKind;

@@ -32,10 +32,12 @@ pub enum Reason {
     /// Two certificates name one path with different passwords (the CLI's
     /// runtime paths; the operator's file names are unique).
     DuplicatePath,
+    /// The file asks for more key derivation than certpin spends on one file.
+    TooCostly,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 22] = [
         Reason::WrongPassword,
         Reason::Corrupt,
         Reason::NotPkcs12,
@@ -57,6 +59,7 @@ impl Reason {
         Reason::InvalidPin,
         Reason::DuplicatePin,
         Reason::DuplicatePath,
+        Reason::TooCostly,
     ];
 
     pub fn code(self) -> &'static str {
@@ -82,6 +85,7 @@ impl Reason {
             Reason::InvalidPin => "invalid-pin",
             Reason::DuplicatePin => "duplicate-pin",
             Reason::DuplicatePath => "duplicate-path",
+            Reason::TooCostly => "too-costly",
         }
     }
 

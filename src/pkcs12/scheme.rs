@@ -257,6 +257,26 @@ impl Scheme {
         )
     }
 
+    /// Key-derivation iterations a decode of the file runs, as far as its
+    /// unencrypted structure shows: every encrypted bag and safe, and the
+    /// MAC. (Bags inside an encrypted safe show only once it is decrypted;
+    /// the operator's decode deadline bounds those.)
+    pub fn work(&self) -> u64 {
+        let bags: u64 = self
+            .all()
+            .map(|e| match e {
+                Encryption::Pbes2 { iterations, .. } => u64::from(*iterations),
+                Encryption::Pkcs12Pbe { iterations, .. } => u64::try_from(*iterations).unwrap_or(0),
+                Encryption::Other { .. } => 0,
+            })
+            .sum();
+        let mac = self
+            .mac
+            .as_ref()
+            .map_or(0, |(_, i)| u64::try_from(*i).unwrap_or(0));
+        bags + mac
+    }
+
     /// The first scheme certpin cannot decrypt, as a refusal.
     pub fn unsupported(&self) -> Option<Problem> {
         self.all().find(|e| !e.decryptable()).map(|e| {

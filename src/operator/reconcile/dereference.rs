@@ -32,6 +32,8 @@ pub enum Material {
         reason: &'static str,
         message: String,
     },
+    /// A reference that can never be read (not a valid name): not read.
+    Invalid { message: String },
 }
 
 pub struct Inputs {
@@ -174,7 +176,8 @@ pub async fn dereference(ctx: &Context, set: &ClientCertificateSet, ns: &str) ->
     let marks = &ctx.marks;
     // Every read at once: a pass waits for one round trip, not one per object.
     let names = crate::operator::secret_index::referenced_secrets(set);
-    let referenced = futures::future::try_join_all(names.into_iter().map(|name| {
+    let names = names.into_iter().filter(|n| names::is_dns_subdomain(n));
+    let referenced = futures::future::try_join_all(names.map(|name| {
         let secrets = &secrets;
         async move {
             let found = freshness::get_opt(secrets, name, &marks.secrets).await?;
@@ -184,7 +187,13 @@ pub async fn dereference(ctx: &Context, set: &ClientCertificateSet, ns: &str) ->
     // What is under the rendered names, read at once with the rest: a new
     // set must not take over an object someone else made.
     let prior = previous(ctx, set, ns);
-    let deployment = freshness::get_opt(&deployments, &set.spec.app.deployment, &marks.deployments);
+    let deployment = async {
+        if names::is_dns_subdomain(&set.spec.app.deployment) {
+            freshness::get_opt(&deployments, &set.spec.app.deployment, &marks.deployments).await
+        } else {
+            Ok(None)
+        }
+    };
     let (referenced, deployment, previous) = futures::try_join!(
         async { Ok(referenced.await?) },
         async { Ok(deployment.await?) },
@@ -207,6 +216,9 @@ async fn fetch<'a>(
     cache: &'a mut BTreeMap<String, Option<Secret>>,
     name: &str,
 ) -> Result<&'a Option<Secret>> {
+    if !names::is_dns_subdomain(name) {
+        return Ok(&None);
+    }
     if !cache.contains_key(name) {
         let s = api.get_opt(name).await?;
         cache.insert(name.to_string(), s);
@@ -244,6 +256,14 @@ async fn material(
     cache: &mut BTreeMap<String, Option<Secret>>,
     cert: &CertificateSpec,
 ) -> Result<Material> {
+    if let Some(bad) = crate::operator::secret_index::names_of(cert)
+        .into_iter()
+        .find(|n| !names::is_dns_subdomain(n))
+    {
+        return Ok(Material::Invalid {
+            message: format!("{bad:?} is not a Secret name (a DNS subdomain); it was not read"),
+        });
+    }
     if let Some(tls) = &cert.tls {
         let Some(secret) = fetch(api, cache, &tls.secret_name).await? else {
             return Ok(missing_secret(&tls.secret_name));

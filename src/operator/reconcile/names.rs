@@ -80,3 +80,44 @@ pub fn file_name(cert: &str, content: &[u8]) -> String {
 pub fn file_path(set: &ClientCertificateSet, key: &str) -> String {
     format!("{}/{key}", set.spec.mount_path.trim_end_matches('/'))
 }
+
+/// A DNS subdomain (RFC 1123), as Kubernetes requires of Secret and
+/// Deployment names. Names reach API URLs: anything else (`a?b`, `a/b`) is
+/// refused before it is read, whatever the CRD let through in older versions.
+pub fn is_dns_subdomain(name: &str) -> bool {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(label)
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::is_dns_subdomain;
+
+    #[test]
+    fn only_dns_subdomains_are_names() {
+        for ok in ["a", "cert", "my-cert.v2", "0a"] {
+            assert!(is_dns_subdomain(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "secret?x=1",
+            "a/b",
+            "A",
+            "-a",
+            "a-",
+            "a..b",
+            ".a",
+            "a b",
+            "é",
+        ] {
+            assert!(!is_dns_subdomain(bad), "{bad}");
+        }
+        assert!(!is_dns_subdomain(&"a".repeat(254)));
+    }
+}

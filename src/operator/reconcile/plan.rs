@@ -26,6 +26,8 @@ pub enum Why {
     SettingSetByApp,
     /// An object certpin did not make has a rendered name.
     RenderedNameInUse,
+    /// What certpin would render exceeds what a pod or the API server takes.
+    RenderedTooLarge,
     /// The API server refused a write: 403.
     Forbidden,
     /// 422 (or 400): the written object would be invalid.
@@ -49,6 +51,7 @@ impl Why {
             Why::VolumeNameInUse => "VolumeNameInUse",
             Why::SettingSetByApp => "SettingSetByApp",
             Why::RenderedNameInUse => "RenderedNameInUse",
+            Why::RenderedTooLarge => "RenderedTooLarge",
             Why::Forbidden => "Forbidden",
             Why::Invalid => "WriteInvalid",
             Why::TooLarge => "TooLarge",
@@ -216,6 +219,9 @@ fn target(
         };
         return refuse(Why::InvalidInput, message, restore);
     };
+    if let Some(message) = too_large(r) {
+        return refuse(Why::RenderedTooLarge, message, restore);
+    }
     let containers = match containers_to_wire(set, d, r, restore) {
         Ok(c) => c,
         Err(refused) => return refused,
@@ -253,6 +259,38 @@ fn target(
             .then(|| d.metadata.resource_version.clone())
             .flatten(),
         restart,
+    })
+}
+
+/// The kernel takes at most 128 KiB per environment string (`NAME=value`).
+const MAX_ENV_STRING: usize = 128 * 1024;
+/// Kubernetes refuses Secrets and ConfigMaps over 1 MiB of data.
+const MAX_OBJECT_DATA: usize = 1024 * 1024;
+
+/// Why the rendering cannot reach the app, when it cannot: a setting too
+/// long for one environment variable, or objects the API server refuses.
+/// (The CRD bounds the pins; the files and escapes only show here.)
+fn too_large(r: &Rendered) -> Option<String> {
+    for (key, value) in &r.config_map {
+        let len = "MXRUNTIME_=".len() + key.len() + value.len();
+        if len > MAX_ENV_STRING {
+            return Some(format!(
+                "the {key} setting would be {len} bytes, over the 128 KiB an environment variable may hold: \
+                 use fewer or shorter pins"
+            ));
+        }
+    }
+    let secret: usize = [&r.secret, &r.files, &r.retained]
+        .iter()
+        .flat_map(|m| m.iter())
+        .map(|(k, v)| k.len() + v.0.len())
+        .sum();
+    let config_map: usize = r.config_map.iter().map(|(k, v)| k.len() + v.len()).sum();
+    (secret.max(config_map) > MAX_OBJECT_DATA).then(|| {
+        format!(
+            "the rendered Secret would hold {secret} bytes (files and the previous rendering's, kept for \
+             running pods), over the 1 MiB the API server takes: split the certificates over several sets"
+        )
     })
 }
 

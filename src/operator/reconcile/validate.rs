@@ -99,6 +99,16 @@ pub fn validate(
             Err(f) => failures.push(f),
         }
     }
+    if !names::is_dns_subdomain(&set.spec.app.deployment) {
+        failures.push(Failure {
+            reason: "InvalidName".into(),
+            message: format!(
+                "{:?} is not a Deployment name (a DNS subdomain)",
+                set.spec.app.deployment
+            ),
+            waiting: false,
+        });
+    }
     failures.extend(pin_failures(set));
     let failure = failures.into_iter().next();
     let valid = (failure.is_none() && valid.len() == set.spec.certificates.len()).then_some(valid);
@@ -132,6 +142,20 @@ fn check(
                 reason: reason.to_string(),
                 message: format!("{}: {message}", spec.name),
                 waiting: true,
+            };
+            return (row, Err(failure));
+        }
+        Material::Invalid { message } => {
+            let row = CertificateStatus {
+                name: spec.name.clone(),
+                state: "InvalidName".into(),
+                message: Some(message.clone()),
+                ..Default::default()
+            };
+            let failure = Failure {
+                reason: "InvalidName".into(),
+                message: format!("{}: {message}", spec.name),
+                waiting: false,
             };
             return (row, Err(failure));
         }
