@@ -2,6 +2,7 @@
 //! and the Deployments they wire, and runs the reconcile pipeline.
 
 mod context;
+mod decoding;
 pub mod error;
 mod faults;
 mod http;
@@ -51,6 +52,15 @@ pub struct RunArgs {
     /// one after another can set e.g. 2000 to restart the app once, not per Secret.
     #[arg(long, env = "CERTPIN_DEBOUNCE_MS", default_value_t = 0)]
     pub debounce_ms: u64,
+    /// How many certificate files are decoded at once, on threads of their
+    /// own (default: the CPUs the process may use).
+    #[arg(long, env = "CERTPIN_DECODE_PARALLELISM", value_parser = clap::value_parser!(u16).range(1..))]
+    pub decode_parallelism: Option<u16>,
+    /// A file whose decoding takes longer than this (seconds) is refused as
+    /// too costly; its encrypted parts ask for more key derivation than
+    /// their structure showed.
+    #[arg(long, env = "CERTPIN_DECODE_DEADLINE_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub decode_deadline_seconds: u64,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "CERTPIN_LOG_JSON")]
     pub log_json: bool,
@@ -152,7 +162,17 @@ async fn client(args: &RunArgs) -> Result<Client, Error> {
 
 pub async fn run_operator(args: RunArgs) -> Result<(), Error> {
     let client = client(&args).await?;
-    let ctx = Context::new(client.clone(), Duration::from_secs(args.resync_seconds));
+    let decoding = decoding::Limits {
+        parallelism: args
+            .decode_parallelism
+            .map_or(decoding::Limits::default().parallelism, usize::from),
+        deadline: Duration::from_secs(args.decode_deadline_seconds),
+    };
+    let ctx = Context::with_limits(
+        client.clone(),
+        Duration::from_secs(args.resync_seconds),
+        decoding,
+    );
     let ready = Arc::new(AtomicBool::new(false));
     let health = http::Health {
         metrics: ctx.metrics.clone(),

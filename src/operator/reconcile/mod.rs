@@ -88,7 +88,7 @@ async fn reconcile_set(
     finalized?;
     let inputs = inputs?;
     faults::after("dereference");
-    let validation = validate::validate(set, &inputs, &ctx.cache, now);
+    let validation = validate::validate(set, &inputs, &ctx.cache, now).await;
     faults::after("validate");
     let target = inputs.deployment.as_ref();
     let (claimant, others) = futures::try_join!(

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::dereference::{Inputs, Material};
 use super::names;
-use crate::operator::context::DecodeCache;
+use crate::operator::decoding::DecodeCache;
 use crate::pkcs12::{self, Decoded, Policy, Reason, Warning, WarningKind};
 use crate::resource::{CertificateSpec, CertificateStatus, ClientCertificateSet};
 use crate::settings::{CertificateFile, render};
@@ -71,7 +71,7 @@ fn row_with_facts(name: &str, d: &Decoded) -> CertificateStatus {
     }
 }
 
-pub fn validate(
+pub async fn validate(
     set: &ClientCertificateSet,
     inputs: &Inputs,
     cache: &DecodeCache,
@@ -89,7 +89,7 @@ pub fn validate(
     let mut failures = Vec::new();
     let mut warnings = Vec::new();
     for (spec, material) in set.spec.certificates.iter().zip(&inputs.materials) {
-        let (row, checked) = check(spec, material, cache, &policy);
+        let (row, checked) = check(spec, material, cache, &policy).await;
         rows.push(row);
         match checked {
             Ok((cert, w)) => {
@@ -124,7 +124,7 @@ type Checked = Result<(ValidCertificate, Vec<Warning>), Failure>;
 
 /// One certificate: its status row, and the certificate with its warnings
 /// or why it is refused.
-fn check(
+async fn check(
     spec: &CertificateSpec,
     material: &Material,
     cache: &DecodeCache,
@@ -159,9 +159,9 @@ fn check(
             };
             return (row, Err(failure));
         }
-        Material::Pkcs12 { data, password } => decode_pkcs12(cache, data, password),
+        Material::Pkcs12 { data, password } => decode_pkcs12(cache, data, password).await,
         Material::Pem { crt, key } => {
-            let (result, k) = cache.decode_pem(crt, key);
+            let (result, k) = cache.decode_pem(crt, key).await;
             (result.map(|d| (d, None)), k)
         }
     };
@@ -189,6 +189,7 @@ fn check(
                 // (e.g. expired), when it could be decoded.
                 Material::Pkcs12 { data, password } => cache
                     .decode_pkcs12(data, password)
+                    .await
                     .0
                     .map(|d| row_with_facts(&spec.name, &d))
                     .unwrap_or_default(),
@@ -216,12 +217,12 @@ type Decoding = (
 /// Decodes a PKCS12 file; a password that only fails for a trailing
 /// newline (`echo pw > file; kubectl create secret --from-file`) is
 /// accepted without it, with a warning.
-fn decode_pkcs12(cache: &DecodeCache, data: &[u8], password: &str) -> Decoding {
-    let (result, key) = cache.decode_pkcs12(data, password);
+async fn decode_pkcs12(cache: &DecodeCache, data: &[u8], password: &str) -> Decoding {
+    let (result, key) = cache.decode_pkcs12(data, password).await;
     if matches!(&result, Err(p) if p.reason == Reason::WrongPassword) {
         let trimmed = password.trim_end_matches(['\n', '\r']);
         if trimmed.len() != password.len() {
-            let (retry, retry_key) = cache.decode_pkcs12(data, trimmed);
+            let (retry, retry_key) = cache.decode_pkcs12(data, trimmed).await;
             if let Ok(d) = retry {
                 let w = Warning::new(
                     WarningKind::PasswordNewline,
