@@ -526,22 +526,6 @@ subjects: [{{kind: ServiceAccount, name: operator, namespace: {ns}}}]
     )
 }
 
-fn kubectl_apply(doc: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("kubectl")
-        .args(["apply", "--server-side", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(doc.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-}
-
 #[tokio::test]
 async fn a_write_the_api_server_refuses_is_on_status_with_its_message() {
     let ns = namespace("edit-refused").await;

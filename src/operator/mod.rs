@@ -47,10 +47,13 @@ pub struct RunArgs {
     /// changed: re-checks expiry and repairs drift the watches missed.
     #[arg(long, env = "CERTPIN_RESYNC_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub resync_seconds: u64,
-    /// Wait this long (ms) for more changes to a set before reconciling it.
-    /// 0 reacts at once; a pipeline that rotates several Secrets of one set
-    /// one after another can set e.g. 2000 to restart the app once, not per Secret.
-    #[arg(long, env = "CERTPIN_DEBOUNCE_MS", default_value_t = 0)]
+    /// After a change to a Secret that sets use, wait this long (ms) for
+    /// more changes before reconciling those sets, so that a burst of
+    /// rotations restarts an app once. Each further change within the wait
+    /// starts it again. Changes to a set or its Deployment are not delayed.
+    /// A pipeline that rotates several Secrets of one set seconds apart can
+    /// set e.g. 2000; 0 reacts to every change at once.
+    #[arg(long, env = "CERTPIN_DEBOUNCE_MS", default_value_t = 500)]
     pub debounce_ms: u64,
     /// How many certificate files are decoded at once, on threads of their
     /// own (default: the CPUs the process may use).
@@ -281,11 +284,8 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
         })
         .applied_objects()
         .predicate_filter(set_changed, PredicateConfig::default());
-    let controller = Controller::for_stream(set_changes, reader).with_config(
-        ControllerConfig::default()
-            .concurrency(args.concurrency)
-            .debounce(Duration::from_millis(args.debounce_ms)),
-    );
+    let controller = Controller::for_stream(set_changes, reader)
+        .with_config(ControllerConfig::default().concurrency(args.concurrency));
     let store = controller.store();
     let secrets = secret_events(client, ns, ctx.clone());
     let deployments = deployment_events(client, ns, ctx.clone());
@@ -295,11 +295,16 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
         namespace = ns.unwrap_or("<all>"),
         "certpin controller starting"
     );
-    let results = controller
-        .watches_stream(secrets, move |s| {
+    let rotations = debounced(
+        secrets,
+        move |s| {
             let ns = s.namespace().unwrap_or_default();
             sets_using(&index, &secret_store, &ns, &s.name_any())
-        })
+        },
+        Duration::from_millis(args.debounce_ms),
+    );
+    let results = controller
+        .reconcile_on(rotations)
         .watches_stream(deployments, move |d| {
             let name = d.name_any();
             sets_in(
@@ -319,6 +324,31 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
         namespace = ns.unwrap_or("<all>"),
         "certpin controller stopped"
     );
+}
+
+/// The sets a Secret's changes concern, each emitted once the Secret has
+/// been quiet for `wait` (kube's own trailing-edge scheduler, per set): a
+/// burst of rotations is one pass. A watch error is logged; the watch's
+/// backoff retries it.
+fn debounced<S>(
+    events: S,
+    sets: impl Fn(PartialObjectMeta<Secret>) -> Vec<ObjectRef<ClientCertificateSet>> + Send + 'static,
+    wait: Duration,
+) -> impl futures::Stream<Item = ObjectRef<ClientCertificateSet>> + Send
+where
+    S: futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static,
+{
+    let requests = events
+        .filter_map(|e| async move {
+            e.inspect_err(|e| warn!(error = %e, "Secret watch failed; retrying"))
+                .ok()
+        })
+        .flat_map(move |s| futures::stream::iter(sets(s)))
+        .map(|message| kube::runtime::scheduler::ScheduleRequest {
+            message,
+            run_at: tokio::time::Instant::now(),
+        });
+    kube::runtime::scheduler::debounced_scheduler(requests, wait)
 }
 
 // Secrets and Deployments are watched as metadata only: certpin never

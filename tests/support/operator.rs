@@ -57,6 +57,8 @@ pub struct Operator {
     pub metrics_port: u16,
     extra: Vec<String>,
     env: Vec<(String, String)>,
+    /// Run on these CPUs only (`taskset -c`).
+    cpus: Option<String>,
 }
 
 /// A free port on loopback (released before the operator binds it).
@@ -79,6 +81,21 @@ impl Operator {
     }
 
     pub fn start_with_env(ns: &str, tag: &str, extra: &[&str], env: &[(&str, &str)]) -> Operator {
+        Operator::start_on(ns, tag, extra, env, None)
+    }
+
+    /// Runs on the CPUs `cpus` only (a `taskset -c` list, e.g. "0" or "0,1").
+    pub fn start_pinned(ns: &str, cpus: &str, extra: &[&str]) -> Operator {
+        Operator::start_on(ns, &format!("-cpu{cpus}"), extra, &[], Some(cpus))
+    }
+
+    fn start_on(
+        ns: &str,
+        tag: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        cpus: Option<&str>,
+    ) -> Operator {
         let log = std::env::temp_dir().join(format!(
             "certpin-operator-{ns}{tag}-{}.log",
             std::process::id()
@@ -94,9 +111,14 @@ impl Operator {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            cpus: cpus.map(str::to_string),
         };
         op.spawn();
         op
+    }
+
+    pub fn healthz_url(&self) -> String {
+        format!("http://127.0.0.1:{}/healthz", self.metrics_port)
     }
 
     pub fn metrics_url(&self) -> String {
@@ -109,7 +131,15 @@ impl Operator {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_certpin"))
+        let mut command = match &self.cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus, env!("CARGO_BIN_EXE_certpin")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_certpin")),
+        };
+        let child = command
             .args([
                 "run",
                 "--namespace",
@@ -277,6 +307,26 @@ pub fn http_get(url: &str) -> String {
     body
 }
 
+/// Whether a GET of `url` answers 200 within 2 s (no panic when it does not).
+pub fn http_ok(url: &str) -> bool {
+    use std::io::{Read, Write};
+    let Some((host, path)) = url.strip_prefix("http://").and_then(|r| r.split_once('/')) else {
+        return false;
+    };
+    let Ok(addr) = host.parse::<std::net::SocketAddr>() else {
+        return false;
+    };
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut body = String::new();
+    write!(s, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").is_ok()
+        && s.read_to_string(&mut body).is_ok()
+        && body.starts_with("HTTP/1.0 200")
+        || body.starts_with("HTTP/1.1 200")
+}
+
 /// Not Ready for its current generation, for `reason`.
 pub fn not_ready_with(
     reason: &'static str,
@@ -360,4 +410,42 @@ pub async fn secret_digest(ns: &TestNamespace, name: &str) -> Option<String> {
         data.len(),
         certpin::testing::build::config_hash(&Default::default(), &data)
     ))
+}
+
+/// `kubectl apply --server-side` of a YAML document (or several).
+pub fn kubectl_apply(doc: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("kubectl")
+        .args(["apply", "--server-side", "--force-conflicts", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(doc.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// The chart's tenant boundary (the ValidatingAdmissionPolicy and its
+/// binding), as deploy/certpin.yaml ships it. Cluster-wide; the admin who
+/// runs the other tests passes it.
+pub async fn install_tenant_boundary() {
+    let all = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/certpin.yaml"))
+        .unwrap();
+    let docs: Vec<&str> = all
+        .split("\n---\n")
+        .filter(|d| d.contains("kind: ValidatingAdmissionPolicy"))
+        .collect();
+    assert_eq!(docs.len(), 2, "the policy and its binding");
+    kubectl_apply(&docs.join("\n---\n"));
+}
+
+/// A client that acts as `user` (impersonation), with the admin's credentials.
+pub async fn client_as(user: &str) -> Client {
+    let mut config = kube::Config::infer().await.unwrap();
+    config.auth_info.impersonate = Some(user.to_string());
+    Client::try_from(config).unwrap()
 }
