@@ -252,9 +252,10 @@ async fn every_bad_input_is_named_and_changes_nothing_that_runs() {
             "KeyMismatch",
         ),
         (
-            "pin is a URL",
+            // (A URL is refused at admission now: tests/tenancy.rs.)
+            "pin with a control character",
             Step::Spec(json!({"certificates": [
-            {"name": "partner-a", "pkcs12": {"secretName": "partner-a", "key": "certificate.pfx"}, "password": {"secretName": "partner-a", "key": "password"}, "pinTo": ["https://api.example.com/v1"]},
+            {"name": "partner-a", "pkcs12": {"secretName": "partner-a", "key": "certificate.pfx"}, "password": {"secretName": "partner-a", "key": "password"}, "pinTo": ["api.example.com\u{7}"]},
             {"name": "partner-b", "tls": {"secretName": "partner-b"}}]})),
             "InvalidPin",
         ),

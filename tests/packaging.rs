@@ -93,6 +93,20 @@ fn chart_lints_templates_and_the_manifests_are_generated_from_it() {
         !ns.contains("kind: ClusterRole"),
         "cluster-wide RBAC despite watchNamespaces"
     );
+    // The tenant boundary, bound to the watched namespaces only.
+    assert!(ns.contains("kind: ValidatingAdmissionPolicyBinding"));
+    assert!(ns.contains(r#"values: ["team-a","team-b"]"#), "{ns}");
+    let off = ok(
+        "helm",
+        &[
+            "template",
+            "certpin",
+            CHART,
+            "--set",
+            "tenantBoundary.enabled=false",
+        ],
+    );
+    assert!(!off.contains("ValidatingAdmissionPolicy"));
     assert_eq!(
         ns.matches("kind: RoleBinding").count(),
         3,
