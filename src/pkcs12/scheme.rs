@@ -368,3 +368,35 @@ fn inspect_safe(safe: &ContentInfo, scheme: &mut Scheme) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_work_is_every_visible_key_derivation_summed() {
+        let pbes2 = |iterations| Encryption::Pbes2 {
+            prf: "HMAC-SHA256".into(),
+            cipher: "AES-256-CBC".into(),
+            iterations,
+        };
+        let scheme = Scheme {
+            // Hundreds of bags: the crafted case.
+            keys: vec![pbes2(1_000_000); 300],
+            certificates: vec![Encryption::Pkcs12Pbe {
+                name: "pbeWithSHAAnd3-KeyTripleDES-CBC".into(),
+                iterations: 2048,
+            }],
+            mac: Some(("SHA-256".into(), 2048)),
+        };
+        assert_eq!(scheme.work(), 300_000_000 + 2048 + 2048);
+        assert!(scheme.work() > crate::pkcs12::MAX_WORK);
+        // What OpenSSL 3 writes by default.
+        let openssl = Scheme {
+            keys: vec![pbes2(2048)],
+            certificates: vec![pbes2(2048)],
+            mac: Some(("SHA-256".into(), 2048)),
+        };
+        assert_eq!(openssl.work(), 3 * 2048);
+    }
+}
