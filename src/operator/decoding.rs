@@ -80,39 +80,52 @@ impl DecodeCache {
     /// result is cached under, which callers hash into the input hash.
     pub async fn decode_pkcs12(&self, data: &[u8], password: &str) -> (Outcome, [u8; 32]) {
         let key = pkcs12::content_key(data, password);
-        // The structure alone (no key derivation): a millisecond even for
-        // the largest file accepted.
-        let costly = pkcs12::inspect(data).is_ok_and(|s| s.work() > CHEAP_WORK);
-        let (data, password) = (data.to_vec(), Zeroizing::new(password.to_string()));
+        if let Some(hit) = self.cached(&key) {
+            return (hit, key);
+        }
+        // The structure alone (no key derivation), read only on a miss: a
+        // millisecond even for the largest file accepted.
+        let costly = || pkcs12::inspect(data).is_ok_and(|s| s.work() > CHEAP_WORK);
+        let (owned, password) = (data.to_vec(), Zeroizing::new(password.to_string()));
         let value = self
-            .get_or(key, costly, move || pkcs12::decode_pkcs12(&data, &password))
+            .get_or(key, costly, move || {
+                pkcs12::decode_pkcs12(&owned, &password)
+            })
             .await;
         (value, key)
     }
 
     pub async fn decode_pem(&self, crt: &[u8], key_pem: &[u8]) -> (Outcome, [u8; 32]) {
         let key = pkcs12::pem_content_key(crt, key_pem);
+        if let Some(hit) = self.cached(&key) {
+            return (hit, key);
+        }
         let (crt, key_pem) = (crt.to_vec(), Zeroizing::new(key_pem.to_vec()));
         let value = self
-            .get_or(key, false, move || pkcs12::decode_pem(&crt, &key_pem))
+            .get_or(key, || false, move || pkcs12::decode_pem(&crt, &key_pem))
             .await;
         (value, key)
+    }
+
+    /// A hit answers without copying the file for a decode.
+    fn cached(&self, key: &[u8; 32]) -> Option<Outcome> {
+        lock(&self.entries).get(key).cloned()
     }
 
     async fn get_or(
         &self,
         key: [u8; 32],
-        costly: bool,
+        costly: impl FnOnce() -> bool,
         decode: impl FnOnce() -> Result<Decoded, Problem> + Send + 'static,
     ) -> Outcome {
-        if let Some(hit) = lock(&self.entries).get(&key) {
-            return hit.clone();
+        if let Some(hit) = self.cached(&key) {
+            return hit;
         }
+        let lane = if costly() { &self.slots } else { &self.cheap };
         let flight = lock(&self.flights)
             .entry(key)
             .or_insert_with(|| {
                 self.counter.inc();
-                let lane = if costly { &self.slots } else { &self.cheap };
                 let (slots, deadline) = (lane.clone(), self.deadline);
                 off_runtime(slots, deadline, decode).boxed().shared()
             })
@@ -187,11 +200,15 @@ mod tests {
         let runs = Arc::new(AtomicUsize::new(0));
         let ask = || {
             let runs = runs.clone();
-            cache.get_or([7; 32], true, move || {
-                runs.fetch_add(1, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(50));
-                problem()
-            })
+            cache.get_or(
+                [7; 32],
+                || true,
+                move || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(50));
+                    problem()
+                },
+            )
         };
         let results = futures::future::join_all((0..8).map(|_| ask())).await;
         assert!(results.iter().all(Result::is_err));
@@ -209,18 +226,24 @@ mod tests {
         };
         let cache = DecodeCache::new(limits, Default::default());
         let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let slow = cache.get_or([1; 32], true, move || {
-            // Runs until the test lets it go.
-            let _ = rx.recv();
-            problem()
-        });
+        let slow = cache.get_or(
+            [1; 32],
+            || true,
+            move || {
+                // Runs until the test lets it go.
+                let _ = rx.recv();
+                problem()
+            },
+        );
         let err = slow.await.unwrap_err();
         assert_eq!(err.reason, Reason::TooCostly);
         // The one slot is free again although that thread still runs.
-        let quick =
-            tokio::time::timeout(Duration::from_secs(5), cache.get_or([2; 32], true, problem))
-                .await
-                .expect("the slot was not freed");
+        let quick = tokio::time::timeout(
+            Duration::from_secs(5),
+            cache.get_or([2; 32], || true, problem),
+        )
+        .await
+        .expect("the slot was not freed");
         assert_eq!(quick.unwrap_err().reason, Reason::Corrupt);
         tx.send(()).unwrap();
     }
@@ -233,14 +256,18 @@ mod tests {
         };
         let cache = DecodeCache::new(limits, Default::default());
         let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let costly = cache.get_or([1; 32], true, move || {
-            let _ = rx.recv();
-            problem()
-        });
+        let costly = cache.get_or(
+            [1; 32],
+            || true,
+            move || {
+                let _ = rx.recv();
+                problem()
+            },
+        );
         let cheap = async {
             let r = tokio::time::timeout(
                 Duration::from_secs(5),
-                cache.get_or([2; 32], false, problem),
+                cache.get_or([2; 32], || false, problem),
             )
             .await
             .expect("a cheap file waited for the costly one");

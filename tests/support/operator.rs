@@ -331,16 +331,19 @@ pub fn http_ok(url: &str) -> bool {
 pub fn not_ready_with(
     reason: &'static str,
 ) -> impl Fn(Option<&certpin::resource::ClientCertificateSet>) -> bool {
-    move |s| {
-        let Some(s) = s else { return false };
-        s.status.as_ref().is_some_and(|st| {
-            st.observed_generation == s.metadata.generation
-                && st
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == reason)
-        })
-    }
+    move |s| ready_is(s, |c| c.status == "False" && c.reason == reason)
+}
+
+/// The set's Ready condition for its current generation satisfies `is`.
+fn ready_is(
+    s: Option<&certpin::resource::ClientCertificateSet>,
+    is: impl Fn(&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition) -> bool,
+) -> bool {
+    let Some(s) = s else { return false };
+    s.status.as_ref().is_some_and(|st| {
+        st.observed_generation == s.metadata.generation
+            && st.conditions.iter().any(|c| c.type_ == "Ready" && is(c))
+    })
 }
 
 /// The Deployment runs `replicas` with no StopStart record left.
@@ -376,14 +379,7 @@ pub async fn put_cert_secret(ns: &TestNamespace) {
 
 /// The set is Ready for its current generation.
 pub fn ready(s: Option<&certpin::resource::ClientCertificateSet>) -> bool {
-    let Some(s) = s else { return false };
-    s.status.as_ref().is_some_and(|st| {
-        st.observed_generation == s.metadata.generation
-            && st
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-    })
+    ready_is(s, |c| c.status == "True")
 }
 
 /// Ready for its current generation, with `algorithm` (e.g. "EC P-384") as

@@ -100,11 +100,12 @@ async fn reconcile_set(
         },
         dereference::claimed_elsewhere(ctx, set, ns, dereference::sweep_needed(set)),
     )?;
+    // What is under the rendered names: this set's (to reuse), or another's.
+    let (earlier, live_cm, foreign) = inputs.previous.split(set);
     let rendering = match (&validation.valid, target) {
-        (Some(valid), Some(_)) => Some(render(set, ns, valid, &inputs)?),
+        (Some(valid), Some(_)) => Some(render(set, ns, valid, earlier, live_cm)?),
         _ => None,
     };
-    let (_, _, foreign) = inputs.previous.split(set);
     let live = plan::Live {
         target,
         claimant: claimant.as_ref(),
@@ -160,11 +161,11 @@ fn render(
     set: &ClientCertificateSet,
     ns: &str,
     valid: &[validate::ValidCertificate],
-    inputs: &dereference::Inputs,
+    earlier: build::Earlier,
+    config_map: Option<&k8s_openapi::api::core::v1::ConfigMap>,
 ) -> Result<(build::Rendered, execute::RenderedWrites)> {
     // Second precision, as pod creation timestamps have.
     let stamp = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let (earlier, config_map, _) = inputs.previous.split(set);
     let rendered = build::render_objects(set, valid, earlier, &stamp)?;
     let writes = build::writes(set, ns, &rendered, config_map, earlier);
     Ok((rendered, writes))
