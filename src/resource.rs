@@ -20,6 +20,7 @@ use crate::pkcs12::Profile;
     namespaced,
     status = "ClientCertificateSetStatus",
     shortname = "ccs",
+    doc = "A ClientCertificateSet gives one app (a Deployment) its client certificates for outgoing TLS connections: PKCS12 files or kubernetes.io/tls Secrets, each pinned to the services it is presented to. certpin validates them, renders the Mendix runtime settings ClientCertificates, ClientCertificatePasswords and ClientCertificateUsages into a ConfigMap and a Secret named <set>-certpin, wires them into the Deployment and restarts it as spec.restart says. Invalid input changes nothing that runs; status says why.",
     shortname = "certset",
     category = "certpin",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
@@ -180,12 +181,15 @@ pub struct ClientCertificateSetStatus {
     /// The generation these conditions describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, CertificatesValid, Applied, RestartDue.
+    /// Ready (the app runs with these certificates), CertificatesValid,
+    /// Applied, RestartDue, and kstatus's Reconciling and Stalled (present
+    /// only while True).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// One row per certificate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<CertificateStatus>,
+    /// How many certificates the spec lists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_count: Option<i32>,
     /// The earliest notAfter among the certificates.
@@ -230,24 +234,33 @@ pub struct WorkloadRecord {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateStatus {
+    /// The certificate's name in the spec.
     pub name: String,
     /// Path of the file in the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The leaf certificate's subject (RFC 4514).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// The leaf certificate's issuer (RFC 4514).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+    /// The leaf certificate's serial number, in hexadecimal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
+    /// SHA-256 of the leaf certificate (DER), in hexadecimal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256_fingerprint: Option<String>,
+    /// The private key's algorithm and size, e.g. `RSA 2048` or `EC P-256`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_algorithm: Option<String>,
+    /// Start of the leaf certificate's validity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<Time>,
+    /// End of the leaf certificate's validity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<Time>,
+    /// Certificates in the file: the leaf and its intermediates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain_length: Option<i32>,
     /// Encryption of the input: modern, legacy, mixed or pem.
@@ -255,8 +268,10 @@ pub struct CertificateStatus {
     pub input_encryption: Option<String>,
     /// `Valid`, or the reason code why not.
     pub state: String,
+    /// Why the certificate is not valid, in words (never its content).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// What is wrong but not fatal, each `kind: detail` (e.g. `expiring-soon: ...`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }

@@ -44,9 +44,36 @@ impl OwnWrites {
     }
 }
 
+/// The workloads, by `namespace/name`, whose rollout a set waits for:
+/// their status updates trigger a pass (everyone else's are dropped), so
+/// Ready follows the rollout without a watch on every Deployment's status.
+#[derive(Default)]
+pub struct Rollouts {
+    followed: Mutex<std::collections::HashSet<String>>,
+}
+
+impl Rollouts {
+    pub fn follow(&self, key: String, on: bool) {
+        let mut followed = self.followed.lock().unwrap_or_else(|p| p.into_inner());
+        if on {
+            followed.insert(key);
+        } else {
+            followed.remove(&key);
+        }
+    }
+
+    pub fn is_followed(&self, key: &str) -> bool {
+        self.followed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(key)
+    }
+}
+
 pub struct Context {
     pub client: Client,
     pub own_writes: OwnWrites,
+    pub rollouts: Rollouts,
     /// How new a read must be (see `freshness`).
     pub marks: Marks,
     pub events: super::workarounds::events::Publisher,
@@ -76,6 +103,7 @@ impl Context {
             ),
             client,
             own_writes: OwnWrites::default(),
+            rollouts: Rollouts::default(),
             marks: Marks::default(),
             resync,
             cache: DecodeCache::new(decoding, metrics.decodes.clone()),

@@ -34,8 +34,22 @@ pub struct CertificateLabels {
     pub certificate: String,
 }
 
+/// One set's readiness, in the style of cert-manager's
+/// `certmanager_certificate_ready_status`: 1 on the series of the current
+/// condition status, with the Ready condition's reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadyLabels {
+    pub namespace: String,
+    pub set: String,
+    pub condition: String,
+    pub reason: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub ready: Family<ReadyLabels, Gauge>,
+    /// The readiness series exported per set, to drop it when it changes.
+    ready_exported: Mutex<std::collections::HashMap<(String, String), ReadyLabels>>,
     pub reconciliations: Family<ResultLabel, Counter>,
     pub duration: Histogram,
     pub failures: Family<ReasonLabel, Counter>,
@@ -79,6 +93,12 @@ impl Default for Metrics {
             "The certificate's notAfter, as a Unix timestamp",
             not_after.clone(),
         );
+        let ready = Family::<ReadyLabels, Gauge>::default();
+        registry.register(
+            "set_ready_status",
+            "1 for each set's current Ready condition status (True or False) and reason",
+            ready.clone(),
+        );
         let decodes = Counter::default();
         registry.register(
             "pkcs12_decodes",
@@ -87,6 +107,8 @@ impl Default for Metrics {
         );
         Metrics {
             registry,
+            ready,
+            ready_exported: Mutex::default(),
             reconciliations,
             duration,
             failures,
@@ -103,6 +125,30 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Sets one set's readiness series (`None`: the set is gone).
+    pub fn set_ready(&self, ns: &str, set: &str, ready: Option<(bool, &str)>) {
+        let mut exported = self
+            .ready_exported
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let key = (ns.to_string(), set.to_string());
+        let now = ready.map(|(ok, reason)| ReadyLabels {
+            namespace: ns.into(),
+            set: set.into(),
+            condition: if ok { "True" } else { "False" }.into(),
+            reason: reason.into(),
+        });
+        if let Some(old) = exported.remove(&key) {
+            if Some(&old) != now.as_ref() {
+                self.ready.remove(&old);
+            }
+        }
+        if let Some(labels) = now {
+            self.ready.get_or_create(&labels).set(1);
+            exported.insert(key, labels);
+        }
     }
 
     /// Replaces the expiry gauges of one set.
@@ -125,5 +171,25 @@ impl Metrics {
         if !certs.is_empty() {
             exported.insert(key, certs.iter().map(|(c, _)| c.clone()).collect());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_has_one_readiness_series_which_follows_its_reason_and_goes_with_it() {
+        let m = Metrics::default();
+        m.set_ready("shop", "prod", Some((false, "RolloutInProgress")));
+        m.set_ready("shop", "prod", Some((true, "Applied")));
+        let text = m.encode();
+        assert!(
+            text.contains(r#"certpin_set_ready_status{namespace="shop",set="prod",condition="True",reason="Applied"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains("RolloutInProgress"), "{text}");
+        m.set_ready("shop", "prod", None);
+        assert!(!m.encode().contains(r#"set="prod""#));
     }
 }

@@ -371,8 +371,8 @@ fn secret_events(
 }
 
 /// A Deployment matters when its spec or annotations change or it goes,
-/// not on each status update of a rollout, nor when the change is the echo
-/// of certpin's own wiring patch.
+/// not on each status update of a rollout (unless a set waits for that
+/// rollout), nor when the change is the echo of certpin's own wiring patch.
 fn deployment_events(
     client: &Client,
     ns: Option<&str>,
@@ -380,6 +380,7 @@ fn deployment_events(
 ) -> impl futures::Stream<Item = Result<PartialObjectMeta<Deployment>, watcher::Error>> + Send + use<>
 {
     let seen = ctx.clone();
+    let following = ctx.clone();
     triggers::changed_or_deleted(
         watcher(
             api::<PartialObjectMeta<Deployment>>(client, ns),
@@ -397,6 +398,7 @@ fn deployment_events(
         }),
         triggers::spec_and_annotations,
         move |key, value| ctx.own_writes.is_echo(key, value),
+        move |key| following.rollouts.is_followed(key),
     )
 }
 

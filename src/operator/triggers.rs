@@ -12,12 +12,13 @@ use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::watcher::{self, Event};
 
 /// The objects whose `property` changed since they were last seen, unless
-/// `echo` says the change is one certpin itself just made, and the deleted
-/// ones.
+/// `echo` says the change is one certpin itself just made; every change of
+/// a `followed` object; and the deleted ones.
 pub fn changed_or_deleted<K, S>(
     events: S,
     property: fn(&K) -> u64,
     mut echo: impl FnMut(&str, u64) -> bool + Send + 'static,
+    followed: impl Fn(&str) -> bool + Send + 'static,
 ) -> impl Stream<Item = Result<K, watcher::Error>>
 where
     K: Resource + Send + 'static,
@@ -30,7 +31,10 @@ where
             Ok(Event::Apply(o) | Event::InitApply(o)) => {
                 let value = property(&o);
                 let key = key(&o);
-                if seen.insert(key.clone(), value) == Some(value) || echo(&key, value) {
+                let unchanged = seen.insert(key.clone(), value) == Some(value);
+                if followed(&key) {
+                    vec![Ok(o)]
+                } else if unchanged || echo(&key, value) {
                     vec![]
                 } else {
                     vec![Ok(o)]
@@ -147,11 +151,33 @@ mod tests {
         assert_eq!(passed(events, |_, _| false).await, ["1", "3", "5", "6"]);
     }
 
+    #[tokio::test]
+    async fn every_update_of_a_followed_rollout_passes() {
+        let events = futures::stream::iter(vec![
+            Ok(Event::Apply(d(1, "1"))),
+            Ok(Event::Apply(d(1, "2"))), // status update, followed
+            Ok(Event::Apply(d(1, "3"))), // status update, followed
+        ]);
+        let passed: Vec<String> = changed_or_deleted(
+            events,
+            spec_and_annotations,
+            |_, _| false,
+            |key| key == "ns/app",
+        )
+        .map(|r| r.map(|o| o.metadata.resource_version.unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap_or_default();
+        assert_eq!(passed, ["1", "2", "3"]);
+    }
+
     async fn passed(
         events: impl Stream<Item = Result<Event<Deployment>, watcher::Error>> + Send,
         echo: impl FnMut(&str, u64) -> bool + Send + 'static,
     ) -> Vec<String> {
-        changed_or_deleted(events, spec_and_annotations, echo)
+        changed_or_deleted(events, spec_and_annotations, echo, |_| false)
             .map(|r| r.map(|o| o.metadata.resource_version.unwrap_or_default()))
             .collect::<Vec<_>>()
             .await

@@ -104,7 +104,12 @@ pub async fn previous(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Re
 /// version (none, though something was applied), a set edited before its
 /// first status was written, or records naming another workload.
 pub fn sweep_needed(set: &ClientCertificateSet) -> bool {
-    match &set.status {
+    // The schema default (observedGeneration 0) is not a status certpin wrote.
+    let written = set
+        .status
+        .as_ref()
+        .filter(|s| s.observed_generation.unwrap_or(0) > 0 || !s.conditions.is_empty());
+    match written {
         None => set.metadata.generation.unwrap_or(1) > 1,
         Some(st) if st.workloads.is_empty() => st.applied_hash.is_some(),
         Some(st) => st

@@ -11,6 +11,7 @@ pub mod finalizer;
 pub mod names;
 mod plan;
 mod restart;
+mod rollout;
 mod status;
 mod validate;
 mod workload;
@@ -131,6 +132,8 @@ async fn reconcile_set(
         }
         _ => None,
     };
+    let rollout = rollout::after_pass(&plan, &outcome, target);
+    follow(ctx, ns, set, &outcome, &rollout);
     let old_records = set
         .status
         .as_ref()
@@ -144,6 +147,7 @@ async fn reconcile_set(
         workloads: plan::records(old_records, set, &plan, &outcome, target),
         outcome: &outcome,
         restart_due,
+        rollout,
         now: &now_time(),
     });
     publish(ctx, set, ns, &derived, &validation.warnings).await?;
@@ -153,6 +157,24 @@ async fn reconcile_set(
         requeue = requeue.min(wake);
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Whether the target's status updates should trigger passes: while its
+/// pods are being replaced or stopped for this set.
+fn follow(
+    ctx: &Context,
+    ns: &str,
+    set: &ClientCertificateSet,
+    outcome: &plan::Outcome,
+    rollout: &rollout::Rollout,
+) {
+    let waiting = match outcome {
+        plan::Outcome::Wired { .. } => matches!(rollout, rollout::Rollout::InProgress(_)),
+        plan::Outcome::Stopping { .. } => true,
+        plan::Outcome::Refused(_) => false,
+    };
+    let key = format!("{ns}/{}", set.spec.app.deployment);
+    ctx.rollouts.follow(key, waiting);
 }
 
 /// Builds the rendered objects (reusing the previous encoding of unchanged
@@ -214,6 +236,8 @@ fn record_metrics(
             })
             .inc();
     }
+    ctx.metrics
+        .set_ready(ns, set_name(set), Some((ready.ok, &ready.reason)));
     let expiries: Vec<(String, i64)> = new
         .certificates
         .iter()

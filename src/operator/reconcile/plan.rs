@@ -60,6 +60,13 @@ impl Why {
         }
     }
 
+    /// Whether it can end without anyone changing anything: a workload that
+    /// appears, a write that raced another. The rest need someone to act
+    /// (kstatus's Stalled).
+    pub fn resolves_by_itself(self) -> bool {
+        matches!(self, Why::DeploymentNotFound | Why::WriteConflict)
+    }
+
     /// When to try again by itself: a workload may appear, a conflicting
     /// write is read again at once, and a refused write is retried now and
     /// then (an admission policy or RBAC can change without any event

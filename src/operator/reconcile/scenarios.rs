@@ -11,6 +11,7 @@ mod world;
 mod api_refusals;
 mod collisions;
 mod deletion;
+mod health;
 mod secrets;
 mod stop_start;
 mod wiring;

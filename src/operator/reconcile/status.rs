@@ -11,6 +11,7 @@ use serde_json::json;
 use std::time::Duration;
 
 use super::plan::Outcome;
+use super::rollout::Rollout;
 use super::validate::Validation;
 use crate::operator::context::{Context, MANAGER};
 use crate::operator::error::Result;
@@ -21,6 +22,12 @@ pub const READY: &str = "Ready";
 pub const CERTIFICATES_VALID: &str = "CertificatesValid";
 pub const APPLIED: &str = "Applied";
 pub const RESTART_DUE: &str = "RestartDue";
+/// kstatus's conditions (Flux's health, `kubectl wait`): present only while
+/// True. Reconciling: work under way or awaited (a rollout, a StopStart, a
+/// Secret or Deployment not there yet). Stalled: input that will not fix
+/// itself until someone changes something.
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
 
 /// One condition, before timestamps.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +94,8 @@ pub struct Pass<'a> {
     /// Manual: the pods still running older settings.
     pub restart_due: Option<String>,
     pub workloads: Vec<WorkloadRecord>,
+    /// The rollout that carries the applied settings (when wired).
+    pub rollout: Rollout,
     pub now: &'a Time,
 }
 
@@ -102,6 +111,39 @@ pub struct Derived {
 const MANUAL_RECHECK: Duration = Duration::from_secs(5);
 /// How often a StopStart looks for its pods to go.
 const STOPPING_RECHECK: Duration = Duration::from_secs(2);
+/// How often a rollout is looked at when no status update of the workload
+/// arrived (those of a followed rollout trigger a pass at once).
+const ROLLOUT_RECHECK: Duration = Duration::from_secs(10);
+/// How often a stuck rollout is looked at.
+const STUCK_RECHECK: Duration = Duration::from_secs(60);
+
+/// What keeps a set from Ready, and how GitOps tools should read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Blocker {
+    reason: String,
+    message: String,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Work under way, or waiting for something that may appear.
+    Reconciling,
+    /// Needs someone to change something.
+    Stalled,
+    /// Waiting for the user's own step (a Manual restart): neither.
+    User,
+}
+
+impl Blocker {
+    fn new(reason: impl Into<String>, message: impl Into<String>, kind: Kind) -> Blocker {
+        Blocker {
+            reason: reason.into(),
+            message: message.into(),
+            kind,
+        }
+    }
+}
 
 /// The status from what the pass found and did (pure).
 pub fn derive(p: Pass) -> Derived {
@@ -147,10 +189,20 @@ pub fn derive(p: Pass) -> Derived {
         ),
     }];
     let (blocker, requeue) = outcome_conditions(&p, &mut status, &mut conds);
-    let ready = match (&v.failure, blocker) {
-        (Some(f), _) => Cond::new(READY, false, f.reason.clone(), f.message.clone()),
-        (None, Some((reason, message))) => Cond::new(READY, false, reason, message),
-        (None, None) if !v.warnings.is_empty() => {
+    let blocker = match &v.failure {
+        Some(f) => {
+            let kind = if f.waiting {
+                Kind::Reconciling
+            } else {
+                Kind::Stalled
+            };
+            Some(Blocker::new(f.reason.clone(), f.message.clone(), kind))
+        }
+        None => blocker,
+    };
+    let ready = match &blocker {
+        Some(b) => Cond::new(READY, false, b.reason.clone(), b.message.clone()),
+        None if !v.warnings.is_empty() => {
             let text: Vec<String> = v
                 .warnings
                 .iter()
@@ -158,7 +210,7 @@ pub fn derive(p: Pass) -> Derived {
                 .collect();
             Cond::new(READY, true, "ValidWithWarnings", text.join("; "))
         }
-        (None, None) => Cond::new(
+        None => Cond::new(
             READY,
             true,
             "Applied",
@@ -166,6 +218,13 @@ pub fn derive(p: Pass) -> Derived {
         ),
     };
     conds.insert(0, ready.clone());
+    match blocker.as_ref().map(|b| (b, b.kind)) {
+        Some((b, Kind::Reconciling)) => {
+            conds.push(Cond::new(RECONCILING, true, &b.reason, &b.message));
+        }
+        Some((b, Kind::Stalled)) => conds.push(Cond::new(STALLED, true, &b.reason, &b.message)),
+        Some((_, Kind::User)) | None => {}
+    }
     status.conditions = conditions(&old.conditions, &conds, set.metadata.generation, p.now);
     Derived {
         status,
@@ -180,7 +239,7 @@ fn outcome_conditions(
     p: &Pass,
     status: &mut ClientCertificateSetStatus,
     conds: &mut Vec<Cond>,
-) -> (Option<(String, String)>, Option<Duration>) {
+) -> (Option<Blocker>, Option<Duration>) {
     let set = p.set;
     let mut requeue = None;
     let blocker = match p.outcome {
@@ -200,7 +259,7 @@ fn outcome_conditions(
                     conds.push(Cond::new(RESTART_DUE, true, "RestartDue", msg.clone()));
                     // Pods are not watched: look again soon for the user's restart.
                     requeue = Some(MANUAL_RECHECK);
-                    Some(("RestartDue".into(), msg.clone()))
+                    Some(Blocker::new("RestartDue", msg.clone(), Kind::User))
                 }
                 None => {
                     conds.push(Cond::new(
@@ -209,7 +268,17 @@ fn outcome_conditions(
                         "UpToDate",
                         "the app runs with the applied settings",
                     ));
-                    None
+                    match &p.rollout {
+                        Rollout::Complete => None,
+                        Rollout::InProgress(m) => {
+                            requeue = Some(ROLLOUT_RECHECK);
+                            Some(Blocker::new("RolloutInProgress", m, Kind::Reconciling))
+                        }
+                        Rollout::Stuck(m) => {
+                            requeue = Some(STUCK_RECHECK);
+                            Some(Blocker::new("RolloutStuck", m, Kind::Stalled))
+                        }
+                    }
                 }
             }
         }
@@ -222,13 +291,18 @@ fn outcome_conditions(
                 "StopStartInProgress",
                 msg.clone(),
             ));
-            Some(("StopStartInProgress".into(), msg))
+            Some(Blocker::new("StopStartInProgress", msg, Kind::Reconciling))
         }
         Outcome::Refused(r) => {
             requeue = r.why.retry_after();
             let reason = r.why.as_str();
             conds.push(Cond::new(APPLIED, false, reason, r.message.clone()));
-            Some((reason.to_string(), r.message.clone()))
+            let kind = if r.why.resolves_by_itself() {
+                Kind::Reconciling
+            } else {
+                Kind::Stalled
+            };
+            Some(Blocker::new(reason, r.message.clone(), kind))
         }
     };
     (blocker, requeue)
@@ -310,8 +384,10 @@ impl EventSpec {
 }
 
 /// Not Ready for a reason that is a step of normal work, not a failure:
-/// a Normal Event, not a Warning.
+/// a Normal Event, not a Warning. A rollout under way is the Applied
+/// Event's sequel and needs none of its own.
 const IN_PROGRESS: [&str; 1] = ["StopStartInProgress"];
+const SILENT: [&str; 1] = ["RolloutInProgress"];
 
 /// The Events a pass owes, from the status before and after it: one per
 /// transition (a new failure reason, a new applied hash, a new restart, the
@@ -327,7 +403,7 @@ pub fn events_due(
     let before = condition(Some(old), READY);
     let changed =
         before.is_none_or(|b| b.reason != ready.reason || (b.status == "True") != ready.ok);
-    if changed && !ready.ok {
+    if changed && !ready.ok && !SILENT.contains(&ready.reason.as_str()) {
         let progress = IN_PROGRESS.contains(&ready.reason.as_str());
         let action = if progress { "Restart" } else { "Validate" };
         due.push(EventSpec::new(

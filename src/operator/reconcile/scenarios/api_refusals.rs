@@ -68,8 +68,7 @@ async fn a_refused_deployment_write_is_on_the_status_with_the_apis_message_and_r
 
         // The next pass (the refusal lifted) wires it.
         w.pass_ok("s").await;
-        let s = w.set("s");
-        assert!(is_ready(&s), "{code}: {:?}", ready(&s));
+        w.rolls_then_ready("s", "app").await;
         assert!(wired(&containers(&w.deployment_now("app"))[0]));
     }
 }
@@ -94,7 +93,7 @@ async fn a_conflict_on_the_conditional_claim_is_read_again_at_once() {
     assert!(condition(&s, "Ready").message.contains("(409)"));
     // The claim was conditional: the fake saw the resourceVersion.
     w.pass_ok("s").await;
-    assert!(is_ready(&w.set("s")));
+    w.rolls_then_ready("s", "app").await;
     assert!(wired(&containers(&w.deployment_now("app"))[0]));
 }
 
@@ -183,8 +182,8 @@ async fn a_server_error_ends_the_pass_for_a_retry_and_leaves_the_status_alone() 
 
     w.fake.clear_failures();
     w.pass_ok("s").await;
+    w.rolls_then_ready("s", "app").await;
     let s = w.set("s");
-    assert!(is_ready(&s), "{:?}", ready(&s));
     let rotated = s.status.as_ref().unwrap();
     assert_ne!(rotated.applied_hash, good.as_ref().unwrap().applied_hash);
     assert_eq!(

@@ -446,6 +446,32 @@ impl Store {
             .map(|v| serde_json::from_value(v).expect("the stored object deserializes"))
     }
 
+    /// Sets the object's status as its controller would (a write of the
+    /// status subresource by another client).
+    pub fn set_status<K: Resource<DynamicType = ()>>(
+        &mut self,
+        ns: &str,
+        name: &str,
+        status: Value,
+    ) {
+        let key = key_of::<K>(ns, name);
+        let before = self.objects.get(&key).cloned();
+        let Some(o) = self.objects.get_mut(&key) else {
+            panic!("no {key} to set the status of");
+        };
+        o.base["status"] = status;
+        self.commit(&key, before.as_ref());
+    }
+
+    /// Dates the object's creation (a pod started before a change).
+    pub fn set_created<K: Resource<DynamicType = ()>>(&mut self, ns: &str, name: &str, at: &str) {
+        let key = key_of::<K>(ns, name);
+        let Some(o) = self.objects.get_mut(&key) else {
+            panic!("no {key} to date");
+        };
+        o.base["metadata"]["creationTimestamp"] = json!(at);
+    }
+
     /// The object's resourceVersion.
     pub fn version<K: Resource<DynamicType = ()>>(&self, ns: &str, name: &str) -> Option<String> {
         let live = self.live(&key_of::<K>(ns, name))?;

@@ -87,8 +87,8 @@ async fn a_stop_waits_for_the_pods_then_applies_and_starts_at_the_recorded_repli
     w.pass_ok("s").await;
     let d = w.deployment_now("app");
     started_wired(&d, 3);
+    w.rolls_then_ready("s", "app").await;
     let s = w.set("s");
-    assert!(is_ready(&s), "{:?}", ready(&s));
     assert_eq!(claim_uid(&d), s.metadata.uid, "the wiring holds the claim");
     assert!(s.status.as_ref().unwrap().last_restart.is_some());
     assert_eq!(records(&s), ["app"]);
@@ -121,7 +121,7 @@ async fn a_stop_recorded_as_starting_applies_and_starts_without_stopping_again()
     let mark = w.fake.mark();
     w.pass_ok("s").await;
     started_wired(&w.deployment_now("app"), 2);
-    assert!(is_ready(&w.set("s")));
+    assert_eq!(ready(&w.set("s")).1, "RolloutInProgress");
     let (pod_lists, scales) = w.fake.since(mark, |log| {
         (
             log.iter().filter(|l| l.path.ends_with("/pods")).count(),
@@ -141,8 +141,7 @@ async fn switching_to_rolling_during_a_stop_resumes_wired_at_the_recorded_replic
     // The pods are still terminating: Resume does not wait for them.
     w.pass_ok("s").await;
     started_wired(&w.deployment_now("app"), 3);
-    let s = w.set("s");
-    assert!(is_ready(&s), "{:?}", ready(&s));
+    w.rolls_then_ready("s", "app").await;
 }
 
 #[tokio::test]
@@ -156,8 +155,8 @@ async fn retargeting_during_a_stop_brings_the_old_app_back_unwired() {
     assert!(unwired(&app), "the old app keeps certpin's traces");
     let other = w.deployment_now("other");
     started_wired(&other, 1);
+    w.rolls_then_ready("s", "other").await;
     let s = w.set("s");
-    assert!(is_ready(&s), "{:?}", ready(&s));
     assert_eq!(records(&s), ["other"]);
 }
 

@@ -30,7 +30,29 @@ async fn a_new_set_is_finalized_rendered_wired_and_ready_and_an_idle_pass_writes
         ],
         "a new set costs six writes"
     );
-    assert_eq!(action, Action::requeue(Duration::from_secs(3600)));
+    // Not Ready until the rollout that carries the settings is complete.
+    assert_eq!(action, Action::requeue(Duration::from_secs(10)));
+    let s = w.set("s");
+    assert_eq!(ready(&s).1, "RolloutInProgress");
+    assert_eq!(condition(&s, "Reconciling").reason, "RolloutInProgress");
+    assert!(
+        s.status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .all(|c| c.type_ != "Stalled")
+    );
+    let mark = w.fake.mark();
+    assert_eq!(
+        w.pass_rolled_out("s", "app").await,
+        Action::requeue(Duration::from_secs(3600))
+    );
+    assert_eq!(
+        w.writes_since(mark),
+        ["PATCH clientcertificatesets/s/status apply certpin"],
+        "the rollout's end costs the status write alone"
+    );
 
     let s = w.set("s");
     assert_eq!(
@@ -38,6 +60,14 @@ async fn a_new_set_is_finalized_rendered_wired_and_ready_and_an_idle_pass_writes
         Some(&[FINALIZER.to_string()][..])
     );
     assert!(is_ready(&s), "{:?}", ready(&s));
+    assert!(
+        s.status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .all(|c| c.type_ != "Reconciling")
+    );
     let st = s.status.clone().unwrap();
     assert_eq!(condition(&s, "Applied").reason, "Applied");
     assert_eq!(condition(&s, "CertificatesValid").status, "True");
@@ -137,8 +167,8 @@ async fn retargeting_wires_the_new_deployment_unwires_the_old_and_records_only_t
     w.edit_set("s", json!({"spec": {"app": {"deployment": "two"}}}));
     let mark = w.fake.mark();
     w.pass_ok("s").await;
+    w.rolls_then_ready("s", "two").await;
     let s = w.set("s");
-    assert!(is_ready(&s), "{:?}", ready(&s));
     assert_eq!(records(&s), ["two"]);
     let one = w.deployment_now("one");
     assert!(unwired(&one), "one still carries certpin's wiring");
@@ -180,8 +210,8 @@ async fn a_container_removed_from_the_list_loses_its_wiring_the_others_keep_it()
 
     w.edit_set("s", json!({"spec": {"app": {"containers": ["mendix"]}}}));
     w.pass_ok("s").await;
+    w.rolls_then_ready("s", "app").await;
     let s = w.set("s");
-    assert!(is_ready(&s), "{:?}", ready(&s));
     let cs = containers(&w.deployment_now("app"));
     assert!(wired(&cs[0]), "mendix keeps its wiring");
     assert!(
@@ -213,8 +243,8 @@ async fn a_deleted_workload_leaves_the_records_and_idle_passes_stop_looking_for_
     w.fake.with(|st| st.remove::<Deployment>(NS, "one"));
     w.edit_set("s", json!({"spec": {"app": {"deployment": "two"}}}));
     w.pass_ok("s").await;
+    w.rolls_then_ready("s", "two").await;
     let s = w.set("s");
-    assert!(is_ready(&s), "{:?}", ready(&s));
     assert_eq!(records(&s), ["two"]);
     // An idle pass reads no list of Deployments.
     let mark = w.fake.mark();

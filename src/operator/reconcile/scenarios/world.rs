@@ -89,6 +89,38 @@ impl World {
         self.fake.insert(&d);
     }
 
+    /// The Deployment controller's part: every replica of the current
+    /// template updated and available.
+    pub fn roll_out(&self, name: &str) {
+        let d = self.deployment_now(name);
+        let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let status = json!({
+            "observedGeneration": d.metadata.generation,
+            "replicas": replicas, "updatedReplicas": replicas,
+            "readyReplicas": replicas, "availableReplicas": replicas,
+        });
+        self.fake
+            .with(|s| s.set_status::<Deployment>(NS, name, status));
+    }
+
+    /// A pass that must succeed, after the Deployment controller rolled
+    /// `app` out.
+    pub async fn pass_rolled_out(&self, name: &str, app: &str) -> Action {
+        self.roll_out(app);
+        self.pass_ok(name).await
+    }
+
+    /// The set waits for the rollout of `app` (Ready False, Reconciling),
+    /// and is Ready once the Deployment controller has rolled it out.
+    pub async fn rolls_then_ready(&self, name: &str, app: &str) {
+        let s = self.set(name);
+        assert_eq!(ready(&s).1, "RolloutInProgress", "{:?}", ready(&s));
+        assert_eq!(condition(&s, "Reconciling").status, "True");
+        self.pass_rolled_out(name, app).await;
+        let s = self.set(name);
+        assert!(is_ready(&s), "after the rollout: {:?}", ready(&s));
+    }
+
     /// A running pod of Deployment `app` (labels `app=<app>`).
     pub fn pod(&self, app: &str, name: &str) {
         let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({

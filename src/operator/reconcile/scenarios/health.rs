@@ -1,0 +1,141 @@
+//! How GitOps tools read a set (kstatus's Reconciling and Stalled, Ready
+//! only once the rollout is complete), for each kind of state.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use serde_json::json;
+
+use super::world::*;
+
+/// The kstatus conditions present (always True when present).
+fn kstatus(w: &World) -> Vec<(String, String)> {
+    let s = w.set("s");
+    s.status
+        .iter()
+        .flat_map(|st| &st.conditions)
+        .filter(|c| c.type_ == "Reconciling" || c.type_ == "Stalled")
+        .inspect(|c| assert_eq!(c.status, "True", "{c:?}"))
+        .map(|c| (c.type_.clone(), c.reason.clone()))
+        .collect()
+}
+
+fn pair(t: &str, r: &str) -> Vec<(String, String)> {
+    vec![(t.to_string(), r.to_string())]
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_stalled_not_reconciling() {
+    let w = World::new();
+    w.put_cert("openssl-ec256-modern.p12", b"not-the-password");
+    w.deployment("app", 1, &["mendix"]);
+    w.create_set("s", json!({"app": {"deployment": "app"}}));
+    w.pass_ok("s").await;
+    assert_eq!(kstatus(&w), pair("Stalled", "WrongPassword"));
+}
+
+#[tokio::test]
+async fn a_missing_secret_or_deployment_is_awaited_reconciling_not_stalled() {
+    let w = World::new();
+    w.fake
+        .with(|st| st.remove::<k8s_openapi::api::core::v1::Secret>(NS, "cert"));
+    w.deployment("app", 1, &["mendix"]);
+    w.create_set("s", json!({"app": {"deployment": "app"}}));
+    w.pass_ok("s").await;
+    assert_eq!(kstatus(&w), pair("Reconciling", "SecretNotFound"));
+
+    w.put_cert("openssl-ec256-modern.p12", PASSWORD);
+    w.edit_set("s", json!({"spec": {"app": {"deployment": "later"}}}));
+    w.pass_ok("s").await;
+    assert_eq!(kstatus(&w), pair("Reconciling", "DeploymentNotFound"));
+}
+
+#[tokio::test]
+async fn a_missing_container_is_stalled() {
+    let w = World::new();
+    w.deployment("app", 1, &["mendix"]);
+    w.create_set(
+        "s",
+        json!({"app": {"deployment": "app", "containers": ["nope"]}}),
+    );
+    w.pass_ok("s").await;
+    assert_eq!(kstatus(&w), pair("Stalled", "ContainerNotFound"));
+}
+
+#[tokio::test]
+async fn a_rollout_past_its_deadline_is_stalled_and_recovers_when_it_completes() {
+    let w = World::new();
+    w.deployment("app", 2, &["mendix"]);
+    w.create_set("s", json!({"app": {"deployment": "app"}}));
+    w.pass_ok("s").await;
+    assert_eq!(kstatus(&w), pair("Reconciling", "RolloutInProgress"));
+    let d = w.deployment_now("app");
+    w.fake.with(|st| {
+        st.set_status::<Deployment>(
+            NS,
+            "app",
+            json!({"observedGeneration": d.metadata.generation, "replicas": 3,
+                   "updatedReplicas": 1, "availableReplicas": 2,
+                   "conditions": [{"type": "Progressing", "status": "False",
+                                   "reason": "ProgressDeadlineExceeded"}]}),
+        )
+    });
+    w.pass_ok("s").await;
+    assert_eq!(kstatus(&w), pair("Stalled", "RolloutStuck"));
+    assert!(
+        w.warning("RolloutStuck").is_some(),
+        "a stuck rollout is a Warning Event"
+    );
+    w.pass_rolled_out("s", "app").await;
+    assert!(is_ready(&w.set("s")));
+    assert_eq!(kstatus(&w), vec![]);
+}
+
+#[tokio::test]
+async fn a_stop_under_way_is_reconciling() {
+    let w = World::new();
+    w.deployment("app", 1, &["mendix"]);
+    w.pod("app", "app-1");
+    w.create_set(
+        "s",
+        json!({"app": {"deployment": "app"}, "restart": "StopStart"}),
+    );
+    w.pass_ok("s").await;
+    assert_eq!(kstatus(&w), pair("Reconciling", "StopStartInProgress"));
+    assert!(
+        w.ctx.rollouts.is_followed(&format!("{NS}/app")),
+        "the stop follows the Deployment's status updates"
+    );
+}
+
+#[tokio::test]
+async fn the_rollout_is_followed_until_it_completes() {
+    let w = World::new();
+    w.deployment("app", 1, &["mendix"]);
+    w.create_set("s", json!({"app": {"deployment": "app"}}));
+    w.pass_ok("s").await;
+    let key = format!("{NS}/app");
+    assert!(w.ctx.rollouts.is_followed(&key));
+    w.pass_rolled_out("s", "app").await;
+    assert!(!w.ctx.rollouts.is_followed(&key));
+}
+
+#[tokio::test]
+async fn a_manual_set_waiting_for_the_users_restart_is_neither_reconciling_nor_stalled() {
+    let w = World::new();
+    w.deployment("app", 1, &["mendix"]);
+    w.pod("app", "app-1");
+    w.roll_out("app");
+    w.create_set(
+        "s",
+        json!({"app": {"deployment": "app"}, "restart": "Manual"}),
+    );
+    // The pod predates the rendering by a minute.
+    let a_minute_ago = (k8s_openapi::jiff::Timestamp::now()
+        - k8s_openapi::jiff::SignedDuration::from_secs(60))
+    .to_string();
+    w.fake
+        .with(|st| st.set_created::<k8s_openapi::api::core::v1::Pod>(NS, "app-1", &a_minute_ago));
+    w.pass_ok("s").await;
+    w.pass_rolled_out("s", "app").await;
+    assert_eq!(ready(&w.set("s")).1, "RestartDue");
+    assert_eq!(kstatus(&w), vec![]);
+}
