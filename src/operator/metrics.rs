@@ -140,10 +140,10 @@ impl Metrics {
             condition: if ok { "True" } else { "False" }.into(),
             reason: reason.into(),
         });
-        if let Some(old) = exported.remove(&key) {
-            if Some(&old) != now.as_ref() {
-                self.ready.remove(&old);
-            }
+        if let Some(old) = exported.remove(&key)
+            && Some(&old) != now.as_ref()
+        {
+            self.ready.remove(&old);
         }
         if let Some(labels) = now {
             self.ready.get_or_create(&labels).set(1);
