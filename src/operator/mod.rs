@@ -176,6 +176,7 @@ pub async fn run_operator(args: RunArgs) -> Result<(), Error> {
         Duration::from_secs(args.resync_seconds),
         decoding,
     );
+    use_marks_if_supported(&client, &ctx).await;
     let ready = Arc::new(AtomicBool::new(false));
     let health = http::Health {
         metrics: ctx.metrics.clone(),
@@ -254,6 +255,26 @@ fn namespaces(args: &RunArgs) -> Vec<Option<&str>> {
         vec![None]
     } else {
         args.namespaces.iter().map(|n| Some(n.as_str())).collect()
+    }
+}
+
+/// Reads at a resourceVersion mark need comparable resourceVersions
+/// (Kubernetes 1.35+); on older API servers, or when the version cannot be
+/// read, every read is a quorum read.
+async fn use_marks_if_supported(client: &Client, ctx: &Context) {
+    let supported = match client.apiserver_version().await {
+        Ok(v) => {
+            let ok = workarounds::freshness::marks_supported(&v.major, &v.minor);
+            info!(version = %v.git_version, reads_at_marks = ok, "API server");
+            ok
+        }
+        Err(e) => {
+            warn!(error = %e, "could not read the API server's version; reads stay quorum reads");
+            false
+        }
+    };
+    if !supported {
+        ctx.marks.disable();
     }
 }
 

@@ -23,15 +23,16 @@
 //! API server what a cached one does (served from its watch cache), or when
 //! kube-runtime's reflectors can answer reads consistently.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use kube::api::GetParams;
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 
-/// The newest resourceVersion seen for one kind (0: none yet).
+/// The newest resourceVersion seen for one kind (0: none yet), unless
+/// marks are off.
 #[derive(Default, Debug)]
-pub struct Mark(AtomicU64);
+pub struct Mark(AtomicU64, AtomicBool);
 
 impl Mark {
     /// Raises the mark to `rv` if that is newer. resourceVersions are
@@ -53,6 +54,9 @@ impl Mark {
     }
 
     fn params(&self) -> Option<GetParams> {
+        if self.1.load(Ordering::Relaxed) {
+            return None;
+        }
         match self.0.load(Ordering::Relaxed) {
             0 => None,
             v => Some(GetParams::at(&v.to_string())),
@@ -66,6 +70,31 @@ pub struct Marks {
     pub secrets: Mark,
     pub config_maps: Mark,
     pub deployments: Mark,
+}
+
+impl Marks {
+    /// Every read becomes a quorum read: for API servers whose
+    /// resourceVersions are not promised to be comparable.
+    pub fn disable(&self) {
+        for m in [&self.secrets, &self.config_maps, &self.deployments] {
+            m.1.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether an API server of this version promises that resourceVersions
+/// compare as numbers (KEP-5504, Kubernetes 1.35): only then is "the newest
+/// version seen" a meaningful mark. Older servers (certpin supports 1.30+),
+/// or a version that does not parse, get quorum reads.
+pub fn marks_supported(major: &str, minor: &str) -> bool {
+    let digits = |s: &str| {
+        s.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<u32>()
+            .ok()
+    };
+    matches!((digits(major), digits(minor)), (Some(1), Some(m)) if m >= 35)
 }
 
 /// `get_opt`, answered from the watch cache when `mark` allows it.
@@ -98,7 +127,24 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::Mark;
+    use super::{Mark, Marks, marks_supported};
+
+    #[test]
+    fn marks_are_used_from_kubernetes_1_35_on_and_off_they_read_from_etcd() {
+        assert!(marks_supported("1", "35"));
+        assert!(marks_supported("1", "36+"));
+        assert!(!marks_supported("1", "34"));
+        assert!(!marks_supported("1", "30+"));
+        assert!(!marks_supported("1", ""));
+        assert!(!marks_supported("2", "0"));
+        let marks = Marks::default();
+        marks.secrets.observe(Some("120"));
+        assert!(marks.secrets.params().is_some());
+        marks.disable();
+        assert_eq!(marks.secrets.params(), None);
+        marks.deployments.observe(Some("130"));
+        assert_eq!(marks.deployments.params(), None);
+    }
 
     #[test]
     fn the_mark_only_rises_and_ignores_what_is_not_a_number() {
