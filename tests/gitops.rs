@@ -152,6 +152,7 @@ async fn flux_sees_each_state_of_a_set_through_kstatus() {
     )
     .await;
     create_deployment(&ns, &deployment("app", 1, &["mendix"])).await;
+    create_deployment(&ns, &deployment("other", 1, &["mendix"])).await;
     create_deployment(&ns, &unschedulable("pending", None)).await;
     create_deployment(&ns, &unschedulable("stuck", Some(2))).await;
 
@@ -177,7 +178,7 @@ async fn flux_sees_each_state_of_a_set_through_kstatus() {
         &ns,
         &set(
             "nocontainer",
-            json!({"deployment": "app", "containers": ["nope"]}),
+            json!({"deployment": "other", "containers": ["nope"]}),
             "cert",
         ),
     )
@@ -192,6 +193,17 @@ async fn flux_sees_each_state_of_a_set_through_kstatus() {
         d.status
     );
     assert_kstatus(&ns, "early", "Current", "");
+    // `kubectl describe deployment` says why the app rolled.
+    let describe = Command::new("kubectl")
+        .args(["describe", "deployment", "app", "-n", &ns.name])
+        .output()
+        .expect("kubectl");
+    let text = String::from_utf8_lossy(&describe.stdout);
+    assert!(
+        text.contains("ClientCertificatesApplied")
+            && text.contains(r#"ClientCertificateSet "early""#),
+        "{text}"
+    );
 
     wait_until(
         &sets,

@@ -150,7 +150,8 @@ async fn reconcile_set(
         rollout,
         now: &now_time(),
     });
-    publish(ctx, set, ns, &derived, &validation.warnings).await?;
+    let target_uid = target.and_then(|d| d.metadata.uid.clone());
+    publish(ctx, set, ns, &derived, &validation.warnings, target_uid).await?;
     faults::after("status");
     let mut requeue = derived.requeue.unwrap_or(ctx.resync).min(ctx.resync);
     if let Some(wake) = next_expiry_check(&validation, set, now) {
@@ -200,10 +201,14 @@ async fn publish(
     ns: &str,
     derived: &status::Derived,
     warnings: &[(String, crate::pkcs12::Warning)],
+    target_uid: Option<String>,
 ) -> Result<()> {
     let old = set.status.clone().unwrap_or_default();
     record_metrics(ctx, set, ns, &old, &derived.status, &derived.ready);
-    let due = status::events_due(set, &old, &derived.status, &derived.ready, warnings);
+    let mut due = status::events_due(set, &old, &derived.status, &derived.ready, warnings);
+    for e in due.iter_mut().filter(|e| e.on_workload) {
+        e.workload_uid.clone_from(&target_uid);
+    }
     let (_, patched) = futures::join!(
         futures::future::join_all(due.into_iter().map(|e| status::event(ctx, set, e))),
         status::patch_status(&ctx.client, set, ns, &derived.status),

@@ -359,6 +359,11 @@ pub struct EventSpec {
     pub note: String,
     /// The workload the Event is about, when not the set's target.
     pub workload: Option<String>,
+    /// Published about the workload (the set as related object): what
+    /// `kubectl describe deployment` should show.
+    pub on_workload: bool,
+    /// The workload's uid: `kubectl describe` finds Events by it.
+    pub workload_uid: Option<String>,
 }
 
 impl EventSpec {
@@ -373,6 +378,8 @@ impl EventSpec {
             action,
             note,
             workload: None,
+            on_workload: false,
+            workload_uid: None,
         }
     }
 
@@ -426,6 +433,22 @@ pub fn events_due(
                 set.spec.app.deployment, set.spec.restart
             )
         });
+    // `kubectl describe` of the workload lists only Events about it: say
+    // there why it rolled.
+    if let Some(r) = &restarted {
+        let mut e = EventSpec::new(
+            false,
+            "ClientCertificatesApplied",
+            "Restart",
+            format!(
+                "ClientCertificateSet {:?}: {r} to apply client certificate settings (hash {})",
+                super::names::set_name(set),
+                new.applied_hash.as_deref().unwrap_or("-")
+            ),
+        );
+        e.on_workload = true;
+        due.push(e);
+    }
     match (applied, restarted) {
         (Some(h), restarted) => {
             let mut note = format!("applied client certificate settings (hash {h})");
@@ -462,16 +485,22 @@ pub fn events_due(
 /// so that `kubectl describe` of the workload shows why it changed.
 pub async fn event(ctx: &Context, set: &ClientCertificateSet, e: EventSpec) {
     use kube::Resource as _;
-    let regarding = set.object_ref(&());
-    let related = ObjectReference {
+    let the_set = set.object_ref(&());
+    let workload = ObjectReference {
         api_version: Some("apps/v1".into()),
         kind: Some("Deployment".into()),
         name: Some(
             e.workload
                 .unwrap_or_else(|| set.spec.app.deployment.clone()),
         ),
-        namespace: regarding.namespace.clone(),
+        namespace: the_set.namespace.clone(),
+        uid: e.workload_uid,
         ..Default::default()
+    };
+    let (regarding, related) = if e.on_workload {
+        (workload, the_set)
+    } else {
+        (the_set, workload)
     };
     let reason: String = e.reason.chars().take(128).collect();
     let note: String = e.note.chars().take(1000).collect();
@@ -534,8 +563,17 @@ mod tests {
         };
         let ready = Cond::new(READY, true, "Applied", "ok");
         let due = events_due(&set(), &old, &new, &ready, &[]);
-        assert_eq!(reasons(&due), ["Applied"]);
-        assert!(!due[0].warning);
+        assert_eq!(reasons(&due), ["ClientCertificatesApplied", "Applied"]);
+        assert!(
+            due[0].on_workload,
+            "the workload's own Event says why it rolled"
+        );
+        assert_eq!(
+            due[0].note,
+            "ClientCertificateSet \"prod\": restarted Deployment \"shop\" (Rolling) to apply client certificate settings (hash h1)"
+        );
+        let due = &due[1..];
+        assert!(!due[0].warning && !due[0].on_workload);
         assert_eq!(
             due[0].note,
             "applied client certificate settings (hash h1); restarted Deployment \"shop\" (Rolling)"
@@ -558,8 +596,8 @@ mod tests {
             ..applied.clone()
         };
         let due = events_due(&set(), &applied, &restarted, &ready, &[]);
-        assert_eq!(reasons(&due), ["Restarted"]);
-        assert_eq!(due[0].note, "restarted Deployment \"shop\" (Rolling)");
+        assert_eq!(reasons(&due), ["ClientCertificatesApplied", "Restarted"]);
+        assert_eq!(due[1].note, "restarted Deployment \"shop\" (Rolling)");
     }
 
     #[test]

@@ -27,8 +27,9 @@ async fn a_new_set_is_finalized_rendered_wired_and_ready_and_an_idle_pass_writes
             "PATCH deployments/app apply certpin",
             "PATCH secrets/s-certpin apply certpin",
             "POST events json -",
+            "POST events json -",
         ],
-        "a new set costs six writes"
+        "a new set costs seven writes (an Event about the set, one about the Deployment it restarted)"
     );
     // Not Ready until the rollout that carries the settings is complete.
     assert_eq!(action, Action::requeue(Duration::from_secs(10)));
