@@ -11,6 +11,7 @@ use std::time::Duration;
 use certpin::resource::ClientCertificateSet;
 use kube::Api;
 use kube::api::PostParams;
+use serde::Deserialize as _;
 use support::kube::{TestNamespace, wait_for, wait_until};
 use support::operator::*;
 
@@ -68,7 +69,7 @@ fn chart_lints_templates_and_the_manifests_are_generated_from_it() {
         "runAsNonRoot: true",
         "readOnlyRootFilesystem: true",
         "allowPrivilegeEscalation: false",
-        "drop: [ALL]",
+        "drop:\n              - ALL",
         "type: RuntimeDefault",
         "livenessProbe:",
         "readinessProbe:",
@@ -89,9 +90,17 @@ fn chart_lints_templates_and_the_manifests_are_generated_from_it() {
             "crds.install=false",
         ],
     );
+    // certpin's own rights stay in the namespaces; the only ClusterRoles
+    // are the users' aggregated ones, bound to nobody by the chart.
     assert!(
-        !ns.contains("kind: ClusterRole"),
+        !ns.contains("kind: ClusterRoleBinding"),
         "cluster-wide RBAC despite watchNamespaces"
+    );
+    assert_eq!(
+        ns.matches("kind: ClusterRole\n").count(),
+        ns.matches("rbac.authorization.k8s.io/aggregate-to-admin: \"true\"")
+            .count(),
+        "a ClusterRole that is not a user role despite watchNamespaces"
     );
     // The tenant boundary, bound to the watched namespaces only.
     assert!(ns.contains("kind: ValidatingAdmissionPolicyBinding"));
@@ -390,4 +399,292 @@ async fn metrics_expose_the_exact_expiry_of_a_known_certificate() {
     assert!(health.contains(" 200 "), "{health}");
     let ready = http_get(&url.replace("/metrics", "/readyz"));
     assert!(ready.contains(" 200 "), "{ready}");
+}
+
+/// The YAML documents `helm template` prints, with the given `--set`s.
+fn template(sets: &[&str]) -> (bool, Vec<serde_yaml::Value>, String) {
+    let mut args = vec![
+        "template",
+        "certpin",
+        CHART,
+        "--namespace",
+        "certpin-system",
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let (success, out) = run("helm", &args);
+    let docs = if success {
+        serde_yaml::Deserializer::from_str(&out)
+            .filter_map(|d| serde_yaml::Value::deserialize(d).ok())
+            .filter(|d| !d.is_null())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    (success, docs, out)
+}
+
+fn of_kind<'a>(docs: &'a [serde_yaml::Value], kind: &str) -> Vec<&'a serde_yaml::Value> {
+    docs.iter()
+        .filter(|d| d["kind"].as_str() == Some(kind))
+        .collect()
+}
+
+fn pod_spec(docs: &[serde_yaml::Value]) -> &serde_yaml::Value {
+    &of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+}
+
+#[test]
+fn chart_defaults_spread_the_replicas_and_bound_disruptions() {
+    let (success, docs, out) = template(&[]);
+    assert!(success, "{out}");
+    let pdb = of_kind(&docs, "PodDisruptionBudget");
+    assert_eq!(pdb.len(), 1, "{out}");
+    assert_eq!(pdb[0]["spec"]["maxUnavailable"], serde_yaml::Value::from(1));
+    let spec = pod_spec(&docs);
+    let spread = &spec["topologySpreadConstraints"][0];
+    assert_eq!(
+        spread["topologyKey"].as_str(),
+        Some("kubernetes.io/hostname")
+    );
+    assert_eq!(spread["whenUnsatisfiable"].as_str(), Some("ScheduleAnyway"));
+    assert_eq!(
+        spec["securityContext"]["runAsUser"],
+        serde_yaml::Value::from(65532)
+    );
+    let image = spec["containers"][0]["image"].as_str().unwrap_or_default();
+    assert!(image.starts_with("ghcr.io/certpin/certpin:"), "{image}");
+    assert!(of_kind(&docs, "NetworkPolicy").is_empty());
+    let roles: Vec<&str> = of_kind(&docs, "ClusterRole")
+        .iter()
+        .filter_map(|r| r["metadata"]["name"].as_str())
+        .collect();
+    assert!(roles.contains(&"certpin-certpin-system-view"), "{roles:?}");
+    assert!(roles.contains(&"certpin-certpin-system-edit"), "{roles:?}");
+    // One replica: a PDB would block every drain.
+    let (_, docs, _) = template(&["replicaCount=1"]);
+    assert!(of_kind(&docs, "PodDisruptionBudget").is_empty());
+    let (_, docs, _) = template(&["userRoles.aggregate=false"]);
+    assert_eq!(of_kind(&docs, "ClusterRole").len(), 1, "only certpin's own");
+}
+
+#[test]
+fn chart_values_for_platforms_render_what_they_promise() {
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let (success, docs, out) = template(&[
+        "global.imageRegistry=mirror.example:5000",
+        "global.someOtherChartsValue=x",
+        &format!("image.digest={digest}"),
+        "extraArgs={--debounce-ms=2000,--resync-seconds=1800}",
+        "extraEnv[0].name=HTTPS_PROXY",
+        "extraEnv[0].value=http://proxy:3128",
+        "extraVolumes[0].name=ca",
+        "extraVolumes[0].configMap.name=corp-ca",
+        "extraVolumeMounts[0].name=ca",
+        "extraVolumeMounts[0].mountPath=/etc/ssl/corp",
+        "podSecurityContext.runAsUser=null",
+        "podSecurityContext.runAsGroup=null",
+        "networkPolicy.enabled=true",
+        "networkPolicy.apiServer.cidrs={10.0.0.1/32}",
+        "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring",
+        "commonLabels.team=platform",
+        "metrics.serviceMonitor.enabled=true",
+    ]);
+    assert!(success, "{out}");
+    let spec = pod_spec(&docs);
+    let c = &spec["containers"][0];
+    assert_eq!(
+        c["image"].as_str(),
+        Some(format!("mirror.example:5000/certpin/certpin@{digest}").as_str())
+    );
+    let args: Vec<&str> = c["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(
+        args.ends_with(&["--debounce-ms=2000", "--resync-seconds=1800"]),
+        "{args:?}"
+    );
+    assert!(out.contains("name: HTTPS_PROXY"), "{out}");
+    assert_eq!(
+        c["volumeMounts"][0]["mountPath"].as_str(),
+        Some("/etc/ssl/corp")
+    );
+    assert_eq!(
+        spec["volumes"][0]["configMap"]["name"].as_str(),
+        Some("corp-ca")
+    );
+    // OpenShift: the platform picks the user; the rest of the context stays.
+    let psc = &spec["securityContext"];
+    assert!(
+        psc["runAsUser"].is_null() && psc["runAsGroup"].is_null(),
+        "{psc:?}"
+    );
+    assert_eq!(psc["runAsNonRoot"].as_bool(), Some(true));
+    assert_eq!(
+        c["securityContext"]["readOnlyRootFilesystem"].as_bool(),
+        Some(true)
+    );
+    let np = of_kind(&docs, "NetworkPolicy");
+    assert_eq!(np.len(), 1, "{out}");
+    let np = &np[0]["spec"];
+    assert_eq!(
+        np["egress"][0]["to"][0]["ipBlock"]["cidr"].as_str(),
+        Some("10.0.0.1/32")
+    );
+    assert_eq!(
+        np["ingress"][0]["ports"][0]["port"].as_str(),
+        Some("metrics")
+    );
+    assert_eq!(
+        np["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["name"].as_str(),
+        Some("monitoring")
+    );
+    for d in &docs {
+        assert_eq!(
+            d["metadata"]["labels"]["team"].as_str(),
+            Some("platform"),
+            "{:?} lacks commonLabels",
+            d["kind"]
+        );
+    }
+    let sm = of_kind(&docs, "ServiceMonitor");
+    assert_eq!(
+        sm[0]["spec"]["endpoints"][0]["honorLabels"].as_bool(),
+        Some(true)
+    );
+    // The schema stays strict about everything else.
+    for bad in [
+        "unknownValue=1",
+        "extraArgs={debounce}",
+        "image.digest=latest",
+        "networkPolicy.egress=x",
+    ] {
+        let (success, _, out) = template(&[bad]);
+        assert!(!success, "{bad} was accepted: {out}");
+    }
+}
+
+#[tokio::test]
+async fn the_chart_installs_as_a_subchart_and_namespace_users_get_sets_through_built_in_roles() {
+    let app = TestNamespace::new("umbrella-app").await;
+    let rel = TestNamespace::new("umbrella-sys").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Chart.yaml"),
+        format!(
+            "apiVersion: v2\nname: platform\nversion: 1.0.0\ndependencies:\n  - name: certpin\n    version: \">=0.0.0\"\n    repository: file://{CHART}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("values.yaml"),
+        format!(
+            "global:\n  imageRegistry: mirror.example\n  team: platform\ncertpin:\n  crds:\n    install: false\n  watchNamespaces: [{}]\n  replicaCount: 1\n",
+            app.name
+        ),
+    )
+    .unwrap();
+    let umbrella = dir.path().to_str().unwrap();
+    ok("helm", &["dependency", "build", umbrella]);
+    ok(
+        "helm",
+        &["install", "platform", umbrella, "--namespace", &rel.name],
+    );
+    let deployment = ok(
+        "kubectl",
+        &[
+            "get",
+            "deployment",
+            "platform-certpin",
+            "-n",
+            &rel.name,
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ],
+    );
+    assert!(
+        deployment.starts_with("mirror.example/certpin/certpin:"),
+        "{deployment}"
+    );
+
+    // Built-in roles, plain RoleBindings: an editor and a viewer.
+    for (user, role) in [("umbrella-editor", "edit"), ("umbrella-viewer", "view")] {
+        ok(
+            "kubectl",
+            &[
+                "create",
+                "rolebinding",
+                user,
+                "--clusterrole",
+                role,
+                "--user",
+                user,
+                "-n",
+                &app.name,
+            ],
+        );
+    }
+    let can = |user: &'static str, verb: &'static str, what: &'static str| {
+        let ns = app.name.clone();
+        async move {
+            run(
+                "kubectl",
+                &["auth", "can-i", verb, what, "-n", &ns, "--as", user],
+            )
+            .0
+        }
+    };
+    // The aggregation controller folds the roles in shortly after install.
+    wait_for(T, "edit to include clientcertificatesets", || {
+        can(
+            "umbrella-editor",
+            "create",
+            "clientcertificatesets.certpin.dev",
+        )
+    })
+    .await;
+    for verb in [
+        "get", "list", "watch", "create", "update", "patch", "delete",
+    ] {
+        assert!(
+            can("umbrella-editor", verb, "clientcertificatesets.certpin.dev").await,
+            "editor may not {verb}"
+        );
+    }
+    for verb in ["get", "list", "watch"] {
+        assert!(
+            can("umbrella-viewer", verb, "clientcertificatesets.certpin.dev").await,
+            "viewer may not {verb}"
+        );
+    }
+    for verb in ["create", "update", "patch", "delete"] {
+        assert!(
+            !can("umbrella-viewer", verb, "clientcertificatesets.certpin.dev").await,
+            "viewer may {verb}"
+        );
+    }
+    // Status is certpin's to write, not a user's.
+    for user in ["umbrella-editor", "umbrella-viewer"] {
+        let (allowed, out) = run(
+            "kubectl",
+            &[
+                "auth",
+                "can-i",
+                "patch",
+                "clientcertificatesets.certpin.dev",
+                "--subresource",
+                "status",
+                "-n",
+                &app.name,
+                "--as",
+                user,
+            ],
+        );
+        assert!(!allowed, "{user} may patch the status: {out}");
+    }
+    ok("helm", &["uninstall", "platform", "--namespace", &rel.name]);
 }

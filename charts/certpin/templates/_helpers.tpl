@@ -12,6 +12,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* registry/repository:tag, or @digest; global.imageRegistry (a mirror) wins. */}}
+{{- define "certpin.image" -}}
+{{- $registry := .Values.image.registry -}}
+{{- with .Values.global }}{{- with .imageRegistry }}{{- $registry = . -}}{{- end }}{{- end -}}
+{{- $name := .Values.image.repository -}}
+{{- if $registry }}{{- $name = printf "%s/%s" $registry .Values.image.repository -}}{{- end -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" $name .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $name (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "certpin.selectorLabels" -}}

@@ -68,20 +68,21 @@ pub fn state(d: &Deployment) -> Rollout {
             "Deployment {name:?} is paused: its pods are replaced when it is resumed"
         ));
     }
+    // Stages, not counts: each change of the message is a status write,
+    // and `kubectl rollout status` gives the counts.
     if updated < want {
         return Rollout::InProgress(format!(
-            "Deployment {name:?}: {updated} of {want} pod(s) updated"
+            "Deployment {name:?}: pods with the new settings are being created"
         ));
     }
     if total > updated {
         return Rollout::InProgress(format!(
-            "Deployment {name:?}: {} old pod(s) still terminating",
-            total - updated
+            "Deployment {name:?}: pods with the old settings are terminating"
         ));
     }
     if available < updated {
         return Rollout::InProgress(format!(
-            "Deployment {name:?}: {available} of {updated} updated pod(s) available"
+            "Deployment {name:?}: pods with the new settings are becoming available"
         ));
     }
     Rollout::Complete
@@ -119,15 +120,15 @@ mod tests {
             ),
             (
                 json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 2}),
-                "1 of 2 pod(s) updated",
+                "being created",
             ),
             (
                 json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2}),
-                "1 old pod(s) still terminating",
+                "old settings are terminating",
             ),
             (
                 json!({"observedGeneration": 4, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}),
-                "1 of 2 updated pod(s) available",
+                "becoming available",
             ),
         ];
         for (status, says) in cases {
