@@ -44,6 +44,23 @@ async fn create(ns: &TestNamespace, s: &ClientCertificateSet) {
         .unwrap();
 }
 
+/// A namespace with the CRD, the Secret `cert` and the Secret `wrong` (the
+/// same file with a wrong password).
+async fn with_secrets(prefix: &str) -> TestNamespace {
+    let ns = TestNamespace::new(prefix).await;
+    install_crd(&ns.client).await;
+    put_cert_secret(&ns).await;
+    let file = fixture("pkcs12/openssl-ec256-modern.p12");
+    put_secret(
+        &ns,
+        "wrong",
+        &[("certificate.pfx", &file), ("password", b"nope")],
+        None,
+    )
+    .await;
+    ns
+}
+
 /// A Deployment whose pods can never be scheduled (no node has the label).
 fn unschedulable(name: &str, progress_deadline: Option<i32>) -> Deployment {
     let mut d = deployment(name, 1, &["mendix"]);
@@ -132,14 +149,12 @@ fn argo_cd_health_check_passes_its_test_cases() {
 
 #[tokio::test]
 async fn flux_sees_each_state_of_a_set_through_kstatus() {
-    let ns = TestNamespace::new("kstatus").await;
-    install_crd(&ns.client).await;
-    put_cert_secret(&ns).await;
-    let wrong = fixture("pkcs12/openssl-ec256-modern.p12");
+    let ns = with_secrets("kstatus").await;
+    let corrupt = fixture("pkcs12/truncated.p12");
     put_secret(
         &ns,
-        "wrong",
-        &[("certificate.pfx", &wrong), ("password", b"nope")],
+        "corrupt",
+        &[("certificate.pfx", &corrupt), ("password", b"changeit")],
         None,
     )
     .await;
@@ -184,6 +199,13 @@ async fn flux_sees_each_state_of_a_set_through_kstatus() {
     )
     .await;
     create(&ns, &set("nosecret", json!({"deployment": "app"}), "later")).await;
+    create(
+        &ns,
+        &set("corrupt", json!({"deployment": "app"}), "corrupt"),
+    )
+    .await;
+    // Another set already wires `app` ("early"): a conflict.
+    create(&ns, &set("second", json!({"deployment": "app"}), "cert")).await;
 
     wait_until(&sets, "early", T, "Ready", ready).await;
     let d = ns.api::<Deployment>().get("app").await.unwrap();
@@ -227,6 +249,8 @@ async fn flux_sees_each_state_of_a_set_through_kstatus() {
         ("wrong", "WrongPassword"),
         ("expired", "Expired"),
         ("nocontainer", "ContainerNotFound"),
+        ("corrupt", "Corrupt"),
+        ("second", "Conflict"),
     ] {
         wait_until(&sets, name, T, reason, not_ready_with(reason)).await;
         assert_kstatus(&ns, name, "Failed", "");
@@ -367,17 +391,7 @@ fn exported(metrics: &str, metric: &str, carrying: &str) -> String {
 
 #[tokio::test]
 async fn alert_rules_fire_for_a_broken_set_and_stay_quiet_for_a_manual_one() {
-    let ns = TestNamespace::new("alerts").await;
-    install_crd(&ns.client).await;
-    put_cert_secret(&ns).await;
-    let wrong = fixture("pkcs12/openssl-ec256-modern.p12");
-    put_secret(
-        &ns,
-        "wrong",
-        &[("certificate.pfx", &wrong), ("password", b"nope")],
-        None,
-    )
-    .await;
+    let ns = with_secrets("alerts").await;
     create_deployment(&ns, &deployment("app", 1, &["mendix"])).await;
     let deployments: Api<Deployment> = ns.api();
     wait_until(&deployments, "app", T, "running", rollout_complete()).await;

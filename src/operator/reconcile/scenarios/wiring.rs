@@ -36,14 +36,7 @@ async fn a_new_set_is_finalized_rendered_wired_and_ready_and_an_idle_pass_writes
     let s = w.set("s");
     assert_eq!(ready(&s).1, "RolloutInProgress");
     assert_eq!(condition(&s, "Reconciling").reason, "RolloutInProgress");
-    assert!(
-        s.status
-            .as_ref()
-            .unwrap()
-            .conditions
-            .iter()
-            .all(|c| c.type_ != "Stalled")
-    );
+    assert!(!has_condition(&s, "Stalled"));
     let mark = w.fake.mark();
     assert_eq!(
         w.pass_rolled_out("s", "app").await,
@@ -61,14 +54,7 @@ async fn a_new_set_is_finalized_rendered_wired_and_ready_and_an_idle_pass_writes
         Some(&[FINALIZER.to_string()][..])
     );
     assert!(is_ready(&s), "{:?}", ready(&s));
-    assert!(
-        s.status
-            .as_ref()
-            .unwrap()
-            .conditions
-            .iter()
-            .all(|c| c.type_ != "Reconciling")
-    );
+    assert!(!has_condition(&s, "Reconciling"));
     let st = s.status.clone().unwrap();
     assert_eq!(condition(&s, "Applied").reason, "Applied");
     assert_eq!(condition(&s, "CertificatesValid").status, "True");

@@ -264,6 +264,14 @@ pub fn describe(l: &Logged) -> String {
     )
 }
 
+/// Whether the set has a condition of this type at all.
+pub fn has_condition(set: &ClientCertificateSet, type_: &str) -> bool {
+    set.status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .any(|c| c.type_ == type_)
+}
+
 pub fn condition<'a>(set: &'a ClientCertificateSet, type_: &str) -> &'a Condition {
     set.status
         .as_ref()
