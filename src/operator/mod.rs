@@ -316,26 +316,30 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
         namespace = ns.unwrap_or("<all>"),
         "certpin controller starting"
     );
-    let rotations = debounced(
-        secrets,
-        move |s| {
-            let ns = s.namespace().unwrap_or_default();
-            sets_using(&index, &secret_store, &ns, &s.name_any())
-        },
+    // Secrets and Deployments (their changes, and the status updates of a
+    // rollout a set waits for) go through one debounce per set: a rollout
+    // under way during a burst of rotations must not apply each of them.
+    let secret_sets = changes(secrets, "Secret", move |s| {
+        let ns = s.namespace().unwrap_or_default();
+        sets_using(&index, &secret_store, &ns, &s.name_any())
+    });
+    let deployment_sets = changes(deployments, "Deployment", move |d| {
+        let name = d.name_any();
+        sets_in(
+            &deployment_store,
+            &d.namespace().unwrap_or_default(),
+            |set| set.spec.app.deployment == name,
+        )
+    });
+    let triggered = debounced(
+        futures::stream::select(secret_sets, deployment_sets),
         Duration::from_millis(args.debounce_ms),
     );
-    let results = controller
-        .reconcile_on(rotations)
-        .watches_stream(deployments, move |d| {
-            let name = d.name_any();
-            sets_in(
-                &deployment_store,
-                &d.namespace().unwrap_or_default(),
-                |set| set.spec.app.deployment == name,
-            )
-        })
-        .shutdown_on_signal()
-        .run(reconcile::reconcile, error_policy, ctx);
+    let results = controller.reconcile_on(triggered).shutdown_on_signal().run(
+        reconcile::reconcile,
+        error_policy,
+        ctx,
+    );
     repoll::drive(results, repoll::REPOLL, |res| match res {
         Ok((obj, _)) => tracing::debug!(set = %obj.name, namespace = ?obj.namespace, "reconciled"),
         Err(e) => warn!(error = error::with_causes(&e), "reconcile failed"),
@@ -347,28 +351,35 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
     );
 }
 
-/// The sets a Secret's changes concern, each emitted once the Secret has
-/// been quiet for `wait` (kube's own trailing-edge scheduler, per set): a
-/// burst of rotations is one pass. A watch error is logged; the watch's
-/// backoff retries it.
-fn debounced<S>(
+/// The sets that a watched object's events concern. A watch error is
+/// logged; the watch's backoff retries it.
+fn changes<K, S>(
     events: S,
-    sets: impl Fn(PartialObjectMeta<Secret>) -> Vec<ObjectRef<ClientCertificateSet>> + Send + 'static,
-    wait: Duration,
+    kind: &'static str,
+    sets: impl Fn(K) -> Vec<ObjectRef<ClientCertificateSet>> + Send + 'static,
 ) -> impl futures::Stream<Item = ObjectRef<ClientCertificateSet>> + Send
 where
-    S: futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static,
+    K: Send + 'static,
+    S: futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 {
-    let requests = events
-        .filter_map(|e| async move {
-            e.inspect_err(|e| warn!(error = %e, "Secret watch failed; retrying"))
+    events
+        .filter_map(move |e| async move {
+            e.inspect_err(|e| warn!(error = %e, kind, "watch failed; retrying"))
                 .ok()
         })
-        .flat_map(move |s| futures::stream::iter(sets(s)))
-        .map(|message| kube::runtime::scheduler::ScheduleRequest {
-            message,
-            run_at: tokio::time::Instant::now(),
-        });
+        .flat_map(move |o| futures::stream::iter(sets(o)))
+}
+
+/// Each set emitted once nothing has concerned it for `wait` (kube's own
+/// trailing-edge scheduler, per set): a burst of rotations is one pass.
+fn debounced(
+    sets: impl futures::Stream<Item = ObjectRef<ClientCertificateSet>> + Send + 'static,
+    wait: Duration,
+) -> impl futures::Stream<Item = ObjectRef<ClientCertificateSet>> + Send {
+    let requests = sets.map(|message| kube::runtime::scheduler::ScheduleRequest {
+        message,
+        run_at: tokio::time::Instant::now(),
+    });
     kube::runtime::scheduler::debounced_scheduler(requests, wait)
 }
 
