@@ -204,8 +204,6 @@ async fn flux_sees_each_state_of_a_set_through_kstatus() {
         &set("corrupt", json!({"deployment": "app"}), "corrupt"),
     )
     .await;
-    // Another set already wires `app` ("early"): a conflict.
-    create(&ns, &set("second", json!({"deployment": "app"}), "cert")).await;
 
     wait_until(&sets, "early", T, "Ready", ready).await;
     let d = ns.api::<Deployment>().get("app").await.unwrap();
@@ -215,6 +213,8 @@ async fn flux_sees_each_state_of_a_set_through_kstatus() {
         d.status
     );
     assert_kstatus(&ns, "early", "Current", "");
+    // Another set for `app`, once "early" holds it: a conflict.
+    create(&ns, &set("second", json!({"deployment": "app"}), "cert")).await;
     // `kubectl describe deployment` says why the app rolled.
     let describe = Command::new("kubectl")
         .args(["describe", "deployment", "app", "-n", &ns.name])
@@ -407,6 +407,17 @@ async fn alert_rules_fire_for_a_broken_set_and_stay_quiet_for_a_manual_one() {
         T,
         "WrongPassword",
         not_ready_with("WrongPassword"),
+    )
+    .await;
+    // The first wiring changes the pod template, so the app rolls even for
+    // Manual; a rotation then is the user's restart to make.
+    wait_until(&sets, "manual", T, "Ready", ready).await;
+    let rotated = fixture("pkcs12/openssl-ec384-modern.p12");
+    put_secret(
+        &ns,
+        "cert",
+        &[("certificate.pfx", &rotated), ("password", b"changeit")],
+        None,
     )
     .await;
     wait_until(

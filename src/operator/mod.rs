@@ -163,18 +163,21 @@ async fn client(args: &RunArgs) -> Result<Client, Error> {
     client::build(config)
 }
 
-pub async fn run_operator(args: RunArgs) -> Result<(), Error> {
-    let client = client(&args).await?;
-    let decoding = decoding::Limits {
+fn decode_limits(args: &RunArgs) -> decoding::Limits {
+    decoding::Limits {
         parallelism: args
             .decode_parallelism
             .map_or(decoding::Limits::default().parallelism, usize::from),
         deadline: Duration::from_secs(args.decode_deadline_seconds),
-    };
+    }
+}
+
+pub async fn run_operator(args: RunArgs) -> Result<(), Error> {
+    let client = client(&args).await?;
     let ctx = Context::with_limits(
         client.clone(),
         Duration::from_secs(args.resync_seconds),
-        decoding,
+        decode_limits(&args),
     );
     use_marks_if_supported(&client, &ctx).await;
     let ready = Arc::new(AtomicBool::new(false));

@@ -124,14 +124,8 @@ async fn reconcile_set(
         target,
     )
     .await?;
-    let restart_due = match (&outcome, target, &rendering) {
-        (plan::Outcome::Wired { .. }, Some(d), Some((r, _)))
-            if set.spec.restart == RestartStrategy::Manual =>
-        {
-            restart_due(ctx, ns, d, &r.rendered_at).await?
-        }
-        _ => None,
-    };
+    let rendered_at = rendering.as_ref().map(|(r, _)| r.rendered_at.as_str());
+    let restart_due = manual_restart_due(ctx, set, ns, &outcome, target, rendered_at).await?;
     let rollout = rollout::after_pass(&plan, &outcome, target);
     follow(ctx, ns, set, &outcome, &rollout);
     let old_records = set
@@ -271,6 +265,25 @@ fn next_expiry_check(
         .map(|t| (t - now).to_std().unwrap_or(Duration::from_secs(1)))
         .min()
         .map(|d| d.max(Duration::from_secs(1)))
+}
+
+/// For a Manual set that is wired: what its user still has to restart.
+async fn manual_restart_due(
+    ctx: &Context,
+    set: &ClientCertificateSet,
+    ns: &str,
+    outcome: &plan::Outcome,
+    target: Option<&Deployment>,
+    rendered_at: Option<&str>,
+) -> Result<Option<String>> {
+    match (outcome, target, rendered_at) {
+        (plan::Outcome::Wired { .. }, Some(d), Some(at))
+            if set.spec.restart == RestartStrategy::Manual =>
+        {
+            restart_due(ctx, ns, d, at).await
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Manual: pods created before the content was rendered run old settings.

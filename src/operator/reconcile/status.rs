@@ -136,6 +136,17 @@ enum Kind {
 }
 
 impl Blocker {
+    /// Input that fails validation: awaited when something is missing,
+    /// stalled when it is wrong.
+    fn of_failure(f: &super::validate::Failure) -> Blocker {
+        let kind = if f.waiting {
+            Kind::Reconciling
+        } else {
+            Kind::Stalled
+        };
+        Blocker::new(f.reason.clone(), f.message.clone(), kind)
+    }
+
     fn new(reason: impl Into<String>, message: impl Into<String>, kind: Kind) -> Blocker {
         Blocker {
             reason: reason.into(),
@@ -189,18 +200,22 @@ pub fn derive(p: Pass) -> Derived {
         ),
     }];
     let (blocker, requeue) = outcome_conditions(&p, &mut status, &mut conds);
-    let blocker = match &v.failure {
-        Some(f) => {
-            let kind = if f.waiting {
-                Kind::Reconciling
-            } else {
-                Kind::Stalled
-            };
-            Some(Blocker::new(f.reason.clone(), f.message.clone(), kind))
-        }
-        None => blocker,
-    };
-    let ready = match &blocker {
+    // Invalid input outranks whatever the pass did with the last good one.
+    let blocker = v.failure.as_ref().map(Blocker::of_failure).or(blocker);
+    let ready = ready(v, blocker.as_ref());
+    conds.insert(0, ready.clone());
+    conds.extend(blocker.as_ref().and_then(kstatus));
+    status.conditions = conditions(&old.conditions, &conds, set.metadata.generation, p.now);
+    Derived {
+        status,
+        ready,
+        requeue,
+    }
+}
+
+/// Ready: what blocks it, or True (with the warnings, if any).
+fn ready(v: &Validation, blocker: Option<&Blocker>) -> Cond {
+    match blocker {
         Some(b) => Cond::new(READY, false, b.reason.clone(), b.message.clone()),
         None if !v.warnings.is_empty() => {
             let text: Vec<String> = v
@@ -216,21 +231,17 @@ pub fn derive(p: Pass) -> Derived {
             "Applied",
             "the app runs with its client certificates",
         ),
+    }
+}
+
+/// kstatus's reading of what blocks Ready: Reconciling, Stalled, or neither.
+fn kstatus(b: &Blocker) -> Option<Cond> {
+    let type_ = match b.kind {
+        Kind::Reconciling => RECONCILING,
+        Kind::Stalled => STALLED,
+        Kind::User => return None,
     };
-    conds.insert(0, ready.clone());
-    match blocker.as_ref().map(|b| (b, b.kind)) {
-        Some((b, Kind::Reconciling)) => {
-            conds.push(Cond::new(RECONCILING, true, &b.reason, &b.message));
-        }
-        Some((b, Kind::Stalled)) => conds.push(Cond::new(STALLED, true, &b.reason, &b.message)),
-        Some((_, Kind::User)) | None => {}
-    }
-    status.conditions = conditions(&old.conditions, &conds, set.metadata.generation, p.now);
-    Derived {
-        status,
-        ready,
-        requeue,
-    }
+    Some(Cond::new(type_, true, &b.reason, &b.message))
 }
 
 /// The Applied and RestartDue conditions for what the pass did to the
@@ -435,20 +446,7 @@ pub fn events_due(
         });
     // `kubectl describe` of the workload lists only Events about it: say
     // there why it rolled.
-    if let Some(r) = &restarted {
-        let mut e = EventSpec::new(
-            false,
-            "ClientCertificatesApplied",
-            "Restart",
-            format!(
-                "ClientCertificateSet {:?}: {r} to apply client certificate settings (hash {})",
-                super::names::set_name(set),
-                new.applied_hash.as_deref().unwrap_or("-")
-            ),
-        );
-        e.on_workload = true;
-        due.push(e);
-    }
+    due.extend(restarted.as_deref().map(|r| on_workload(set, new, r)));
     match (applied, restarted) {
         (Some(h), restarted) => {
             let mut note = format!("applied client certificate settings (hash {h})");
@@ -479,6 +477,26 @@ pub fn events_due(
         ));
     }
     due
+}
+
+/// The Event about the workload itself for a restart certpin made.
+fn on_workload(
+    set: &ClientCertificateSet,
+    new: &ClientCertificateSetStatus,
+    restarted: &str,
+) -> EventSpec {
+    let mut e = EventSpec::new(
+        false,
+        "ClientCertificatesApplied",
+        "Restart",
+        format!(
+            "ClientCertificateSet {:?}: {restarted} to apply client certificate settings (hash {})",
+            super::names::set_name(set),
+            new.applied_hash.as_deref().unwrap_or("-")
+        ),
+    );
+    e.on_workload = true;
+    e
 }
 
 /// Publishes `e` about the set, naming its workload as the related object
