@@ -50,14 +50,7 @@ async fn with_secrets(prefix: &str) -> TestNamespace {
     let ns = TestNamespace::new(prefix).await;
     install_crd(&ns.client).await;
     put_cert_secret(&ns).await;
-    let file = fixture("pkcs12/openssl-ec256-modern.p12");
-    put_secret(
-        &ns,
-        "wrong",
-        &[("certificate.pfx", &file), ("password", b"nope")],
-        None,
-    )
-    .await;
+    put_p12(&ns, "wrong", "openssl-ec256-modern.p12", b"nope").await;
     ns
 }
 
@@ -150,22 +143,8 @@ fn argo_cd_health_check_passes_its_test_cases() {
 #[tokio::test]
 async fn flux_sees_each_state_of_a_set_through_kstatus() {
     let ns = with_secrets("kstatus").await;
-    let corrupt = fixture("pkcs12/truncated.p12");
-    put_secret(
-        &ns,
-        "corrupt",
-        &[("certificate.pfx", &corrupt), ("password", b"changeit")],
-        None,
-    )
-    .await;
-    let expired = fixture("pkcs12/python-expired.p12");
-    put_secret(
-        &ns,
-        "expired",
-        &[("certificate.pfx", &expired), ("password", b"changeit")],
-        None,
-    )
-    .await;
+    put_p12(&ns, "corrupt", "truncated.p12", b"changeit").await;
+    put_p12(&ns, "expired", "python-expired.p12", b"changeit").await;
     create_deployment(&ns, &deployment("app", 1, &["mendix"])).await;
     create_deployment(&ns, &deployment("other", 1, &["mendix"])).await;
     create_deployment(&ns, &unschedulable("pending", None)).await;
@@ -412,14 +391,7 @@ async fn alert_rules_fire_for_a_broken_set_and_stay_quiet_for_a_manual_one() {
     // The first wiring changes the pod template, so the app rolls even for
     // Manual; a rotation then is the user's restart to make.
     wait_until(&sets, "manual", T, "Ready", ready).await;
-    let rotated = fixture("pkcs12/openssl-ec384-modern.p12");
-    put_secret(
-        &ns,
-        "cert",
-        &[("certificate.pfx", &rotated), ("password", b"changeit")],
-        None,
-    )
-    .await;
+    put_p12(&ns, "cert", "openssl-ec384-modern.p12", b"changeit").await;
     wait_until(
         &sets,
         "manual",

@@ -53,7 +53,10 @@ pub struct Rollouts {
 }
 
 impl Rollouts {
-    pub fn follow(&self, key: String, on: bool) {
+    /// Follows (or stops following) the workload `ns/name`, keyed as the
+    /// watch keys it (`triggers::key`).
+    pub fn follow(&self, ns: &str, name: &str, on: bool) {
+        let key = format!("{ns}/{name}");
         let mut followed = self.followed.lock().unwrap_or_else(|p| p.into_inner());
         if on {
             followed.insert(key);

@@ -360,21 +360,22 @@ pub fn started_without_record(replicas: i32) -> impl Fn(Option<&Deployment>) -> 
     }
 }
 
-/// The Secret `cert`: an OpenSSL 3 PKCS12 (EC P-256) and its password.
-pub async fn put_cert_secret(ns: &TestNamespace) {
+/// The Secret `name` with `certificate.pfx` (a fixture under pkcs12/) and
+/// `password`.
+pub async fn put_p12(ns: &TestNamespace, name: &str, file: &str, password: &[u8]) {
+    let data = fixture(&format!("pkcs12/{file}"));
     put_secret(
         ns,
-        "cert",
-        &[
-            (
-                "certificate.pfx",
-                &fixture("pkcs12/openssl-ec256-modern.p12"),
-            ),
-            ("password", b"changeit"),
-        ],
+        name,
+        &[("certificate.pfx", &data), ("password", password)],
         None,
     )
     .await;
+}
+
+/// The Secret `cert`: an OpenSSL 3 PKCS12 (EC P-256) and its password.
+pub async fn put_cert_secret(ns: &TestNamespace) {
+    put_p12(ns, "cert", "openssl-ec256-modern.p12", b"changeit").await;
 }
 
 /// The set is Ready for its current generation.

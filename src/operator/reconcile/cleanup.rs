@@ -46,8 +46,7 @@ pub async fn cleanup(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> Res
     }
     ctx.metrics.set_expiries(ns, set_name(set), &[]);
     ctx.metrics.set_ready(ns, set_name(set), None);
-    let key = format!("{ns}/{}", set.spec.app.deployment);
-    ctx.rollouts.follow(key, false);
+    ctx.rollouts.follow(ns, &set.spec.app.deployment, false);
     Ok(Action::await_change())
 }
 

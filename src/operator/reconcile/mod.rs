@@ -168,8 +168,7 @@ fn follow(
         plan::Outcome::Stopping { .. } => true,
         plan::Outcome::Refused(_) => false,
     };
-    let key = format!("{ns}/{}", set.spec.app.deployment);
-    ctx.rollouts.follow(key, waiting);
+    ctx.rollouts.follow(ns, &set.spec.app.deployment, waiting);
 }
 
 /// Builds the rendered objects (reusing the previous encoding of unchanged
