@@ -28,6 +28,7 @@ use crate::pkcs12::Profile;
     printcolumn = r#"{"name":"Certificates","type":"integer","jsonPath":".status.certificateCount"}"#,
     printcolumn = r#"{"name":"Earliest Expiry","type":"string","jsonPath":".status.earliestExpiry"}"#,
     printcolumn = r#"{"name":"Deployment","type":"string","jsonPath":".spec.app.deployment","priority":1}"#,
+    printcolumn = r#"{"name":"StatefulSet","type":"string","jsonPath":".spec.app.statefulSet","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("self.certificates.all(c, self.certificates.exists_one(d, d.name == c.name))").message("certificate names must be unique"))]
@@ -80,16 +81,32 @@ fn default_warning_days() -> i32 {
     30
 }
 
-/// The app's Deployment.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// The app's workload: a Deployment or a StatefulSet.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("has(self.deployment) != has(self.statefulSet)").message("give exactly one of deployment or statefulSet"))]
 #[serde(rename_all = "camelCase")]
 pub struct AppRef {
     /// Name of the Deployment, in the set's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 253),
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
     )]
-    pub deployment: String,
+    pub deployment: Option<String>,
+    /// Name of the StatefulSet, in the set's namespace (Mendix's Kubernetes
+    /// how-to runs apps as StatefulSets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub stateful_set: Option<String>,
+    /// Wire the workload even though another controller owns it (a controller
+    /// owner reference). Set this only when that owner leaves the pod
+    /// template alone; an owner that restores its template (the Mendix
+    /// Operator does) would undo certpin's wiring on every sync.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub owner_leaves_pod_template: bool,
     /// The containers that get the settings and the files; default: every container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
@@ -100,6 +117,58 @@ pub struct AppRef {
         )
     )]
     pub containers: Vec<String>,
+}
+
+/// The kinds of workload certpin wires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+}
+
+impl WorkloadKind {
+    pub const ALL: [WorkloadKind; 2] = [WorkloadKind::Deployment, WorkloadKind::StatefulSet];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::StatefulSet => "StatefulSet",
+        }
+    }
+
+    /// The name kubectl takes (`kubectl rollout restart statefulset/x`).
+    pub fn kubectl_name(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "deployment",
+            WorkloadKind::StatefulSet => "statefulset",
+        }
+    }
+
+    pub fn parse(kind: &str) -> Option<WorkloadKind> {
+        WorkloadKind::ALL.into_iter().find(|k| k.as_str() == kind)
+    }
+}
+
+impl std::fmt::Display for WorkloadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl AppRef {
+    /// The workload this names (the schema admits exactly one; an object
+    /// that predates the schema rule is read as its Deployment).
+    pub fn target(&self) -> (WorkloadKind, &str) {
+        match (&self.deployment, &self.stateful_set) {
+            (Some(d), _) => (WorkloadKind::Deployment, d),
+            (None, Some(s)) => (WorkloadKind::StatefulSet, s),
+            (None, None) => (WorkloadKind::Deployment, ""),
+        }
+    }
+
+    pub fn targets(&self, kind: WorkloadKind, name: &str) -> bool {
+        self.target() == (kind, name)
+    }
 }
 
 /// One client certificate: a PKCS12 file and its password from Secrets, or

@@ -185,3 +185,96 @@ fn reencoded_files_authenticate_mutual_tls_in_every_jvm() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// The runtime's outgoing TLS call configured only from its settings
+/// (tests/java/RuntimeClient.java): with CACertificates set it trusts exactly
+/// those files, one certificate each; without it, the JVM's default trust,
+/// which does not know the partner's private CA.
+#[test]
+fn runtime_client_trusts_exactly_the_ca_settings() {
+    const MOUNT: &str = "/etc/certpin/client-certificates";
+    let dir = fixtures();
+    let java = &jvm::javas()[0];
+    // `ca`: (fixture under tests/fixtures/ca, name in the mounted volume);
+    // None leaves CACertificates unset.
+    let call = |ca: Option<&[(&str, &str)]>| {
+        let tmp = tempfile::tempdir().unwrap();
+        let (settings, files) = (tmp.path().join("settings"), tmp.path().join("files"));
+        std::fs::create_dir_all(&settings).unwrap();
+        std::fs::create_dir_all(&files).unwrap();
+        std::fs::copy(
+            dir.join("pkcs12/openssl-rsa-modern.p12"),
+            files.join("c-1.pfx"),
+        )
+        .unwrap();
+        let client = format!("{MOUNT}/c-1.pfx");
+        std::fs::write(settings.join("ClientCertificates"), &client).unwrap();
+        std::fs::write(settings.join("ClientCertificatePasswords"), "changeit").unwrap();
+        std::fs::write(
+            settings.join("ClientCertificateUsages"),
+            format!(r#"{{"localhost": "{client}"}}"#),
+        )
+        .unwrap();
+        if let Some(ca) = ca {
+            let mut paths = vec![];
+            for (fixture, name) in ca {
+                std::fs::copy(dir.join("ca").join(fixture), files.join(name)).unwrap();
+                paths.push(format!("{MOUNT}/{name}"));
+            }
+            std::fs::write(settings.join("CACertificates"), paths.join(",")).unwrap();
+        }
+        let out = jvm::run(
+            java,
+            "RuntimeClient.java",
+            &[
+                settings.to_str().unwrap(),
+                MOUNT,
+                files.to_str().unwrap(),
+                "localhost",
+                dir.join("ca/partner-server.p12").to_str().unwrap(),
+                dir.join("pem/ca-chain.crt").to_str().unwrap(),
+            ],
+            &[("SERVER_PASSWORD", "changeit")],
+        );
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // a) The partner's root and intermediate, one file each: the call goes
+    // through and the partner sees the client certificate.
+    let (code, stdout, stderr) = call(Some(&[
+        ("partner-root.crt", "ca-0.crt"),
+        ("partner-intermediate.crt", "ca-1.crt"),
+    ]));
+    assert_eq!(code, Some(0), "a) {stdout}{stderr}");
+    assert!(stdout.contains("CN=partner-a client"), "a) {stdout}");
+
+    // The root alone is enough: the server sends the intermediate.
+    let (code, stdout, stderr) = call(Some(&[("partner-root.crt", "ca-0.crt")]));
+    assert_eq!(code, Some(0), "a, root only) {stdout}{stderr}");
+    assert!(stdout.contains("CN=partner-a client"), "a, root only) {stdout}");
+
+    // b) No CACertificates: the JVM's default trust does not know the partner CA.
+    let (code, stdout, stderr) = call(None);
+    assert_eq!(code, Some(2), "b) {stdout}{stderr}");
+    assert!(
+        stderr.contains("PKIX") || stderr.contains("certification path"),
+        "b) {stderr}"
+    );
+
+    // c) A bundle in one file: the runtime wants one certificate per file.
+    let (code, stdout, stderr) = call(Some(&[("partner-bundle.pem", "ca-0.crt")]));
+    assert_eq!(code, Some(3), "c) {stdout}{stderr}");
+    assert!(stderr.contains("holds 3 certificates"), "c) {stderr}");
+
+    // d) Another CA only: the partner's chain does not lead to it.
+    let (code, stdout, stderr) = call(Some(&[("cert-manager-ca.crt", "ca-0.crt")]));
+    assert_eq!(code, Some(2), "d) {stdout}{stderr}");
+    assert!(
+        stderr.contains("PKIX") || stderr.contains("certification path"),
+        "d) {stderr}"
+    );
+}

@@ -13,7 +13,7 @@ use super::workarounds::freshness::Marks;
 /// The field manager for every write certpin makes (server-side apply).
 pub const MANAGER: &str = "certpin";
 
-/// The Deployments certpin has just written, by `namespace/name`, with the
+/// The workloads certpin has just written, by `Kind/namespace/name`, with the
 /// trigger property (`triggers::spec_and_annotations`) of the object the API
 /// server returned. The watch event that echoes such a write is not a reason
 /// for another pass: certpin already acted on everything before it.
@@ -53,10 +53,10 @@ pub struct Rollouts {
 }
 
 impl Rollouts {
-    /// Follows (or stops following) the workload `ns/name`, keyed as the
-    /// watch keys it (`triggers::key`).
-    pub fn follow(&self, ns: &str, name: &str, on: bool) {
-        let key = format!("{ns}/{name}");
+    /// Follows (or stops following) the workload, keyed as the watch keys
+    /// it (`triggers::key`).
+    pub fn follow(&self, kind: crate::resource::WorkloadKind, ns: &str, name: &str, on: bool) {
+        let key = super::triggers::key_for(kind.as_str(), ns, name);
         let mut followed = self.followed.lock().unwrap_or_else(|p| p.into_inner());
         if on {
             followed.insert(key);

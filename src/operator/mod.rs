@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use clap::Args;
 use futures::StreamExt as _;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::PredicateConfig;
@@ -29,7 +29,7 @@ use kube::{Api, Client, ResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{error, info, warn};
 
-use crate::resource::ClientCertificateSet;
+use crate::resource::{ClientCertificateSet, WorkloadKind};
 use context::Context;
 use error::Error;
 use secret_index::SecretIndex;
@@ -312,30 +312,26 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
         .with_config(ControllerConfig::default().concurrency(args.concurrency));
     let store = controller.store();
     let secrets = secret_events(client, ns, ctx.clone());
-    let deployments = deployment_events(client, ns, ctx.clone());
+    let deployments = workload_events::<Deployment>(client, ns, ctx.clone());
+    let stateful_sets = workload_events::<StatefulSet>(client, ns, ctx.clone());
     let secret_store = store.clone();
-    let deployment_store = store.clone();
     info!(
         namespace = ns.unwrap_or("<all>"),
         "certpin controller starting"
     );
-    // Secrets and Deployments (their changes, and the status updates of a
+    // Secrets and workloads (their changes, and the status updates of a
     // rollout a set waits for) go through one debounce per set: a rollout
     // under way during a burst of rotations must not apply each of them.
     let secret_sets = changes(secrets, "Secret", move |s| {
         let ns = s.namespace().unwrap_or_default();
         sets_using(&index, &secret_store, &ns, &s.name_any())
     });
-    let deployment_sets = changes(deployments, "Deployment", move |d| {
-        let name = d.name_any();
-        sets_in(
-            &deployment_store,
-            &d.namespace().unwrap_or_default(),
-            |set| set.spec.app.deployment == name,
-        )
-    });
+    let workload_sets = futures::stream::select(
+        changes(deployments, "Deployment", sets_targeting(&store, WorkloadKind::Deployment)),
+        changes(stateful_sets, "StatefulSet", sets_targeting(&store, WorkloadKind::StatefulSet)),
+    );
     let triggered = debounced(
-        futures::stream::select(secret_sets, deployment_sets),
+        futures::stream::select(secret_sets, workload_sets),
         Duration::from_millis(args.debounce_ms),
     );
     let results = controller.reconcile_on(triggered).shutdown_on_signal().run(
@@ -352,6 +348,20 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
         namespace = ns.unwrap_or("<all>"),
         "certpin controller stopped"
     );
+}
+
+/// The sets that target a workload of `kind`, by its watch event.
+fn sets_targeting<K: kube::Resource>(
+    store: &Store<ClientCertificateSet>,
+    kind: WorkloadKind,
+) -> impl Fn(K) -> Vec<ObjectRef<ClientCertificateSet>> + Send + 'static + use<K> {
+    let store = store.clone();
+    move |w| {
+        let name = w.name_any();
+        sets_in(&store, &w.namespace().unwrap_or_default(), |set| {
+            set.spec.app.targets(kind, &name)
+        })
+    }
 }
 
 /// The sets that a watched object's events concern. A watch error is
@@ -405,32 +415,40 @@ fn secret_events(
         })
 }
 
-/// A Deployment matters when its spec or annotations change or it goes,
+/// A workload matters when its spec or annotations change or it goes,
 /// not on each status update of a rollout (unless a set waits for that
 /// rollout), nor when the change is the echo of certpin's own wiring patch.
-fn deployment_events(
+fn workload_events<K>(
     client: &Client,
     ns: Option<&str>,
     ctx: Arc<Context>,
-) -> impl futures::Stream<Item = Result<PartialObjectMeta<Deployment>, watcher::Error>> + Send + use<>
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + use<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     let seen = ctx.clone();
     let following = ctx.clone();
+    let kind = WorkloadKind::parse(&K::kind(&())).unwrap_or(WorkloadKind::Deployment);
     triggers::changed_or_deleted(
-        watcher(
-            api::<PartialObjectMeta<Deployment>>(client, ns),
-            list_config(),
-        )
-        .backoff(triggers::watch_backoff())
-        // Every event raises the read mark, the filtered ones included.
-        .inspect(move |e| {
-            if let Ok(
-                watcher::Event::Apply(d) | watcher::Event::InitApply(d) | watcher::Event::Delete(d),
-            ) = e
-            {
-                seen.marks.deployments.observe_object(d);
-            }
-        }),
+        watcher(api::<PartialObjectMeta<K>>(client, ns), list_config())
+            .backoff(triggers::watch_backoff())
+            // Every event raises the read mark, the filtered ones included.
+            .inspect(move |e| {
+                if let Ok(
+                    watcher::Event::Apply(d)
+                    | watcher::Event::InitApply(d)
+                    | watcher::Event::Delete(d),
+                ) = e
+                {
+                    reconcile::kinds::mark(&seen.marks, kind).observe_object(d);
+                }
+            }),
         triggers::spec_and_annotations,
         move |key, value| ctx.own_writes.is_echo(key, value),
         move |key| following.rollouts.is_followed(key),

@@ -21,7 +21,7 @@ pub fn changed_or_deleted<K, S>(
     followed: impl Fn(&str) -> bool + Send + 'static,
 ) -> impl Stream<Item = Result<K, watcher::Error>>
 where
-    K: Resource + Send + 'static,
+    K: Resource<DynamicType = ()> + Send + 'static,
     S: Stream<Item = Result<Event<K>, watcher::Error>> + Send,
 {
     let mut seen: HashMap<String, u64> = HashMap::new();
@@ -50,14 +50,18 @@ where
     })
 }
 
-/// `namespace/name`.
-pub fn key<K: Resource>(o: &K) -> String {
+/// `Kind/namespace/name`: a Deployment and a StatefulSet may share a name.
+pub fn key<K: Resource<DynamicType = ()>>(o: &K) -> String {
     let m = o.meta();
-    format!(
-        "{}/{}",
+    key_for(
+        &K::kind(&()),
         m.namespace.as_deref().unwrap_or_default(),
-        m.name.as_deref().unwrap_or_default()
+        m.name.as_deref().unwrap_or_default(),
     )
+}
+
+pub fn key_for(kind: &str, ns: &str, name: &str) -> String {
+    format!("{kind}/{ns}/{name}")
 }
 
 /// Backoff for the watch streams: exponential from 0.5 s, capped at 5 s.
@@ -162,7 +166,7 @@ mod tests {
             events,
             spec_and_annotations,
             |_, _| false,
-            |key| key == "ns/app",
+            |key| key == "Deployment/ns/app",
         )
         .map(|r| r.map(|o| o.metadata.resource_version.unwrap_or_default()))
         .collect::<Vec<_>>()
@@ -218,7 +222,7 @@ mod tests {
     #[tokio::test]
     async fn the_echo_of_certpins_own_write_is_dropped_once() {
         let own = std::sync::Arc::new(crate::operator::context::OwnWrites::default());
-        own.expect("ns/app".into(), spec_and_annotations(&d(2, "")));
+        own.expect("Deployment/ns/app".into(), spec_and_annotations(&d(2, "")));
         let events = futures::stream::iter(vec![
             Ok(Event::Apply(d(1, "1"))),
             Ok(Event::Apply(d(2, "2"))), // certpin's write

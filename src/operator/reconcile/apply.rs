@@ -1,7 +1,6 @@
 //! Step 4: server-side apply with certpin's own field manager, so that a
-//! GitOps tool that owns the Deployment and certpin never fight over fields.
+//! GitOps tool that owns the workload and certpin never fight over fields.
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
@@ -9,6 +8,9 @@ use serde_json::Value;
 
 use crate::operator::context::{Context, MANAGER};
 use crate::operator::error::Result;
+use crate::resource::WorkloadKind;
+
+use super::kinds::{self, Workload};
 
 fn params() -> PatchParams {
     // force: certpin's fields are certpin's; a conflicting manager (someone
@@ -43,35 +45,36 @@ pub async fn apply_secret(ctx: &Context, ns: &str, name: &str, body: &Value) -> 
 /// Applies the wiring. With `precondition` (the resourceVersion the plan
 /// was made from), the write fails with 409 if the workload changed since:
 /// the claim in it is then one conditional write.
-pub async fn apply_deployment(
+pub async fn apply_workload(
     ctx: &Context,
     ns: &str,
+    kind: WorkloadKind,
     name: &str,
     body: &Value,
     precondition: Option<&str>,
-) -> Result<Deployment> {
+) -> Result<Workload> {
     let mut body = body.clone();
     if let Some(rv) = precondition {
         body["metadata"]["resourceVersion"] = Value::String(rv.to_string());
     }
-    let written = Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+    let written = kinds::api(&ctx.client, ns, kind)
         .patch(name, &params(), &Patch::Apply(&body))
         .await?;
-    ctx.marks.deployments.observe_object(&written);
-    Ok(written)
+    kinds::mark(&ctx.marks, kind).observe_object(&written);
+    Workload::from_dynamic(kind, written)
 }
 
-/// Removes every field certpin owns on the Deployment: applying an object
+/// Removes every field certpin owns on the workload: applying an object
 /// that names no field releases them, and fields no other manager owns go.
-pub async fn unwire_deployment(ctx: &Context, ns: &str, name: &str) -> Result<()> {
+pub async fn unwire_workload(ctx: &Context, ns: &str, kind: WorkloadKind, name: &str) -> Result<()> {
     let body = serde_json::json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1", "kind": kind.as_str(),
         "metadata": {"name": name, "namespace": ns},
     });
-    let api = Api::<Deployment>::namespaced(ctx.client.clone(), ns);
+    let api: Api<kube::api::DynamicObject> = kinds::api(&ctx.client, ns, kind);
     match api.patch(name, &params(), &Patch::Apply(&body)).await {
         Ok(written) => {
-            ctx.marks.deployments.observe_object(&written);
+            kinds::mark(&ctx.marks, kind).observe_object(&written);
             Ok(())
         }
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
@@ -87,13 +90,10 @@ pub async fn unwire_deployment(ctx: &Context, ns: &str, name: &str) -> Result<()
     }
 }
 
-/// Whether the live Deployment already carries exactly this fragment, so an
+/// Whether the live workload already carries exactly this fragment, so an
 /// idle resync makes no write at all.
-pub fn deployment_has(live: &Deployment, fragment: &Value) -> bool {
-    let Ok(live) = serde_json::to_value(live) else {
-        return false;
-    };
-    contains(&live, fragment)
+pub fn workload_has(live: &Workload, fragment: &Value) -> bool {
+    contains(&live.to_value(), fragment)
 }
 
 /// `want` is contained in `have`: every field of `want` is in `have` with the
@@ -121,17 +121,17 @@ pub fn contains(have: &Value, want: &Value) -> bool {
 /// What applying `fragment` to `live` should leave in the fields a watch
 /// trigger looks at: the spec generation (one more when the spec changes)
 /// and the annotations (the fragment's over the live ones).
-pub fn after_apply(live: &Deployment, fragment: &Value) -> Deployment {
+pub fn after_apply(live: &Workload, fragment: &Value) -> Workload {
     let mut next = live.clone();
-    let live_spec = serde_json::to_value(&live.spec).unwrap_or(Value::Null);
+    let live_spec = live.to_value().get("spec").cloned().unwrap_or(Value::Null);
     if let Some(spec) = fragment.get("spec")
         && !contains(&live_spec, spec)
     {
-        next.metadata.generation = Some(live.metadata.generation.unwrap_or(0) + 1);
+        next.meta_mut().generation = Some(live.meta().generation.unwrap_or(0) + 1);
     }
     if let Some(Value::Object(annotations)) = fragment.pointer("/metadata/annotations") {
         let merged = next
-            .metadata
+            .meta_mut()
             .annotations
             .get_or_insert_with(Default::default);
         for (k, v) in annotations {
@@ -145,13 +145,13 @@ pub fn after_apply(live: &Deployment, fragment: &Value) -> Deployment {
 
 #[cfg(test)]
 mod tests {
-    use super::{after_apply, contains};
-    use k8s_openapi::api::apps::v1::Deployment;
+    use super::{Workload, after_apply, contains};
+    use crate::resource::WorkloadKind;
     use serde_json::json;
 
     #[test]
     fn after_apply_bumps_the_generation_only_for_a_spec_change_and_merges_annotations() {
-        let live: Deployment = serde_json::from_value(json!({
+        let live = Workload::from_value(WorkloadKind::Deployment, json!({
             "metadata": {"name": "app", "generation": 4, "annotations": {"keep": "1", "certpin.dev/set": "old"}},
             "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}}
         }))
@@ -159,14 +159,14 @@ mod tests {
         let annotations_only = json!({"metadata": {"annotations": {"certpin.dev/set": "s"}},
             "spec": {"template": {"spec": {"containers": [{"name": "a"}]}}}});
         let next = after_apply(&live, &annotations_only);
-        assert_eq!(next.metadata.generation, Some(4));
-        let a = next.metadata.annotations.unwrap();
+        assert_eq!(next.meta().generation, Some(4));
+        let a = next.meta().annotations.clone().unwrap();
         assert_eq!(
             (a["keep"].as_str(), a["certpin.dev/set"].as_str()),
             ("1", "s")
         );
         let wiring = json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "env": [{"name": "E", "value": "v"}]}]}}}});
-        assert_eq!(after_apply(&live, &wiring).metadata.generation, Some(5));
+        assert_eq!(after_apply(&live, &wiring).meta().generation, Some(5));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::names::{self, *};
 use super::validate::ValidCertificate;
 use crate::operator::error::{Error, Result};
 use crate::pkcs12;
-use crate::resource::{ClientCertificateSet, RestartStrategy};
+use crate::resource::{ClientCertificateSet, RestartStrategy, WorkloadKind};
 use crate::settings::{CertificateFile, render};
 
 /// What certpin applies for one set.
@@ -357,27 +357,48 @@ pub fn target_containers(
     Ok(set.spec.app.containers.clone())
 }
 
-/// The Deployment fragment certpin owns: the volume, the read-only mount and
+/// The settings a rendering sets, as `(env var, key, in the Secret)`:
+/// those it has content for (a set may hold only CA certificates).
+fn settings_of(r: &Rendered) -> Vec<(&'static str, &'static str, bool)> {
+    let mut out = Vec::new();
+    if r.config_map.contains_key(KEY_CERTIFICATES) {
+        out.push(("MXRUNTIME_ClientCertificates", KEY_CERTIFICATES, false));
+        out.push(("MXRUNTIME_ClientCertificatePasswords", KEY_PASSWORDS, true));
+    }
+    if r.config_map.contains_key(KEY_USAGES) {
+        out.push(("MXRUNTIME_ClientCertificateUsages", KEY_USAGES, false));
+    }
+    if r.config_map.contains_key(KEY_CA_CERTIFICATES) {
+        out.push(("MXRUNTIME_CACertificates", KEY_CA_CERTIFICATES, false));
+    }
+    out
+}
+
+/// The environment variables a rendering wires.
+pub fn wired_env(r: &Rendered) -> Vec<&'static str> {
+    settings_of(r).into_iter().map(|(env, _, _)| env).collect()
+}
+
+/// The workload fragment certpin owns: the volume, the read-only mount and
 /// the env vars (valueFrom, never literal) on the target containers, the
-/// pod-template hash annotation, and the annotation naming the set.
-pub fn deployment_fragment(
+/// pod-template hash annotation, and the annotation naming the set. The
+/// same for every kind: all of it is in the pod template and the metadata.
+pub fn workload_fragment(
     set: &ClientCertificateSet,
     ns: &str,
-    deployment: &str,
+    kind: WorkloadKind,
+    name: &str,
     r: &Rendered,
     containers: &[String],
     template_hash: &str,
 ) -> Value {
-    let mut env = vec![
-        json!({"name": "MXRUNTIME_ClientCertificates",
-               "valueFrom": {"configMapKeyRef": {"name": r.name, "key": KEY_CERTIFICATES}}}),
-        json!({"name": "MXRUNTIME_ClientCertificatePasswords",
-               "valueFrom": {"secretKeyRef": {"name": r.name, "key": KEY_PASSWORDS}}}),
-    ];
-    if r.config_map.contains_key(KEY_USAGES) {
-        env.push(json!({"name": "MXRUNTIME_ClientCertificateUsages",
-                        "valueFrom": {"configMapKeyRef": {"name": r.name, "key": KEY_USAGES}}}));
-    }
+    let env: Vec<Value> = settings_of(r)
+        .into_iter()
+        .map(|(env, key, secret)| {
+            let source = if secret { "secretKeyRef" } else { "configMapKeyRef" };
+            json!({"name": env, "valueFrom": {source: {"name": r.name, "key": key}}})
+        })
+        .collect();
     let containers: Vec<Value> = containers
         .iter()
         .map(|c| {
@@ -390,9 +411,9 @@ pub fn deployment_fragment(
         .collect();
     json!({
         "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "kind": kind.as_str(),
         "metadata": {
-            "name": deployment, "namespace": ns,
+            "name": name, "namespace": ns,
             "annotations": {ANN_SET: set_name(set)},
             "labels": {LABEL_SET_UID: set.metadata.uid.as_deref().unwrap_or_default()},
         },
@@ -529,7 +550,15 @@ mod tests {
             r.config_map["ClientCertificateUsages"],
             format!(r#"{{ "x.example": "{path}", "M.S": "" }}"#)
         );
-        let f = deployment_fragment(&s, "shop", "shop", &r, &["app".into()], &r.config_hash);
+        let f = workload_fragment(
+            &s,
+            "shop",
+            WorkloadKind::Deployment,
+            "shop",
+            &r,
+            &["app".into()],
+            &r.config_hash,
+        );
         let c = &f["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(c["volumeMounts"][0]["readOnly"], json!(true));
         for e in c["env"].as_array().unwrap() {

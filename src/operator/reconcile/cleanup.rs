@@ -8,54 +8,53 @@
 //! What the API server will not let certpin undo (a 4xx answer) is
 //! reported as a Warning Event and does not hold the deletion for ever.
 
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::Api;
 use kube::runtime::controller::Action;
 use tracing::{info, warn};
 
 use super::names::set_name;
 use super::status::{EventSpec, event};
+use super::kinds::{self, Workload};
 use super::{apply, dereference, execute, restart, workload};
 use crate::operator::context::Context;
 use crate::operator::error::Result;
 use crate::operator::faults;
-use crate::operator::workarounds::freshness;
 use crate::resource::ClientCertificateSet;
 
 pub async fn cleanup(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> Result<Action> {
-    let api = Api::<Deployment>::namespaced(ctx.client.clone(), ns);
+    let (kind, target) = set.spec.app.target();
     let mut claimed = dereference::claimed_elsewhere(ctx, set, ns, true).await?;
-    if let Some(d) =
-        freshness::get_opt(&api, &set.spec.app.deployment, &ctx.marks.deployments).await?
+    if let Some(d) = kinds::get_opt(&ctx.client, &ctx.marks, ns, kind, target).await?
         && workload::claimed_by(set, &d)
     {
         claimed.push(d);
     }
     for d in &claimed {
-        let name = d.metadata.name.clone().unwrap_or_default();
-        if let Err(e) = release(ctx, ns, &name, d).await {
+        let name = d.name().to_string();
+        if let Err(e) = release(ctx, ns, d).await {
             let refusal = execute::refused_by_api(e)?;
-            warn!(deployment = %name, reason = refusal.why.as_str(), "could not remove the wiring");
+            warn!(kind = %d.kind(), workload = %name, reason = refusal.why.as_str(), "could not remove the wiring");
             let note = format!(
-                "could not remove certpin's wiring from Deployment {name:?}; remove it by hand: {}",
+                "could not remove certpin's wiring from {}; remove it by hand: {}",
+                d.describe(),
                 refusal.message
             );
-            let e = EventSpec::warning("UnwireFailed", "Unwire", note).about(&name);
+            let e = EventSpec::warning("UnwireFailed", "Unwire", note).about(d.kind(), &name);
             event(ctx, set, e).await;
         }
     }
     ctx.metrics.set_expiries(ns, set_name(set), &[]);
     ctx.metrics.set_ready(ns, set_name(set), None);
-    ctx.rollouts.follow(ns, &set.spec.app.deployment, false);
+    ctx.rollouts.follow(kind, ns, target, false);
     Ok(Action::await_change())
 }
 
-async fn release(ctx: &Context, ns: &str, name: &str, d: &Deployment) -> Result<()> {
+async fn release(ctx: &Context, ns: &str, d: &Workload) -> Result<()> {
+    let (kind, name) = (d.kind(), d.name());
     if let Some(record) = restart::record_of(d) {
-        restart::start(ctx, ns, name, record.replicas).await?;
+        restart::start(ctx, ns, kind, name, record.replicas).await?;
     }
-    apply::unwire_deployment(ctx, ns, name).await?;
+    apply::unwire_workload(ctx, ns, kind, name).await?;
     faults::after("unwire");
-    info!(deployment = %name, "removed the wiring");
+    info!(%kind, workload = %name, "removed the wiring");
     Ok(())
 }

@@ -1,21 +1,21 @@
-//! Step 1: read what the set refers to: its Secrets, its Deployment, and
-//! what certpin rendered before.
+//! Step 1: read what the set refers to: its Secrets and ConfigMaps, its
+//! workload, and what certpin rendered before.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use zeroize::Zeroizing;
 
 use super::build::Earlier;
+use super::kinds::{self, Workload};
 use super::names;
 use crate::operator::context::Context;
 use crate::operator::error::Result;
 use crate::operator::workarounds::freshness;
-use crate::resource::{CertificateSpec, ClientCertificateSet};
+use crate::resource::{CertificateSpec, ClientCertificateSet, WorkloadKind};
 
 /// One certificate's raw material, or why it is not there yet.
 pub enum Material {
@@ -38,7 +38,8 @@ pub enum Material {
 
 pub struct Inputs {
     pub materials: Vec<Material>,
-    pub deployment: Option<Deployment>,
+    /// The workload the set targets.
+    pub workload: Option<Workload>,
     /// The objects under the rendered names, certpin's or not.
     pub previous: Previous,
 }
@@ -115,42 +116,59 @@ pub fn sweep_needed(set: &ClientCertificateSet) -> bool {
         Some(st) => st
             .workloads
             .iter()
-            .any(|w| w.name != set.spec.app.deployment),
+            .any(|w| !targets(set, w)),
     }
 }
 
+fn targets(set: &ClientCertificateSet, w: &crate::resource::WorkloadRecord) -> bool {
+    WorkloadKind::parse(&w.kind).is_some_and(|k| set.spec.app.targets(k, &w.name))
+}
+
 /// The workloads other than the target that carry this set's claim: those
-/// the records name, and with `sweep` every one in the namespace (metadata
-/// only: the claim and a stop record are all a release needs).
+/// the records name, and with `sweep` every one of every kind in the
+/// namespace (metadata only: the claim and a stop record are all a release
+/// needs).
 pub async fn claimed_elsewhere(
     ctx: &Context,
     set: &ClientCertificateSet,
     ns: &str,
     sweep: bool,
-) -> Result<Vec<Deployment>> {
-    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-    let target = &set.spec.app.deployment;
-    let metas = if sweep {
-        api.list_metadata(&kube::api::ListParams::default())
-            .await?
-            .items
+) -> Result<Vec<Workload>> {
+    let mut found: Vec<Workload> = Vec::new();
+    if sweep {
+        let lists = futures::future::try_join_all(WorkloadKind::ALL.map(|kind| async move {
+            let list = kinds::api(&ctx.client, ns, kind)
+                .list_metadata(&kube::api::ListParams::default())
+                .await?;
+            Ok::<_, kube::Error>((kind, list.items))
+        }))
+        .await?;
+        for (kind, items) in lists {
+            found.extend(
+                items
+                    .into_iter()
+                    .map(|m| Workload::metadata_only(kind, m.metadata)),
+            );
+        }
     } else {
-        let names = set
+        let recorded = set
             .status
             .iter()
             .flat_map(|s| &s.workloads)
-            .filter(|w| &w.name != target)
-            .map(|w| w.name.as_str());
-        let found = futures::future::try_join_all(names.map(|n| api.get_metadata_opt(n))).await?;
-        found.into_iter().flatten().collect()
-    };
-    Ok(metas
+            .filter(|w| !targets(set, w))
+            .filter_map(|w| Some((WorkloadKind::parse(&w.kind)?, w.name.as_str())));
+        let metas = futures::future::try_join_all(recorded.map(|(kind, name)| async move {
+            let m = kinds::api(&ctx.client, ns, kind)
+                .get_metadata_opt(name)
+                .await?;
+            Ok::<_, kube::Error>(m.map(|m| Workload::metadata_only(kind, m.metadata)))
+        }))
+        .await?;
+        found.extend(metas.into_iter().flatten());
+    }
+    Ok(found
         .into_iter()
-        .map(|m| Deployment {
-            metadata: m.metadata,
-            ..Deployment::default()
-        })
-        .filter(|d| d.metadata.name.as_deref() != Some(target.as_str()))
+        .filter(|d| !set.spec.app.targets(d.kind(), d.name()))
         .filter(|d| super::workload::claimed_by(set, d))
         .collect())
 }
@@ -160,7 +178,7 @@ pub async fn claimant(
     ctx: &Context,
     set: &ClientCertificateSet,
     ns: &str,
-    d: &Deployment,
+    d: &Workload,
 ) -> Result<Option<ClientCertificateSet>> {
     if super::workload::claimed_by(set, d) {
         return Ok(None);
@@ -177,7 +195,6 @@ pub async fn claimant(
 
 pub async fn dereference(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result<Inputs> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let marks = &ctx.marks;
     // Every read at once: a pass waits for one round trip, not one per object.
     let names = crate::operator::secret_index::referenced_secrets(set);
@@ -192,16 +209,17 @@ pub async fn dereference(ctx: &Context, set: &ClientCertificateSet, ns: &str) ->
     // What is under the rendered names, read at once with the rest: a new
     // set must not take over an object someone else made.
     let prior = previous(ctx, set, ns);
-    let deployment = async {
-        if names::is_dns_subdomain(&set.spec.app.deployment) {
-            freshness::get_opt(&deployments, &set.spec.app.deployment, &marks.deployments).await
+    let workload = async {
+        let (kind, name) = set.spec.app.target();
+        if names::is_dns_subdomain(name) {
+            kinds::get_opt(&ctx.client, marks, ns, kind, name).await
         } else {
             Ok(None)
         }
     };
-    let (referenced, deployment, previous) = futures::try_join!(
+    let (referenced, workload, previous) = futures::try_join!(
         async { Ok(referenced.await?) },
-        async { Ok(deployment.await?) },
+        workload,
         prior,
     )?;
     let mut cache: BTreeMap<String, Option<Secret>> = referenced.into_iter().collect();
@@ -211,7 +229,7 @@ pub async fn dereference(ctx: &Context, set: &ClientCertificateSet, ns: &str) ->
     }
     Ok(Inputs {
         materials,
-        deployment,
+        workload,
         previous,
     })
 }

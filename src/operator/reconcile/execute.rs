@@ -5,10 +5,10 @@
 //! API server that refuses a write (4xx) is an outcome with its message,
 //! for status and an Event; other errors end the pass and are retried.
 
-use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::Value;
 use tracing::info;
 
+use super::kinds::Workload;
 use super::plan::{Outcome, Plan, Refusal, Restart, Target, Why, Wire};
 use super::{apply, restart};
 use crate::operator::context::Context;
@@ -30,7 +30,7 @@ pub async fn execute(
     ns: &str,
     plan: &Plan,
     rendered: &RenderedWrites,
-    target: Option<&Deployment>,
+    target: Option<&Workload>,
 ) -> Result<Outcome> {
     match steps(ctx, set, ns, plan, rendered, target).await {
         Err(e) => refused_by_api(e).map(Outcome::Refused),
@@ -44,21 +44,21 @@ async fn steps(
     ns: &str,
     plan: &Plan,
     rendered: &RenderedWrites,
-    target: Option<&Deployment>,
+    target: Option<&Workload>,
 ) -> Result<Outcome> {
     for r in &plan.release {
         if let Some(replicas) = r.restore {
-            restart::start(ctx, ns, &r.name, replicas).await?;
-            info!(deployment = %r.name, replicas, "ended a StopStart the set no longer wants");
+            restart::start(ctx, ns, r.kind, &r.name, replicas).await?;
+            info!(kind = %r.kind, workload = %r.name, replicas, "ended a StopStart the set no longer wants");
         }
     }
     let (wire, d) = match (&plan.target, target) {
         (Target::Wire(w), Some(d)) => (w, d),
         (Target::Refuse { refusal, restore }, _) => {
             if let Some(replicas) = restore {
-                let name = &set.spec.app.deployment;
-                restart::start(ctx, ns, name, *replicas).await?;
-                info!(deployment = %name, replicas, "ended a StopStart: nothing to apply");
+                let (kind, name) = set.spec.app.target();
+                restart::start(ctx, ns, kind, name, *replicas).await?;
+                info!(%kind, workload = %name, replicas, "ended a StopStart: nothing to apply");
             }
             return Ok(Outcome::Refused(refusal.clone()));
         }
@@ -68,9 +68,9 @@ async fn steps(
     let outcome = wire_target(ctx, set, ns, wire, d).await?;
     if matches!(outcome, Outcome::Wired { .. }) {
         for r in &plan.release {
-            apply::unwire_deployment(ctx, ns, &r.name).await?;
+            apply::unwire_workload(ctx, ns, r.kind, &r.name).await?;
             faults::after("unwire");
-            info!(deployment = %r.name, "removed the wiring of a workload the set no longer targets");
+            info!(kind = %r.kind, workload = %r.name, "removed the wiring of a workload the set no longer targets");
         }
     }
     Ok(outcome)
@@ -102,7 +102,7 @@ async fn wire_target(
     set: &ClientCertificateSet,
     ns: &str,
     w: &Wire,
-    d: &Deployment,
+    d: &Workload,
 ) -> Result<Outcome> {
     let uid = set.metadata.uid.as_deref().unwrap_or_default();
     match w.restart {
@@ -112,10 +112,10 @@ async fn wire_target(
                 restart::StopStart::Stopped { replicas } => {
                     if w.change {
                         // The stop record already holds the claim.
-                        apply::apply_deployment(ctx, ns, &w.name, &w.fragment, None).await?;
+                        apply::apply_workload(ctx, ns, w.kind, &w.name, &w.fragment, None).await?;
                         faults::after("apply-deployment");
                     }
-                    restart::start(ctx, ns, &w.name, replicas).await?;
+                    restart::start(ctx, ns, w.kind, &w.name, replicas).await?;
                     info!(replicas, "StopStart: started again");
                     Ok(Outcome::Wired { restarted: true })
                 }
@@ -125,30 +125,37 @@ async fn wire_target(
             if w.change {
                 apply(ctx, ns, w, d).await?;
             }
-            restart::start(ctx, ns, &w.name, replicas).await?;
+            restart::start(ctx, ns, w.kind, &w.name, replicas).await?;
             info!(replicas, "started again with the set's current settings");
             Ok(Outcome::Wired { restarted: true })
         }
         Restart::Apply if w.change => {
             apply(ctx, ns, w, d).await?;
             let restarted = w.rolls;
-            info!(restarted, "wired Deployment");
+            info!(restarted, kind = %w.kind, "wired the workload");
             Ok(Outcome::Wired { restarted })
         }
         Restart::Apply => Ok(Outcome::Wired { restarted: false }),
     }
 }
 
-async fn apply(ctx: &Context, ns: &str, w: &Wire, d: &Deployment) -> Result<()> {
+async fn apply(ctx: &Context, ns: &str, w: &Wire, d: &Workload) -> Result<()> {
     // The watch event of this write can arrive before its response:
     // expect what the write should produce, then what it did produce.
-    let key = triggers::key(d);
+    let key = triggers::key_for(w.kind.as_str(), ns, &w.name);
     ctx.own_writes.expect(
         key.clone(),
         triggers::spec_and_annotations(&apply::after_apply(d, &w.fragment)),
     );
-    let written =
-        apply::apply_deployment(ctx, ns, &w.name, &w.fragment, w.precondition.as_deref()).await?;
+    let written = apply::apply_workload(
+        ctx,
+        ns,
+        w.kind,
+        &w.name,
+        &w.fragment,
+        w.precondition.as_deref(),
+    )
+    .await?;
     faults::after("apply-deployment");
     ctx.own_writes
         .expect(key, triggers::spec_and_annotations(&written));

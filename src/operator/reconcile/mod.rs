@@ -8,6 +8,7 @@ mod cleanup;
 mod dereference;
 mod execute;
 pub mod finalizer;
+pub(crate) mod kinds;
 pub mod names;
 mod plan;
 mod restart;
@@ -23,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
@@ -33,6 +33,7 @@ use crate::operator::context::Context;
 use crate::operator::error::{Error, Result};
 use crate::operator::faults;
 use crate::resource::{ClientCertificateSet, ClientCertificateSetStatus, RestartStrategy};
+use kinds::Workload;
 use names::*;
 use status::Cond;
 
@@ -91,7 +92,7 @@ async fn reconcile_set(
     faults::after("dereference");
     let validation = validate::validate(set, &inputs, &ctx.cache, now).await;
     faults::after("validate");
-    let target = inputs.deployment.as_ref();
+    let target = inputs.workload.as_ref();
     let (claimant, others) = futures::try_join!(
         async {
             match target {
@@ -144,8 +145,7 @@ async fn reconcile_set(
         rollout,
         now: &now_time(),
     });
-    let target_uid = target.and_then(|d| d.metadata.uid.clone());
-    publish(ctx, set, ns, &derived, &validation.warnings, target_uid).await?;
+    publish(ctx, set, ns, &derived, &validation.warnings, target).await?;
     faults::after("status");
     let mut requeue = derived.requeue.unwrap_or(ctx.resync).min(ctx.resync);
     if let Some(wake) = next_expiry_check(&validation, set, now) {
@@ -168,7 +168,8 @@ fn follow(
         plan::Outcome::Stopping { .. } => true,
         plan::Outcome::Refused(_) => false,
     };
-    ctx.rollouts.follow(ns, &set.spec.app.deployment, waiting);
+    let (kind, name) = set.spec.app.target();
+    ctx.rollouts.follow(kind, ns, name, waiting);
 }
 
 /// Builds the rendered objects (reusing the previous encoding of unchanged
@@ -194,13 +195,13 @@ async fn publish(
     ns: &str,
     derived: &status::Derived,
     warnings: &[(String, crate::pkcs12::Warning)],
-    target_uid: Option<String>,
+    target: Option<&Workload>,
 ) -> Result<()> {
     let old = set.status.clone().unwrap_or_default();
     record_metrics(ctx, set, ns, &old, &derived.status, &derived.ready);
     let mut due = status::events_due(set, &old, &derived.status, &derived.ready, warnings);
     for e in due.iter_mut().filter(|e| e.on_workload) {
-        e.workload_uid.clone_from(&target_uid);
+        e.workload_uid = target.and_then(|d| d.meta().uid.clone());
     }
     let (_, patched) = futures::join!(
         futures::future::join_all(due.into_iter().map(|e| status::event(ctx, set, e))),
@@ -272,7 +273,7 @@ async fn manual_restart_due(
     set: &ClientCertificateSet,
     ns: &str,
     outcome: &plan::Outcome,
-    target: Option<&Deployment>,
+    target: Option<&Workload>,
     rendered_at: Option<&str>,
 ) -> Result<Option<String>> {
     match (outcome, target, rendered_at) {
@@ -289,7 +290,7 @@ async fn manual_restart_due(
 async fn restart_due(
     ctx: &Context,
     ns: &str,
-    d: &Deployment,
+    d: &Workload,
     rendered_at: &str,
 ) -> Result<Option<String>> {
     let Ok(rendered) = rendered_at.parse::<k8s_openapi::jiff::Timestamp>() else {
@@ -309,8 +310,9 @@ async fn restart_due(
     Ok((stale > 0).then(|| {
         format!(
             "{stale} pod(s) started before the settings changed; restart the app to apply them \
-             (kubectl rollout restart deployment/{})",
-            d.metadata.name.as_deref().unwrap_or_default()
+             (kubectl rollout restart {}/{})",
+            d.kind().kubectl_name(),
+            d.name()
         )
     }))
 }

@@ -30,13 +30,22 @@ pub const FINALIZER: &str = "certpin.dev/unwire";
 pub const KEY_CERTIFICATES: &str = "ClientCertificates";
 pub const KEY_PASSWORDS: &str = "ClientCertificatePasswords";
 pub const KEY_USAGES: &str = "ClientCertificateUsages";
+pub const KEY_CA_CERTIFICATES: &str = "CACertificates";
+/// The Secret annotation listing the rendering's CA files.
+pub const ANN_CA_FILES: &str = "certpin.dev/ca-files";
 
 /// The environment variables certpin sets: the runtime settings it owns.
-pub const SETTING_ENV: [&str; 3] = [
+pub const SETTING_ENV: [&str; 4] = [
     "MXRUNTIME_ClientCertificates",
     "MXRUNTIME_ClientCertificatePasswords",
     "MXRUNTIME_ClientCertificateUsages",
+    "MXRUNTIME_CACertificates",
 ];
+
+/// The environment variables through which the Mendix buildpack takes
+/// certificates the old way; its `MXRUNTIME_*` settings (certpin's) win
+/// over them, silently.
+pub const BUILDPACK_ENV: [&str; 2] = ["CLIENT_CERTIFICATES", "CERTIFICATE_AUTHORITIES"];
 
 pub fn set_name(set: &ClientCertificateSet) -> &str {
     set.metadata.name.as_deref().unwrap_or_default()

@@ -6,18 +6,22 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::Value;
 
 use super::build::{self, Rendered};
+use super::kinds::Workload;
 use super::restart;
 use super::workload::{self, Claim, Collision};
-use crate::resource::{ClientCertificateSet, RestartStrategy, WorkloadRecord};
+use crate::resource::{ClientCertificateSet, RestartStrategy, WorkloadKind, WorkloadRecord};
 
 /// Why the target is not wired in this pass (a condition reason).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Why {
     DeploymentNotFound,
+    StatefulSetNotFound,
+    /// Another controller owns the workload (and the set did not say that
+    /// it leaves the pod template alone).
+    OwnedByController,
     InvalidInput,
     Conflict,
     ContainerNotFound,
@@ -44,6 +48,8 @@ impl Why {
     pub fn as_str(self) -> &'static str {
         match self {
             Why::DeploymentNotFound => "DeploymentNotFound",
+            Why::StatefulSetNotFound => "StatefulSetNotFound",
+            Why::OwnedByController => "OwnedByController",
             Why::InvalidInput => "InvalidInput",
             Why::Conflict => "Conflict",
             Why::ContainerNotFound => "ContainerNotFound",
@@ -64,7 +70,10 @@ impl Why {
     /// appears, a write that raced another. The rest need someone to act
     /// (kstatus's Stalled).
     pub fn resolves_by_itself(self) -> bool {
-        matches!(self, Why::DeploymentNotFound | Why::WriteConflict)
+        matches!(
+            self,
+            Why::DeploymentNotFound | Why::StatefulSetNotFound | Why::WriteConflict
+        )
     }
 
     /// When to try again by itself: a workload may appear, a conflicting
@@ -76,7 +85,9 @@ impl Why {
         match self {
             Why::WriteConflict => Some(Duration::from_secs(1)),
             // Nothing certpin watches tells when the other object goes.
-            Why::DeploymentNotFound | Why::RenderedNameInUse => Some(Duration::from_secs(30)),
+            Why::DeploymentNotFound | Why::StatefulSetNotFound | Why::RenderedNameInUse => {
+                Some(Duration::from_secs(30))
+            }
             Why::Forbidden | Why::Invalid | Why::TooLarge | Why::WriteRefused => {
                 Some(Duration::from_secs(60))
             }
@@ -95,6 +106,7 @@ pub struct Refusal {
 /// What becomes of one workload the set no longer targets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Release {
+    pub kind: WorkloadKind,
     pub name: String,
     /// A StopStart was under way there: scale back to this, clear the record.
     pub restore: Option<i32>,
@@ -113,6 +125,7 @@ pub enum Restart {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Wire {
+    pub kind: WorkloadKind,
     pub name: String,
     pub containers: Vec<String>,
     /// The server-side apply body: wiring and claim.
@@ -148,11 +161,11 @@ pub struct Plan {
 
 /// What the pass found in the cluster.
 pub struct Live<'a> {
-    pub target: Option<&'a Deployment>,
+    pub target: Option<&'a Workload>,
     /// The set named by a claim on the target that is not this set's.
     pub claimant: Option<&'a ClientCertificateSet>,
     /// Other workloads that carry this set's claim.
-    pub others: &'a [Deployment],
+    pub others: &'a [Workload],
     /// Objects under the rendered names that this set did not make.
     pub foreign: &'a [String],
 }
@@ -164,14 +177,14 @@ pub fn plan(
     rendered: Option<&Rendered>,
     live: &Live,
 ) -> Plan {
-    let target_name = &set.spec.app.deployment;
     let release = live
         .others
         .iter()
-        .filter(|d| d.metadata.name.as_deref() != Some(target_name.as_str()))
+        .filter(|d| !set.spec.app.targets(d.kind(), d.name()))
         .filter(|d| workload::claimed_by(set, d))
         .map(|d| Release {
-            name: d.metadata.name.clone().unwrap_or_default(),
+            kind: d.kind(),
+            name: d.name().to_string(),
             restore: restart::record_of(d).map(|r| r.replicas),
         })
         .collect();
@@ -194,11 +207,15 @@ fn target(
     rendered: Option<&Rendered>,
     live: &Live,
 ) -> Target {
-    let name = &set.spec.app.deployment;
+    let (kind, name) = set.spec.app.target();
     let Some(d) = live.target else {
+        let why = match kind {
+            WorkloadKind::Deployment => Why::DeploymentNotFound,
+            WorkloadKind::StatefulSet => Why::StatefulSetNotFound,
+        };
         return refuse(
-            Why::DeploymentNotFound,
-            format!("Deployment {name:?} does not exist (yet); certpin wires it when it appears"),
+            why,
+            format!("{kind} {name:?} does not exist (yet); certpin wires it when it appears"),
             None,
         );
     };
@@ -206,10 +223,13 @@ fn target(
     // A stop this set started is ended whatever else this pass decides.
     let stopped = restart::record_of(d).filter(|_| ours);
     let restore = stopped.map(|r| r.replicas);
+    if let Some(message) = owned_elsewhere(set, d) {
+        return refuse(Why::OwnedByController, message, restore);
+    }
     if let Some(claim) = workload::claim(d).filter(|_| !ours)
         && workload::claim_in_force(&claim, live.claimant, d)
     {
-        return refuse(Why::Conflict, conflict_message(name, &claim), None);
+        return refuse(Why::Conflict, conflict_message(d, &claim), None);
     }
     if !live.foreign.is_empty() {
         let message = format!(
@@ -234,18 +254,17 @@ fn target(
         Err(refused) => return refused,
     };
     let live_hash = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
+        .template()
+        .and_then(|t| t.metadata.as_ref())
         .and_then(|m| m.annotations.as_ref())
         .and_then(|a| a.get(super::names::ANN_CONFIG_HASH))
         .map(String::as_str);
     let template_hash = build::template_hash(set.spec.restart, live_hash, &r.config_hash);
     let rolls = live_hash != Some(template_hash.as_str()) && restart::replicas_of(d) > 0;
-    let fragment = build::deployment_fragment(set, ns, name, r, &containers, &template_hash);
+    let fragment = build::workload_fragment(set, ns, kind, name, r, &containers, &template_hash);
     let wanted: BTreeSet<String> = containers.iter().cloned().collect();
     let change =
-        !super::apply::deployment_has(d, &fragment) || workload::wired_containers(d) != wanted;
+        !super::apply::workload_has(d, &fragment) || workload::wired_containers(d) != wanted;
     let restart = match (set.spec.restart, stopped) {
         (RestartStrategy::StopStart, Some(_)) => Restart::StopStart,
         (RestartStrategy::StopStart, None) if change && restart::replicas_of(d) > 0 => {
@@ -257,13 +276,14 @@ fn target(
         _ => Restart::Apply,
     };
     Target::Wire(Wire {
-        name: name.clone(),
+        kind,
+        name: name.to_string(),
         containers,
         fragment,
         change,
         rolls,
         precondition: (!ours)
-            .then(|| d.metadata.resource_version.clone())
+            .then(|| d.meta().resource_version.clone())
             .flatten(),
         restart,
     })
@@ -305,39 +325,67 @@ fn too_large(r: &Rendered) -> Option<String> {
 /// listed container it lacks, or a collision with the app's own template.
 fn containers_to_wire(
     set: &ClientCertificateSet,
-    d: &Deployment,
+    d: &Workload,
     r: &Rendered,
     restore: Option<i32>,
 ) -> Result<Vec<String>, Target> {
-    let name = &set.spec.app.deployment;
     let existing = workload::container_names(d);
     let containers = match build::target_containers(set, &existing) {
         Ok(c) => c,
         Err(missing) => {
             let message = format!(
-                "Deployment {name:?} has no container {missing:?} (it has: {})",
+                "{} has no container {missing:?} (it has: {})",
+                d.describe(),
                 existing.join(", ")
             );
             return Err(refuse(Why::ContainerNotFound, message, restore));
         }
     };
-    if let Some(c) = workload::collision(d, &containers, &set.spec.mount_path, &r.name) {
+    let settings = build::wired_env(r);
+    if let Some(c) = workload::collision(d, &containers, &set.spec.mount_path, &r.name, &settings) {
         let why = match c {
             Collision::MountPath { .. } => Why::MountPathInUse,
             Collision::VolumeName => Why::VolumeNameInUse,
             Collision::Setting { .. } => Why::SettingSetByApp,
         };
-        return Err(refuse(why, c.message(set, name), restore));
+        return Err(refuse(why, c.message(set, &d.describe()), restore));
     }
     Ok(containers)
 }
 
-fn conflict_message(name: &str, claim: &Claim) -> String {
+fn conflict_message(d: &Workload, claim: &Claim) -> String {
     format!(
-        "Deployment {name:?} is already wired by ClientCertificateSet {:?}; one set per Deployment \
+        "{} is already wired by ClientCertificateSet {:?}; one set per {} \
          (put the certificates into that set, or delete it)",
-        claim.name.as_deref().unwrap_or("?")
+        d.describe(),
+        claim.name.as_deref().unwrap_or("?"),
+        d.kind()
     )
+}
+
+/// Why certpin keeps off a workload another controller owns, unless the
+/// set says that owner leaves the pod template alone: an owner that
+/// restores its template would undo the wiring on every sync, and certpin
+/// would apply it again, for ever.
+fn owned_elsewhere(set: &ClientCertificateSet, d: &Workload) -> Option<String> {
+    let owner = d.controller_owner()?;
+    if set.spec.app.owner_leaves_pod_template {
+        return None;
+    }
+    let by = format!("{} {:?} ({})", owner.kind, owner.name, owner.api_version);
+    let advice = if owner.api_version.starts_with("privatecloud.mendix.com/") {
+        "The Mendix Operator restores its apps' pod templates and its runtime does not read \
+         MXRUNTIME_* settings: give the app its certificates through the Mendix Operator \
+         (the MendixApp's client certificates and the OperatorConfiguration's custom trust), \
+         not through certpin"
+    } else {
+        "If that controller leaves the pod template alone, set spec.app.ownerLeavesPodTemplate: \
+         true; otherwise give the certificates to the owner's own template"
+    };
+    Some(format!(
+        "{} is controlled by {by}; certpin changed nothing on it. {advice}",
+        d.describe()
+    ))
 }
 
 /// What a pass did to the target, for the records and the status.
@@ -357,7 +405,7 @@ pub fn records(
     set: &ClientCertificateSet,
     plan: &Plan,
     outcome: &Outcome,
-    target: Option<&Deployment>,
+    target: Option<&Workload>,
 ) -> Vec<WorkloadRecord> {
     // Workloads that still carry the claim (the plan releases them) stay
     // recorded until they are unwired; one that is gone, or lost the claim
@@ -369,35 +417,38 @@ pub fn records(
         .filter(|_| !wired)
         .map(|r| {
             old.iter()
-                .find(|o| o.name == r.name)
+                .find(|o| o.name == r.name && o.kind == r.kind.as_str())
                 .cloned()
                 .unwrap_or_else(|| WorkloadRecord {
-                    kind: "Deployment".into(),
+                    kind: r.kind.as_str().into(),
                     name: r.name.clone(),
                     ..Default::default()
                 })
         })
         .collect();
-    let previous = old.iter().find(|r| r.name == set.spec.app.deployment);
+    let (kind, name) = set.spec.app.target();
+    let previous = old
+        .iter()
+        .find(|r| r.name == name && r.kind == kind.as_str());
     let touched = match (outcome, &plan.target) {
         (Outcome::Wired { .. }, Target::Wire(w)) => Some(WorkloadRecord {
-            kind: "Deployment".into(),
+            kind: w.kind.as_str().into(),
             name: w.name.clone(),
-            uid: target.and_then(|d| d.metadata.uid.clone()),
+            uid: target.and_then(|d| d.meta().uid.clone()),
             containers: w.containers.clone(),
             mount_path: Some(set.spec.mount_path.clone()),
             rendered: Some(super::names::rendered(set)),
         }),
         (Outcome::Stopping { .. }, _) => Some(previous.cloned().unwrap_or(WorkloadRecord {
-            kind: "Deployment".into(),
-            name: set.spec.app.deployment.clone(),
-            uid: target.and_then(|d| d.metadata.uid.clone()),
+            kind: kind.as_str().into(),
+            name: name.to_string(),
+            uid: target.and_then(|d| d.meta().uid.clone()),
             ..Default::default()
         })),
         _ => previous.cloned().filter(|_| target.is_some()),
     };
     out.extend(touched);
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.sort_by(|a, b| (&a.name, &a.kind).cmp(&(&b.name, &b.kind)));
     out
 }
 

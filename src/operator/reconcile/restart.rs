@@ -1,28 +1,32 @@
 //! Step 5: restarting the app so the new settings take effect, only when
 //! the rendered content changed.
 //!
-//! - Rolling: the pod-template annotation changes; the Deployment's rolling
-//!   update replaces the pods.
-//! - StopStart: the brief's "stop, then start". The replica count is
-//!   recorded in an annotation on the Deployment before scaling to zero, so
-//!   an operator killed in between restores it when it comes back.
+//! - Rolling: the pod-template annotation changes; the workload's own
+//!   rolling update replaces the pods (a Deployment's surge and
+//!   unavailability limits, a StatefulSet's ordinal order and partition).
+//! - StopStart: the brief's "stop, then start", through the scale
+//!   subresource of either kind. The replica count is recorded in an
+//!   annotation on the workload before scaling to zero, so an operator
+//!   killed in between restores it when it comes back.
 //! - Manual: nothing; status says a restart is due.
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::DynamicObject;
 use kube::core::PartialObjectMeta;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::kinds::{self, Workload};
 use super::names::{ANN_STOP_START, LABEL_SET_UID};
 use crate::operator::context::{Context, MANAGER};
 use crate::operator::error::Result;
 use crate::operator::faults;
 use crate::operator::workarounds::freshness::Mark;
+use crate::resource::WorkloadKind;
 
-/// What is recorded on the Deployment while a StopStart is in progress.
+/// What is recorded on the workload while a StopStart is in progress.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct StopStartRecord {
@@ -38,16 +42,16 @@ pub enum Phase {
     Starting,
 }
 
-pub fn record_of(d: &Deployment) -> Option<StopStartRecord> {
-    d.metadata
+pub fn record_of(d: &Workload) -> Option<StopStartRecord> {
+    d.meta()
         .annotations
         .as_ref()?
         .get(ANN_STOP_START)
         .and_then(|v| serde_json::from_str(v).ok())
 }
 
-pub fn replicas_of(d: &Deployment) -> i32 {
-    d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+pub fn replicas_of(d: &Workload) -> i32 {
+    d.replicas()
 }
 
 fn manager() -> PatchParams {
@@ -63,14 +67,15 @@ fn manager() -> PatchParams {
 const RECORD_MANAGER: &str = "certpin-stop-start";
 
 async fn set_record(
-    api: &Api<Deployment>,
+    api: &Api<DynamicObject>,
+    kind: WorkloadKind,
     mark: &Mark,
     name: &str,
     record: Option<(StopStartRecord, &str)>,
     precondition: Option<&str>,
 ) -> Result<()> {
     let mut body =
-        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}});
+        json!({"apiVersion": "apps/v1", "kind": kind.as_str(), "metadata": {"name": name}});
     if let Some((r, uid)) = record {
         body["metadata"]["annotations"] =
             json!({ANN_STOP_START: serde_json::to_string(&r).unwrap_or_default()});
@@ -83,7 +88,12 @@ async fn set_record(
     let mut written = api.patch(name, &params, &Patch::Apply(&body)).await?;
     // A record written by an earlier version (a merge patch) is not
     // released by the apply: remove it the way it was written.
-    if record.is_none() && record_of(&written).is_some() {
+    let has_record = written
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(ANN_STOP_START));
+    if record.is_none() && has_record {
         let patch = json!({"metadata": {"annotations": {ANN_STOP_START: null}}});
         written = api.patch(name, &manager(), &Patch::Merge(&patch)).await?;
     }
@@ -91,7 +101,7 @@ async fn set_record(
     Ok(())
 }
 
-async fn scale(api: &Api<Deployment>, mark: &Mark, name: &str, replicas: i32) -> Result<()> {
+async fn scale(api: &Api<DynamicObject>, mark: &Mark, name: &str, replicas: i32) -> Result<()> {
     let patch = json!({"spec": {"replicas": replicas}});
     let written = api
         .patch_scale(name, &manager(), &Patch::Merge(&patch))
@@ -100,17 +110,13 @@ async fn scale(api: &Api<Deployment>, mark: &Mark, name: &str, replicas: i32) ->
     Ok(())
 }
 
-/// The Deployment's pods (metadata only, any phase, terminating included).
+/// The workload's pods (metadata only, any phase, terminating included).
 pub async fn pods_of(
     client: &kube::Client,
     ns: &str,
-    d: &Deployment,
+    d: &Workload,
 ) -> Result<Vec<PartialObjectMeta<Pod>>> {
-    let Some(selector) = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.match_labels.as_ref())
-    else {
+    let Some(selector) = d.selector().and_then(|s| s.match_labels.as_ref()) else {
         return Ok(Vec::new());
     };
     let labels: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -135,13 +141,13 @@ pub enum StopStart {
 pub async fn stop(
     ctx: &Context,
     ns: &str,
-    d: &Deployment,
+    d: &Workload,
     uid: &str,
     precondition: Option<&str>,
 ) -> Result<StopStart> {
-    let name = d.metadata.name.as_deref().unwrap_or_default();
-    let api = Api::<Deployment>::namespaced(ctx.client.clone(), ns);
-    let mark = &ctx.marks.deployments;
+    let (kind, name) = (d.kind(), d.name());
+    let api = kinds::api(&ctx.client, ns, kind);
+    let mark = kinds::mark(&ctx.marks, kind);
     let record = match record_of(d) {
         Some(r) => r,
         None => {
@@ -150,7 +156,7 @@ pub async fn stop(
                 phase: Phase::Stopping,
             };
             // Record first: a crash after scaling must not lose the count.
-            set_record(&api, mark, name, Some((r, uid)), precondition).await?;
+            set_record(&api, kind, mark, name, Some((r, uid)), precondition).await?;
             faults::after("stop-record");
             r
         }
@@ -172,7 +178,7 @@ pub async fn stop(
         phase: Phase::Starting,
         ..record
     };
-    set_record(&api, mark, name, Some((starting, uid)), None).await?;
+    set_record(&api, kind, mark, name, Some((starting, uid)), None).await?;
     faults::after("stopped");
     Ok(StopStart::Stopped {
         replicas: record.replicas,
@@ -180,10 +186,16 @@ pub async fn stop(
 }
 
 /// Starts the app again at the recorded replica count and clears the record.
-pub async fn start(ctx: &Context, ns: &str, name: &str, replicas: i32) -> Result<()> {
-    let api = Api::<Deployment>::namespaced(ctx.client.clone(), ns);
-    let mark = &ctx.marks.deployments;
+pub async fn start(
+    ctx: &Context,
+    ns: &str,
+    kind: WorkloadKind,
+    name: &str,
+    replicas: i32,
+) -> Result<()> {
+    let api = kinds::api(&ctx.client, ns, kind);
+    let mark = kinds::mark(&ctx.marks, kind);
     scale(&api, mark, name, replicas).await?;
     faults::after("start-scale");
-    set_record(&api, mark, name, None, None).await
+    set_record(&api, kind, mark, name, None, None).await
 }

@@ -1,8 +1,9 @@
 //! Whether the app runs with what was applied: the workload's rollout, read
-//! from its status the way `kubectl rollout status` reads it (pure).
+//! from its status the way `kubectl rollout status` reads it, per kind (pure).
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 
+use super::kinds::Workload;
 use super::plan::{Outcome, Plan, Restart, Target};
 
 /// Where the rollout that carries the applied settings stands.
@@ -20,24 +21,94 @@ pub enum Rollout {
 /// The rollout after a pass: one this pass started is in progress (the
 /// object read before the write says nothing about it yet); otherwise the
 /// workload's own status tells.
-pub fn after_pass(plan: &Plan, outcome: &Outcome, live: Option<&Deployment>) -> Rollout {
+pub fn after_pass(plan: &Plan, outcome: &Outcome, live: Option<&Workload>) -> Rollout {
     let wrote = match &plan.target {
         Target::Wire(w) => w.change || !matches!(w.restart, Restart::Apply),
         Target::Refuse { .. } => false,
     };
     let restarted = matches!(outcome, Outcome::Wired { restarted: true });
     match live {
-        Some(d) if wrote || restarted => Rollout::InProgress(format!(
-            "Deployment {:?}: rollout started",
-            d.metadata.name.as_deref().unwrap_or_default()
-        )),
+        Some(d) if wrote || restarted => {
+            Rollout::InProgress(format!("{}: rollout started", d.describe()))
+        }
         Some(d) => state(d),
         None => Rollout::InProgress("the workload is not there".into()),
     }
 }
 
+/// The rollout state in a workload's status.
+pub fn state(w: &Workload) -> Rollout {
+    match w {
+        Workload::Deployment(d) => deployment(d),
+        Workload::StatefulSet(s) => stateful_set(s),
+    }
+}
+
+/// A StatefulSet replaces its pods one ordinal at a time, highest first,
+/// down to its partition; it has no progress deadline, so it is never
+/// reported stuck. OnDelete replaces a pod only when someone deletes it.
+fn stateful_set(s: &StatefulSet) -> Rollout {
+    let name = s.metadata.name.as_deref().unwrap_or_default();
+    let Some(status) = &s.status else {
+        return Rollout::InProgress(format!("StatefulSet {name:?} has no status yet"));
+    };
+    if status.observed_generation.unwrap_or(0) < s.metadata.generation.unwrap_or(0) {
+        return Rollout::InProgress(format!(
+            "StatefulSet {name:?}: waiting for the StatefulSet controller to see the new template"
+        ));
+    }
+    let spec = s.spec.as_ref();
+    let want = spec.and_then(|s| s.replicas).unwrap_or(1);
+    let strategy = spec.and_then(|s| s.update_strategy.as_ref());
+    let on_delete = strategy.and_then(|u| u.type_.as_deref()) == Some("OnDelete");
+    let partition = strategy
+        .and_then(|u| u.rolling_update.as_ref())
+        .and_then(|r| r.partition)
+        .unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let ready = status.ready_replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    if updated < want && on_delete {
+        return Rollout::InProgress(format!(
+            "StatefulSet {name:?} updates on delete: its pods get the new settings when they are deleted \
+             (kubectl delete pod)"
+        ));
+    }
+    if updated < want && partition > 0 && updated >= want - partition {
+        return Rollout::InProgress(format!(
+            "StatefulSet {name:?} is partitioned at {partition}: pods below that ordinal keep the old \
+             settings until the partition is lowered"
+        ));
+    }
+    if updated < want {
+        return Rollout::InProgress(format!(
+            "StatefulSet {name:?}: pods with the new settings are being created"
+        ));
+    }
+    if status.replicas > want {
+        return Rollout::InProgress(format!(
+            "StatefulSet {name:?}: pods with the old settings are terminating"
+        ));
+    }
+    if ready < want || available < want {
+        return Rollout::InProgress(format!(
+            "StatefulSet {name:?}: pods with the new settings are becoming ready"
+        ));
+    }
+    let revisions_differ = !on_delete
+        && want > 0
+        && status.current_revision.is_some()
+        && status.current_revision != status.update_revision;
+    if revisions_differ {
+        return Rollout::InProgress(format!(
+            "StatefulSet {name:?}: waiting for the StatefulSet controller to complete the update"
+        ));
+    }
+    Rollout::Complete
+}
+
 /// The rollout state in a Deployment's status.
-pub fn state(d: &Deployment) -> Rollout {
+fn deployment(d: &Deployment) -> Rollout {
     let name = d.metadata.name.as_deref().unwrap_or_default();
     let Some(status) = &d.status else {
         return Rollout::InProgress(format!("Deployment {name:?} has no status yet"));
@@ -93,13 +164,55 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn deployment(status: serde_json::Value) -> Deployment {
-        serde_json::from_value(json!({
-            "metadata": {"name": "shop", "generation": 4},
-            "spec": {"replicas": 2, "selector": {}, "template": {}},
-            "status": status,
-        }))
-        .expect("a Deployment")
+    fn deployment(status: serde_json::Value) -> Workload {
+        Workload::Deployment(
+            serde_json::from_value(json!({
+                "metadata": {"name": "shop", "generation": 4},
+                "spec": {"replicas": 2, "selector": {}, "template": {}},
+                "status": status,
+            }))
+            .expect("a Deployment"),
+        )
+    }
+
+    fn stateful_set(strategy: serde_json::Value, status: serde_json::Value) -> Workload {
+        Workload::StatefulSet(
+            serde_json::from_value(json!({
+                "metadata": {"name": "shop", "generation": 4},
+                "spec": {"replicas": 3, "selector": {}, "serviceName": "shop", "template": {},
+                         "updateStrategy": strategy},
+                "status": status,
+            }))
+            .expect("a StatefulSet"),
+        )
+    }
+
+    #[test]
+    fn a_stateful_set_is_complete_when_every_ordinal_runs_the_update_revision_and_is_ready() {
+        let rolling = json!({"type": "RollingUpdate"});
+        let done = json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 3,
+            "readyReplicas": 3, "availableReplicas": 3, "currentRevision": "r2", "updateRevision": "r2"});
+        assert_eq!(state(&stateful_set(rolling.clone(), done.clone())), Rollout::Complete);
+        let cases = [
+            (rolling.clone(), json!({"observedGeneration": 3, "replicas": 3}), "see the new template"),
+            (rolling.clone(), json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 1,
+                "readyReplicas": 3, "currentRevision": "r1", "updateRevision": "r2"}), "being created"),
+            (rolling.clone(), json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 3,
+                "readyReplicas": 2, "availableReplicas": 2, "currentRevision": "r1", "updateRevision": "r2"}),
+                "becoming ready"),
+            (json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}),
+                json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 1, "readyReplicas": 3,
+                "availableReplicas": 3, "currentRevision": "r1", "updateRevision": "r2"}), "partitioned at 2"),
+            (json!({"type": "OnDelete"}), json!({"observedGeneration": 4, "replicas": 3,
+                "updatedReplicas": 0, "readyReplicas": 3, "currentRevision": "r1", "updateRevision": "r2"}),
+                "when they are deleted"),
+        ];
+        for (strategy, status, says) in cases {
+            match state(&stateful_set(strategy, status.clone())) {
+                Rollout::InProgress(m) => assert!(m.contains(says), "{status}: {m}"),
+                other => panic!("{status}: {other:?}"),
+            }
+        }
     }
 
     fn done() -> serde_json::Value {
@@ -137,8 +250,11 @@ mod tests {
                 other => panic!("{status}: {other:?}"),
             }
         }
-        let mut d = deployment(done());
+        let Workload::Deployment(mut d) = deployment(done()) else {
+            unreachable!()
+        };
         d.status = None;
+        let d = Workload::Deployment(d);
         assert!(matches!(state(&d), Rollout::InProgress(_)));
     }
 
@@ -152,12 +268,15 @@ mod tests {
 
     #[test]
     fn a_paused_deployment_is_in_progress() {
-        let mut d = deployment(
+        let Workload::Deployment(mut d) = deployment(
             json!({"observedGeneration": 4, "replicas": 2, "updatedReplicas": 0, "availableReplicas": 2}),
-        );
+        ) else {
+            unreachable!()
+        };
         if let Some(spec) = d.spec.as_mut() {
             spec.paused = Some(true);
         }
+        let d = Workload::Deployment(d);
         match state(&d) {
             Rollout::InProgress(m) => assert!(m.contains("paused"), "{m}"),
             other => panic!("{other:?}"),

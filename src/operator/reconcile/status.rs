@@ -16,7 +16,7 @@ use super::validate::Validation;
 use crate::operator::context::{Context, MANAGER};
 use crate::operator::error::Result;
 use crate::pkcs12::{Warning, WarningKind};
-use crate::resource::{ClientCertificateSet, ClientCertificateSetStatus, WorkloadRecord};
+use crate::resource::{ClientCertificateSet, ClientCertificateSetStatus, WorkloadKind, WorkloadRecord};
 
 pub const READY: &str = "Ready";
 pub const CERTIFICATES_VALID: &str = "CertificatesValid";
@@ -321,10 +321,11 @@ fn outcome_conditions(
 
 fn applied_message(set: &ClientCertificateSet, status: &ClientCertificateSetStatus) -> String {
     format!(
-        "rendered ConfigMap and Secret {:?} (hash {}) and wired them into Deployment {:?}",
+        "rendered ConfigMap and Secret {:?} (hash {}) and wired them into {} {:?}",
         super::names::rendered(set),
         status.applied_hash.as_deref().unwrap_or("-"),
-        set.spec.app.deployment
+        set.spec.app.target().0,
+        set.spec.app.target().1
     )
 }
 
@@ -369,7 +370,7 @@ pub struct EventSpec {
     pub action: &'static str,
     pub note: String,
     /// The workload the Event is about, when not the set's target.
-    pub workload: Option<String>,
+    pub workload: Option<(WorkloadKind, String)>,
     /// Published about the workload (the set as related object): what
     /// `kubectl describe deployment` should show.
     pub on_workload: bool,
@@ -395,8 +396,8 @@ impl EventSpec {
     }
 
     /// About `workload` rather than the set's target.
-    pub fn about(mut self, workload: &str) -> Self {
-        self.workload = Some(workload.to_string());
+    pub fn about(mut self, kind: WorkloadKind, workload: &str) -> Self {
+        self.workload = Some((kind, workload.to_string()));
         self
     }
 }
@@ -439,10 +440,8 @@ pub fn events_due(
         .filter(|_| old.applied_hash != new.applied_hash);
     let restarted =
         (old.last_restart != new.last_restart && new.last_restart.is_some()).then(|| {
-            format!(
-                "restarted Deployment {:?} ({:?})",
-                set.spec.app.deployment, set.spec.restart
-            )
+            let (kind, name) = set.spec.app.target();
+            format!("restarted {kind} {name:?} ({:?})", set.spec.restart)
         });
     // `kubectl describe` of the workload lists only Events about it: say
     // there why it rolled.
@@ -504,13 +503,14 @@ fn on_workload(
 pub async fn event(ctx: &Context, set: &ClientCertificateSet, e: EventSpec) {
     use kube::Resource as _;
     let the_set = set.object_ref(&());
+    let (kind, name) = e.workload.unwrap_or_else(|| {
+        let (kind, name) = set.spec.app.target();
+        (kind, name.to_string())
+    });
     let workload = ObjectReference {
         api_version: Some("apps/v1".into()),
-        kind: Some("Deployment".into()),
-        name: Some(
-            e.workload
-                .unwrap_or_else(|| set.spec.app.deployment.clone()),
-        ),
+        kind: Some(kind.as_str().into()),
+        name: Some(name),
         namespace: the_set.namespace.clone(),
         uid: e.workload_uid,
         ..Default::default()

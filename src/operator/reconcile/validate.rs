@@ -99,13 +99,11 @@ pub async fn validate(
             Err(f) => failures.push(f),
         }
     }
-    if !names::is_dns_subdomain(&set.spec.app.deployment) {
+    let (kind, name) = set.spec.app.target();
+    if !names::is_dns_subdomain(name) {
         failures.push(Failure {
             reason: "InvalidName".into(),
-            message: format!(
-                "{:?} is not a Deployment name (a DNS subdomain)",
-                set.spec.app.deployment
-            ),
+            message: format!("{name:?} is not a {kind} name (a DNS subdomain)"),
             waiting: false,
         });
     }

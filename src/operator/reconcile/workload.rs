@@ -3,9 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::api::core::v1::Container;
 
+use super::kinds::Workload;
 use super::names::{ANN_SET, LABEL_SET_UID, SETTING_ENV, VOLUME, set_name};
 use crate::resource::ClientCertificateSet;
 
@@ -16,8 +16,8 @@ pub struct Claim {
     pub name: Option<String>,
 }
 
-pub fn claim(d: &Deployment) -> Option<Claim> {
-    let m = &d.metadata;
+pub fn claim(d: &Workload) -> Option<Claim> {
+    let m = d.meta();
     let uid = m
         .labels
         .as_ref()
@@ -29,7 +29,7 @@ pub fn claim(d: &Deployment) -> Option<Claim> {
 
 /// Whether `set` holds the claim on `d`: by uid; a claim without a uid
 /// (written before uids were recorded) by name.
-pub fn claimed_by(set: &ClientCertificateSet, d: &Deployment) -> bool {
+pub fn claimed_by(set: &ClientCertificateSet, d: &Workload) -> bool {
     match claim(d) {
         Some(Claim { uid: Some(uid), .. }) => set.metadata.uid.as_deref() == Some(uid.as_str()),
         Some(Claim {
@@ -46,7 +46,7 @@ pub fn claimed_by(set: &ClientCertificateSet, d: &Deployment) -> bool {
 pub fn claim_in_force(
     claim: &Claim,
     claimant: Option<&ClientCertificateSet>,
-    d: &Deployment,
+    d: &Workload,
 ) -> bool {
     let Some(other) = claimant else { return false };
     let uid_matches = claim
@@ -55,15 +55,11 @@ pub fn claim_in_force(
         .is_none_or(|u| other.metadata.uid.as_deref() == Some(u));
     uid_matches
         && other.metadata.deletion_timestamp.is_none()
-        && Some(other.spec.app.deployment.as_str()) == d.metadata.name.as_deref()
+        && other.spec.app.targets(d.kind(), d.name())
 }
 
-pub fn pod_spec(d: &Deployment) -> Option<&PodSpec> {
-    d.spec.as_ref()?.template.spec.as_ref()
-}
-
-pub fn container_names(d: &Deployment) -> Vec<String> {
-    pod_spec(d)
+pub fn container_names(d: &Workload) -> Vec<String> {
+    d.pod_spec()
         .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
         .unwrap_or_default()
 }
@@ -93,8 +89,8 @@ fn carries_wiring(c: &Container) -> bool {
 }
 
 /// The containers that carry certpin's mount or one of its settings.
-pub fn wired_containers(d: &Deployment) -> BTreeSet<String> {
-    pod_spec(d)
+pub fn wired_containers(d: &Workload) -> BTreeSet<String> {
+    d.pod_spec()
         .map(|s| {
             s.containers
                 .iter()
@@ -142,12 +138,13 @@ impl Collision {
 /// The first collision of certpin's wiring with the app's own template.
 /// `rendered` names the ConfigMap and the Secret (the volume's source).
 pub fn collision(
-    d: &Deployment,
+    d: &Workload,
     containers: &[String],
     mount_path: &str,
     rendered: &str,
+    settings: &[&str],
 ) -> Option<Collision> {
-    let spec = pod_spec(d)?;
+    let spec = d.pod_spec()?;
     let foreign_volume = spec.volumes.iter().flatten().any(|v| {
         let source = v.secret.as_ref().and_then(|s| s.secret_name.as_deref());
         v.name == VOLUME && source != Some(rendered)
@@ -176,7 +173,7 @@ pub fn collision(
             .env
             .iter()
             .flatten()
-            .find(|e| SETTING_ENV.contains(&e.name.as_str()) && !env_is_ours(e, rendered))
+            .find(|e| settings.contains(&e.name.as_str()) && !env_is_ours(e, rendered))
         {
             return Some(Collision::Setting {
                 container: c.name.clone(),
@@ -201,13 +198,13 @@ mod tests {
         .unwrap()
     }
 
-    fn deployment(meta: serde_json::Value, containers: serde_json::Value) -> Deployment {
+    fn deployment(meta: serde_json::Value, containers: serde_json::Value) -> Workload {
         let mut v = json!({"metadata": {"name": "app"}, "spec": {"selector": {},
             "template": {"spec": {"containers": containers}}}});
         for (k, val) in meta.as_object().unwrap() {
             v["metadata"][k] = val.clone();
         }
-        serde_json::from_value(v).unwrap()
+        Workload::from_value(crate::resource::WorkloadKind::Deployment, v).unwrap()
     }
 
     #[test]
@@ -260,7 +257,7 @@ mod tests {
         );
         let m = vec!["m".to_string()];
         assert_eq!(
-            collision(&ours, &m, "/etc/certpin/client-certificates/", "s-certpin",),
+            collision(&ours, &m, "/etc/certpin/client-certificates/", "s-certpin", &SETTING_ENV),
             None
         );
         let mount = deployment(
@@ -268,35 +265,27 @@ mod tests {
             json!([{"name": "m", "image": "i", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]),
         );
         assert_eq!(
-            collision(&mount, &m, "/data/", "s-certpin"),
+            collision(&mount, &m, "/data/", "s-certpin", &SETTING_ENV),
             Some(Collision::MountPath {
                 container: "m".into(),
                 volume: "data".into()
             })
         );
-        assert_eq!(collision(&mount, &[], "/data", "s-certpin"), None);
+        assert_eq!(collision(&mount, &[], "/data", "s-certpin", &SETTING_ENV), None);
         let literal = deployment(
             json!({}),
             json!([{"name": "m", "image": "i", "env": [{"name": "MXRUNTIME_ClientCertificates", "value": "/x.pfx"}]}]),
         );
         assert!(matches!(
-            collision(&literal, &m, "/etc/c", "s-certpin"),
+            collision(&literal, &m, "/etc/c", "s-certpin", &SETTING_ENV),
             Some(Collision::Setting { .. })
         ));
         let mut volume = ours.clone();
-        volume
-            .spec
-            .as_mut()
-            .unwrap()
-            .template
-            .spec
-            .as_mut()
-            .unwrap()
-            .volumes = Some(vec![
+        volume.pod_spec_mut().unwrap().volumes = Some(vec![
             serde_json::from_value(json!({"name": VOLUME, "emptyDir": {}})).unwrap(),
         ]);
         assert_eq!(
-            collision(&volume, &m, "/etc/c", "s-certpin"),
+            collision(&volume, &m, "/etc/c", "s-certpin", &SETTING_ENV),
             Some(Collision::VolumeName)
         );
     }

@@ -70,13 +70,19 @@ pub struct Marks {
     pub secrets: Mark,
     pub config_maps: Mark,
     pub deployments: Mark,
+    pub stateful_sets: Mark,
 }
 
 impl Marks {
     /// Every read becomes a quorum read: for API servers whose
     /// resourceVersions are not promised to be comparable.
     pub fn disable(&self) {
-        for m in [&self.secrets, &self.config_maps, &self.deployments] {
+        for m in [
+            &self.secrets,
+            &self.config_maps,
+            &self.deployments,
+            &self.stateful_sets,
+        ] {
             m.1.store(true, Ordering::Relaxed);
         }
     }

@@ -41,7 +41,7 @@ fn rendered() -> Rendered {
 }
 
 /// A Deployment with containers `m` and `sidecar`; `extra` merged into metadata.
-fn deployment(name: &str, replicas: i32, meta: Value) -> Deployment {
+fn deployment(name: &str, replicas: i32, meta: Value) -> Workload {
     let mut v = json!({
         "metadata": {"name": name, "uid": format!("uid-{name}"), "resourceVersion": "41"},
         "spec": {"replicas": replicas, "selector": {},
@@ -50,7 +50,7 @@ fn deployment(name: &str, replicas: i32, meta: Value) -> Deployment {
     for (k, val) in meta.as_object().unwrap() {
         v["metadata"][k] = val.clone();
     }
-    serde_json::from_value(v).unwrap()
+    Workload::from_value(WorkloadKind::Deployment, v).unwrap()
 }
 
 fn ours(stop: Option<(i32, &str)>) -> Value {
@@ -62,7 +62,7 @@ fn ours(stop: Option<(i32, &str)>) -> Value {
     m
 }
 
-fn plan_of(set: &ClientCertificateSet, target: Option<&Deployment>, others: &[Deployment]) -> Plan {
+fn plan_of(set: &ClientCertificateSet, target: Option<&Workload>, others: &[Workload]) -> Plan {
     let r = rendered();
     plan(
         set,
@@ -93,6 +93,7 @@ fn retargeting_during_a_stop_start_restores_the_old_workload_and_unwires_it() {
     assert_eq!(
         p.release,
         [Release {
+            kind: WorkloadKind::Deployment,
             name: "old".into(),
             restore: Some(3)
         }]
@@ -149,17 +150,24 @@ fn invalid_input_during_a_stop_still_ends_the_stop() {
 fn a_container_removed_from_the_list_is_a_change_even_when_the_rest_is_in_place() {
     let s = set("app", "Rolling", &["m"], Value::Null);
     let r = rendered();
-    let both =
-        build::deployment_fragment(&s, "n", "app", &r, &["m".into(), "sidecar".into()], "h2");
+    let both = build::workload_fragment(
+        &s,
+        "n",
+        WorkloadKind::Deployment,
+        "app",
+        &r,
+        &["m".into(), "sidecar".into()],
+        "h2",
+    );
     // The live object: what wiring both containers produced.
-    let mut live = serde_json::to_value(deployment("app", 1, ours(None))).unwrap();
+    let mut live = deployment("app", 1, ours(None)).to_value();
     json_patch::merge(&mut live, &both);
     let mut containers = both["spec"]["template"]["spec"]["containers"].clone();
     for c in containers.as_array_mut().unwrap() {
         c["image"] = json!("i");
     }
     live["spec"]["template"]["spec"]["containers"] = containers;
-    let live: Deployment = serde_json::from_value(live).unwrap();
+    let live = Workload::from_value(WorkloadKind::Deployment, live).unwrap();
     assert!(
         !wire(&plan_of(
             &set("app", "Rolling", &[], Value::Null),
@@ -179,15 +187,7 @@ fn the_apps_own_mount_at_the_mount_path_is_refused_and_nothing_is_written() {
     let mut s = set("app", "Rolling", &[], Value::Null);
     s.spec.mount_path = "/data".into();
     let mut d = deployment("app", 1, json!({}));
-    d.spec
-        .as_mut()
-        .unwrap()
-        .template
-        .spec
-        .as_mut()
-        .unwrap()
-        .containers[1]
-        .volume_mounts = Some(vec![
+    d.pod_spec_mut().unwrap().containers[1].volume_mounts = Some(vec![
         serde_json::from_value(json!({"name": "data", "mountPath": "/data"})).unwrap(),
     ]);
     match plan_of(&s, Some(&d), &[]).target {
@@ -231,7 +231,7 @@ fn a_claim_in_force_is_a_conflict_a_copied_one_is_taken_conditionally() {
         "{p:?}"
     );
     let mut elsewhere = other.clone();
-    elsewhere.spec.app.deployment = "original".into();
+    elsewhere.spec.app.deployment = Some("original".into());
     let p = plan(&s, "n", Some(&r), &live(Some(&elsewhere)));
     assert_eq!(wire(&p).precondition.as_deref(), Some("41"));
 }

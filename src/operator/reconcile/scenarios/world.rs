@@ -308,7 +308,7 @@ pub fn replicas(d: &Deployment) -> Option<i32> {
 }
 
 pub fn stop_record(d: &Deployment) -> Option<StopStartRecord> {
-    record_of(d)
+    record_of(&super::super::kinds::Workload::Deployment(d.clone()))
 }
 
 pub fn has_stop_annotation(d: &Deployment) -> bool {

@@ -1,0 +1,227 @@
+//! The workload kinds certpin wires, behind one type. Everything else
+//! (claims, collisions, the plan, the writes) works on the pod template,
+//! the replica count and the metadata, which every kind has; what differs
+//! per kind is here, in how its rollout is read (`rollout.rs`) and in the
+//! watch of the kind (`operator/mod.rs`). A third kind (a DaemonSet, an
+//! Argo Rollout) is a variant here, a rollout reader and one more watch.
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use kube::api::{ApiResource, DynamicObject};
+use kube::{Api, Client};
+use serde_json::Value;
+
+use crate::operator::error::{Error, Result};
+use crate::operator::workarounds::freshness::{Mark, Marks};
+use crate::resource::WorkloadKind;
+
+/// A live workload of one of the kinds certpin wires.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Workload {
+    Deployment(Deployment),
+    StatefulSet(StatefulSet),
+}
+
+/// The API of a kind, untyped: certpin's writes are server-side apply
+/// bodies and scale patches, the same for every kind.
+pub fn api(client: &Client, ns: &str, kind: WorkloadKind) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &resource(kind))
+}
+
+pub fn resource(kind: WorkloadKind) -> ApiResource {
+    match kind {
+        WorkloadKind::Deployment => ApiResource::erase::<Deployment>(&()),
+        WorkloadKind::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
+    }
+}
+
+/// The read mark of the kind (see `freshness`).
+pub fn mark(marks: &Marks, kind: WorkloadKind) -> &Mark {
+    match kind {
+        WorkloadKind::Deployment => &marks.deployments,
+        WorkloadKind::StatefulSet => &marks.stateful_sets,
+    }
+}
+
+impl Workload {
+    /// The typed object behind an untyped answer of the API.
+    pub fn from_dynamic(kind: WorkloadKind, o: DynamicObject) -> Result<Workload> {
+        let v = serde_json::to_value(o).map_err(|e| Error::Decode(e.to_string()))?;
+        Workload::from_value(kind, v)
+    }
+
+    pub fn from_value(kind: WorkloadKind, v: Value) -> Result<Workload> {
+        let bad = |e: serde_json::Error| Error::Decode(format!("a {kind}: {e}"));
+        Ok(match kind {
+            WorkloadKind::Deployment => Workload::Deployment(serde_json::from_value(v).map_err(bad)?),
+            WorkloadKind::StatefulSet => {
+                Workload::StatefulSet(serde_json::from_value(v).map_err(bad)?)
+            }
+        })
+    }
+
+    /// A workload known by its metadata only (a claim and a stop record
+    /// are all a release needs).
+    pub fn metadata_only(kind: WorkloadKind, metadata: ObjectMeta) -> Workload {
+        match kind {
+            WorkloadKind::Deployment => Workload::Deployment(Deployment {
+                metadata,
+                ..Deployment::default()
+            }),
+            WorkloadKind::StatefulSet => Workload::StatefulSet(StatefulSet {
+                metadata,
+                ..StatefulSet::default()
+            }),
+        }
+    }
+
+    pub fn kind(&self) -> WorkloadKind {
+        match self {
+            Workload::Deployment(_) => WorkloadKind::Deployment,
+            Workload::StatefulSet(_) => WorkloadKind::StatefulSet,
+        }
+    }
+
+    pub fn meta(&self) -> &ObjectMeta {
+        match self {
+            Workload::Deployment(d) => &d.metadata,
+            Workload::StatefulSet(s) => &s.metadata,
+        }
+    }
+
+    pub fn meta_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Workload::Deployment(d) => &mut d.metadata,
+            Workload::StatefulSet(s) => &mut s.metadata,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.meta().name.as_deref().unwrap_or_default()
+    }
+
+    /// `Kind "name"`, for messages.
+    pub fn describe(&self) -> String {
+        format!("{} {:?}", self.kind(), self.name())
+    }
+
+    pub fn template(&self) -> Option<&PodTemplateSpec> {
+        match self {
+            Workload::Deployment(d) => d.spec.as_ref().map(|s| &s.template),
+            Workload::StatefulSet(s) => s.spec.as_ref().map(|s| &s.template),
+        }
+    }
+
+    pub fn pod_spec(&self) -> Option<&PodSpec> {
+        self.template()?.spec.as_ref()
+    }
+
+    #[cfg(test)]
+    pub fn pod_spec_mut(&mut self) -> Option<&mut PodSpec> {
+        match self {
+            Workload::Deployment(d) => d.spec.as_mut()?.template.spec.as_mut(),
+            Workload::StatefulSet(s) => s.spec.as_mut()?.template.spec.as_mut(),
+        }
+    }
+
+    /// The replica count the spec asks for (both kinds default to 1).
+    pub fn replicas(&self) -> i32 {
+        match self {
+            Workload::Deployment(d) => d.spec.as_ref().and_then(|s| s.replicas),
+            Workload::StatefulSet(s) => s.spec.as_ref().and_then(|s| s.replicas),
+        }
+        .unwrap_or(1)
+    }
+
+    pub fn selector(&self) -> Option<&LabelSelector> {
+        match self {
+            Workload::Deployment(d) => d.spec.as_ref().map(|s| &s.selector),
+            Workload::StatefulSet(s) => s.spec.as_ref().map(|s| &s.selector),
+        }
+    }
+
+    /// The owner that controls this workload, if another controller does.
+    pub fn controller_owner(&self) -> Option<&OwnerReference> {
+        self.meta()
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+    }
+
+    pub fn to_value(&self) -> Value {
+        match self {
+            Workload::Deployment(d) => serde_json::to_value(d),
+            Workload::StatefulSet(s) => serde_json::to_value(s),
+        }
+        .unwrap_or(Value::Null)
+    }
+}
+
+impl kube::Resource for Workload {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    // Only `meta` is used (triggers and marks); the kind is per object.
+    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+        "Workload".into()
+    }
+    fn group(_: &()) -> std::borrow::Cow<'_, str> {
+        "apps".into()
+    }
+    fn version(_: &()) -> std::borrow::Cow<'_, str> {
+        "v1".into()
+    }
+    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+        "workloads".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        Workload::meta(self)
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        Workload::meta_mut(self)
+    }
+}
+
+/// Reads a workload (at the kind's mark, see `freshness`).
+pub async fn get_opt(
+    client: &Client,
+    marks: &Marks,
+    ns: &str,
+    kind: WorkloadKind,
+    name: &str,
+) -> Result<Option<Workload>> {
+    let api = api(client, ns, kind);
+    let found =
+        crate::operator::workarounds::freshness::get_opt(&api, name, mark(marks, kind)).await?;
+    found.map(|o| Workload::from_dynamic(kind, o)).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn both_kinds_expose_template_replicas_selector_and_owner() {
+        for kind in WorkloadKind::ALL {
+            let w = Workload::from_value(
+                kind,
+                json!({"metadata": {"name": "app", "ownerReferences": [
+                        {"apiVersion": "v1", "kind": "X", "name": "o", "uid": "u"},
+                        {"apiVersion": "privatecloud.mendix.com/v1alpha1", "kind": "MendixApp",
+                         "name": "shop", "uid": "u2", "controller": true}]},
+                       "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "a"}},
+                                "template": {"spec": {"containers": [{"name": "m"}]}}}}),
+            )
+            .expect("a workload");
+            assert_eq!(w.kind(), kind);
+            assert_eq!(w.replicas(), 3);
+            assert_eq!(w.pod_spec().map(|p| p.containers.len()), Some(1));
+            assert!(w.selector().is_some());
+            assert_eq!(w.controller_owner().map(|o| o.kind.as_str()), Some("MendixApp"));
+            assert_eq!(w.describe(), format!("{kind} \"app\""));
+        }
+    }
+}
