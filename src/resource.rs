@@ -275,6 +275,11 @@ pub struct ClientCertificateSetStatus {
     /// undoes what is no longer wanted, and deletion undoes all of it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workloads: Vec<WorkloadRecord>,
+    /// What is wrong with the app's workload but does not stop certpin,
+    /// each `kind: detail` (e.g. `buildpack-setting: ...` for an app that
+    /// still sets CLIENT_CERTIFICATES or CERTIFICATE_AUTHORITIES).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One workload certpin changed for a set, and how.

@@ -255,7 +255,10 @@ fn runtime_client_trusts_exactly_the_ca_settings() {
     // The root alone is enough: the server sends the intermediate.
     let (code, stdout, stderr) = call(Some(&[("partner-root.crt", "ca-0.crt")]));
     assert_eq!(code, Some(0), "a, root only) {stdout}{stderr}");
-    assert!(stdout.contains("CN=partner-a client"), "a, root only) {stdout}");
+    assert!(
+        stdout.contains("CN=partner-a client"),
+        "a, root only) {stdout}"
+    );
 
     // b) No CACertificates: the JVM's default trust does not know the partner CA.
     let (code, stdout, stderr) = call(None);

@@ -327,8 +327,16 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
         sets_using(&index, &secret_store, &ns, &s.name_any())
     });
     let workload_sets = futures::stream::select(
-        changes(deployments, "Deployment", sets_targeting(&store, WorkloadKind::Deployment)),
-        changes(stateful_sets, "StatefulSet", sets_targeting(&store, WorkloadKind::StatefulSet)),
+        changes(
+            deployments,
+            "Deployment",
+            sets_targeting(&store, WorkloadKind::Deployment),
+        ),
+        changes(
+            stateful_sets,
+            "StatefulSet",
+            sets_targeting(&store, WorkloadKind::StatefulSet),
+        ),
     );
     let triggered = debounced(
         futures::stream::select(secret_sets, workload_sets),

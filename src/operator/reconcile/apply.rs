@@ -66,7 +66,12 @@ pub async fn apply_workload(
 
 /// Removes every field certpin owns on the workload: applying an object
 /// that names no field releases them, and fields no other manager owns go.
-pub async fn unwire_workload(ctx: &Context, ns: &str, kind: WorkloadKind, name: &str) -> Result<()> {
+pub async fn unwire_workload(
+    ctx: &Context,
+    ns: &str,
+    kind: WorkloadKind,
+    name: &str,
+) -> Result<()> {
     let body = serde_json::json!({
         "apiVersion": "apps/v1", "kind": kind.as_str(),
         "metadata": {"name": name, "namespace": ns},

@@ -395,7 +395,11 @@ pub fn workload_fragment(
     let env: Vec<Value> = settings_of(r)
         .into_iter()
         .map(|(env, key, secret)| {
-            let source = if secret { "secretKeyRef" } else { "configMapKeyRef" };
+            let source = if secret {
+                "secretKeyRef"
+            } else {
+                "configMapKeyRef"
+            };
             json!({"name": env, "valueFrom": {source: {"name": r.name, "key": key}}})
         })
         .collect();

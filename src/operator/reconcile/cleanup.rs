@@ -11,9 +11,9 @@
 use kube::runtime::controller::Action;
 use tracing::{info, warn};
 
+use super::kinds::{self, Workload};
 use super::names::set_name;
 use super::status::{EventSpec, event};
-use super::kinds::{self, Workload};
 use super::{apply, dereference, execute, restart, workload};
 use crate::operator::context::Context;
 use crate::operator::error::Result;

@@ -113,10 +113,7 @@ pub fn sweep_needed(set: &ClientCertificateSet) -> bool {
     match written {
         None => set.metadata.generation.unwrap_or(1) > 1,
         Some(st) if st.workloads.is_empty() => st.applied_hash.is_some(),
-        Some(st) => st
-            .workloads
-            .iter()
-            .any(|w| !targets(set, w)),
+        Some(st) => st.workloads.iter().any(|w| !targets(set, w)),
     }
 }
 
@@ -217,11 +214,8 @@ pub async fn dereference(ctx: &Context, set: &ClientCertificateSet, ns: &str) ->
             Ok(None)
         }
     };
-    let (referenced, workload, previous) = futures::try_join!(
-        async { Ok(referenced.await?) },
-        workload,
-        prior,
-    )?;
+    let (referenced, workload, previous) =
+        futures::try_join!(async { Ok(referenced.await?) }, workload, prior,)?;
     let mut cache: BTreeMap<String, Option<Secret>> = referenced.into_iter().collect();
     let mut materials = Vec::with_capacity(set.spec.certificates.len());
     for cert in &set.spec.certificates {

@@ -54,7 +54,9 @@ impl Workload {
     pub fn from_value(kind: WorkloadKind, v: Value) -> Result<Workload> {
         let bad = |e: serde_json::Error| Error::Decode(format!("a {kind}: {e}"));
         Ok(match kind {
-            WorkloadKind::Deployment => Workload::Deployment(serde_json::from_value(v).map_err(bad)?),
+            WorkloadKind::Deployment => {
+                Workload::Deployment(serde_json::from_value(v).map_err(bad)?)
+            }
             WorkloadKind::StatefulSet => {
                 Workload::StatefulSet(serde_json::from_value(v).map_err(bad)?)
             }
@@ -220,7 +222,10 @@ mod tests {
             assert_eq!(w.replicas(), 3);
             assert_eq!(w.pod_spec().map(|p| p.containers.len()), Some(1));
             assert!(w.selector().is_some());
-            assert_eq!(w.controller_owner().map(|o| o.kind.as_str()), Some("MendixApp"));
+            assert_eq!(
+                w.controller_owner().map(|o| o.kind.as_str()),
+                Some("MendixApp")
+            );
             assert_eq!(w.describe(), format!("{kind} \"app\""));
         }
     }

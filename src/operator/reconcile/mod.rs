@@ -143,6 +143,9 @@ async fn reconcile_set(
         outcome: &outcome,
         restart_due,
         rollout,
+        app_warnings: target
+            .map(|d| workload::buildpack_env_warnings(set, d))
+            .unwrap_or_default(),
         now: &now_time(),
     });
     publish(ctx, set, ns, &derived, &validation.warnings, target).await?;

@@ -282,9 +282,7 @@ fn target(
         fragment,
         change,
         rolls,
-        precondition: (!ours)
-            .then(|| d.meta().resource_version.clone())
-            .flatten(),
+        precondition: (!ours).then(|| d.meta().resource_version.clone()).flatten(),
         restart,
     })
 }

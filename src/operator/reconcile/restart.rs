@@ -12,8 +12,8 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams};
 use kube::api::DynamicObject;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use serde::{Deserialize, Serialize};
 use serde_json::json;

@@ -192,20 +192,40 @@ mod tests {
         let rolling = json!({"type": "RollingUpdate"});
         let done = json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 3,
             "readyReplicas": 3, "availableReplicas": 3, "currentRevision": "r2", "updateRevision": "r2"});
-        assert_eq!(state(&stateful_set(rolling.clone(), done.clone())), Rollout::Complete);
+        assert_eq!(
+            state(&stateful_set(rolling.clone(), done.clone())),
+            Rollout::Complete
+        );
         let cases = [
-            (rolling.clone(), json!({"observedGeneration": 3, "replicas": 3}), "see the new template"),
-            (rolling.clone(), json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 1,
-                "readyReplicas": 3, "currentRevision": "r1", "updateRevision": "r2"}), "being created"),
-            (rolling.clone(), json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 3,
+            (
+                rolling.clone(),
+                json!({"observedGeneration": 3, "replicas": 3}),
+                "see the new template",
+            ),
+            (
+                rolling.clone(),
+                json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 1,
+                "readyReplicas": 3, "currentRevision": "r1", "updateRevision": "r2"}),
+                "being created",
+            ),
+            (
+                rolling.clone(),
+                json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 3,
                 "readyReplicas": 2, "availableReplicas": 2, "currentRevision": "r1", "updateRevision": "r2"}),
-                "becoming ready"),
-            (json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}),
+                "becoming ready",
+            ),
+            (
+                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}),
                 json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 1, "readyReplicas": 3,
-                "availableReplicas": 3, "currentRevision": "r1", "updateRevision": "r2"}), "partitioned at 2"),
-            (json!({"type": "OnDelete"}), json!({"observedGeneration": 4, "replicas": 3,
+                "availableReplicas": 3, "currentRevision": "r1", "updateRevision": "r2"}),
+                "partitioned at 2",
+            ),
+            (
+                json!({"type": "OnDelete"}),
+                json!({"observedGeneration": 4, "replicas": 3,
                 "updatedReplicas": 0, "readyReplicas": 3, "currentRevision": "r1", "updateRevision": "r2"}),
-                "when they are deleted"),
+                "when they are deleted",
+            ),
         ];
         for (strategy, status, says) in cases {
             match state(&stateful_set(strategy, status.clone())) {

@@ -12,6 +12,7 @@ mod api_refusals;
 mod collisions;
 mod deletion;
 mod health;
+mod kinds;
 mod secrets;
 mod stop_start;
 mod wiring;

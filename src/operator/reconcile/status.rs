@@ -16,7 +16,9 @@ use super::validate::Validation;
 use crate::operator::context::{Context, MANAGER};
 use crate::operator::error::Result;
 use crate::pkcs12::{Warning, WarningKind};
-use crate::resource::{ClientCertificateSet, ClientCertificateSetStatus, WorkloadKind, WorkloadRecord};
+use crate::resource::{
+    ClientCertificateSet, ClientCertificateSetStatus, WorkloadKind, WorkloadRecord,
+};
 
 pub const READY: &str = "Ready";
 pub const CERTIFICATES_VALID: &str = "CertificatesValid";
@@ -96,6 +98,8 @@ pub struct Pass<'a> {
     pub workloads: Vec<WorkloadRecord>,
     /// The rollout that carries the applied settings (when wired).
     pub rollout: Rollout,
+    /// What is wrong with the app's workload but does not stop certpin.
+    pub app_warnings: Vec<String>,
     pub now: &'a Time,
 }
 
@@ -184,6 +188,7 @@ pub fn derive(p: Pass) -> Derived {
         last_restart: old.last_restart.clone(),
         conditions: Vec::new(),
         workloads: p.workloads.clone(),
+        warnings: p.app_warnings.clone(),
     };
     let mut conds = vec![match &v.failure {
         None => Cond::new(
@@ -202,7 +207,7 @@ pub fn derive(p: Pass) -> Derived {
     let (blocker, requeue) = outcome_conditions(&p, &mut status, &mut conds);
     // Invalid input outranks whatever the pass did with the last good one.
     let blocker = v.failure.as_ref().map(Blocker::of_failure).or(blocker);
-    let ready = ready(v, blocker.as_ref());
+    let ready = ready(v, &p.app_warnings, blocker.as_ref());
     conds.insert(0, ready.clone());
     conds.extend(blocker.as_ref().and_then(kstatus));
     status.conditions = conditions(&old.conditions, &conds, set.metadata.generation, p.now);
@@ -214,14 +219,15 @@ pub fn derive(p: Pass) -> Derived {
 }
 
 /// Ready: what blocks it, or True (with the warnings, if any).
-fn ready(v: &Validation, blocker: Option<&Blocker>) -> Cond {
+fn ready(v: &Validation, app_warnings: &[String], blocker: Option<&Blocker>) -> Cond {
     match blocker {
         Some(b) => Cond::new(READY, false, b.reason.clone(), b.message.clone()),
-        None if !v.warnings.is_empty() => {
+        None if !v.warnings.is_empty() || !app_warnings.is_empty() => {
             let text: Vec<String> = v
                 .warnings
                 .iter()
                 .map(|(c, w)| format!("{c}: {w}"))
+                .chain(app_warnings.iter().cloned())
                 .collect();
             Cond::new(READY, true, "ValidWithWarnings", text.join("; "))
         }
@@ -467,6 +473,20 @@ pub fn events_due(
             .iter()
             .any(|w| WarningKind::ExpiringSoon.is_in(w))
     });
+    let new_app_warnings: Vec<&String> = new
+        .warnings
+        .iter()
+        .filter(|w| !old.warnings.contains(w))
+        .collect();
+    if !new_app_warnings.is_empty() {
+        let text: Vec<&str> = new_app_warnings.iter().map(|w| w.as_str()).collect();
+        due.push(EventSpec::new(
+            true,
+            "BuildpackCertificateSetting",
+            "Validate",
+            text.join("; "),
+        ));
+    }
     if !expiring.is_empty() && !was_expiring {
         due.push(EventSpec::new(
             true,

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::Container;
 
 use super::kinds::Workload;
-use super::names::{ANN_SET, LABEL_SET_UID, SETTING_ENV, VOLUME, set_name};
+use super::names::{ANN_SET, BUILDPACK_ENV, LABEL_SET_UID, SETTING_ENV, VOLUME, set_name};
 use crate::resource::ClientCertificateSet;
 
 /// The claim a workload carries: the set's uid (label) and name (annotation).
@@ -99,6 +99,34 @@ pub fn wired_containers(d: &Workload) -> BTreeSet<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The app's containers (those the set wires) that still pass certificates
+/// the Mendix buildpack's old way: the buildpack applies certpin's
+/// `MXRUNTIME_*` settings after them, so they are silently replaced. A
+/// warning, not a refusal: certpin's settings do take effect.
+pub fn buildpack_env_warnings(set: &ClientCertificateSet, d: &Workload) -> Vec<String> {
+    let wanted = &set.spec.app.containers;
+    d.pod_spec()
+        .into_iter()
+        .flat_map(|s| &s.containers)
+        .filter(|c| wanted.is_empty() || wanted.contains(&c.name))
+        .flat_map(|c| {
+            c.env
+                .iter()
+                .flatten()
+                .filter(|e| BUILDPACK_ENV.contains(&e.name.as_str()))
+                .map(move |e| {
+                    format!(
+                        "buildpack-setting: container {:?} of {} sets {}; the Mendix buildpack applies \
+                         certpin's MXRUNTIME_* settings after it, so it is silently replaced: remove it",
+                        c.name,
+                        d.describe(),
+                        e.name
+                    )
+                })
+        })
+        .collect()
 }
 
 /// Where the app's own pod template would be overwritten by certpin's
@@ -257,7 +285,13 @@ mod tests {
         );
         let m = vec!["m".to_string()];
         assert_eq!(
-            collision(&ours, &m, "/etc/certpin/client-certificates/", "s-certpin", &SETTING_ENV),
+            collision(
+                &ours,
+                &m,
+                "/etc/certpin/client-certificates/",
+                "s-certpin",
+                &SETTING_ENV
+            ),
             None
         );
         let mount = deployment(
@@ -271,7 +305,10 @@ mod tests {
                 volume: "data".into()
             })
         );
-        assert_eq!(collision(&mount, &[], "/data", "s-certpin", &SETTING_ENV), None);
+        assert_eq!(
+            collision(&mount, &[], "/data", "s-certpin", &SETTING_ENV),
+            None
+        );
         let literal = deployment(
             json!({}),
             json!([{"name": "m", "image": "i", "env": [{"name": "MXRUNTIME_ClientCertificates", "value": "/x.pfx"}]}]),

@@ -637,6 +637,7 @@ impl Target {
             "secrets" => "Secret",
             "configmaps" => "ConfigMap",
             "deployments" => "Deployment",
+            "statefulsets" => "StatefulSet",
             "pods" => "Pod",
             "events" => "Event",
             "clientcertificatesets" => "ClientCertificateSet",
