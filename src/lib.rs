@@ -1,6 +1,7 @@
 //! certpin: provisions PKCS12 client certificates, pinned per service, for
 //! the outgoing connections of deployed apps.
 
+pub mod ca;
 pub mod cli;
 pub mod endpoint;
 pub mod fuzzing;

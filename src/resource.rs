@@ -31,7 +31,9 @@ use crate::pkcs12::Profile;
     printcolumn = r#"{"name":"StatefulSet","type":"string","jsonPath":".spec.app.statefulSet","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
-#[x_kube(validation = Rule::new("self.certificates.all(c, self.certificates.exists_one(d, d.name == c.name))").message("certificate names must be unique"))]
+#[x_kube(validation = Rule::new("!has(self.certificates) || self.certificates.all(c, self.certificates.exists_one(d, d.name == c.name))").message("certificate names must be unique"))]
+#[x_kube(validation = Rule::new("!has(self.caCertificates) || self.caCertificates.all(c, self.caCertificates.exists_one(d, d.name == c.name))").message("caCertificates names must be unique"))]
+#[x_kube(validation = Rule::new("(has(self.certificates) && size(self.certificates) > 0) || (has(self.caCertificates) && size(self.caCertificates) > 0)").message("give at least one certificate or CA certificate"))]
 // The usages setting reaches the app as one environment variable, which the
 // kernel limits to 128 KiB: bound what the pins can render to (each entry is
 // the pin and the file's path, quoted), with room to spare; the operator
@@ -43,8 +45,18 @@ pub struct ClientCertificateSetSpec {
     pub app: AppRef,
     /// The client certificates. Each becomes a file `<name>-<hash>.pfx` in the app's pods
     /// (named after its content, so a rotation never changes a file a running pod uses).
-    #[schemars(length(min = 1, max = 64))]
+    /// May be empty when the set holds only CA certificates.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
     pub certificates: Vec<CertificateSpec>,
+    /// CA certificates the app trusts for its outgoing TLS connections (the
+    /// runtime's CACertificates setting), e.g. a partner's private CA: PEM
+    /// bundles (any number of certificates, text between them) or one DER
+    /// certificate. Each certificate becomes a file of its own
+    /// (`ca-<fingerprint>.crt`); one that several entries hold is rendered once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub ca_certificates: Vec<CaCertificateSpec>,
     /// Endpoints (Module.WebService or host name) that must get no client
     /// certificate, even if the server asks for one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -205,6 +217,41 @@ pub struct CertificateSpec {
     pub pin_to: Vec<String>,
 }
 
+/// A CA bundle: a key of a Secret or of a ConfigMap (trust-manager writes
+/// bundles to ConfigMaps; cert-manager's `ca.crt` is in the issued Secret).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.secret) != has(self.configMap)").message("give exactly one of secret or configMap"))]
+#[serde(rename_all = "camelCase")]
+pub struct CaCertificateSpec {
+    /// Name of the entry, for status and messages. A DNS label.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// The bundle: a key of a Secret in the set's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretKeyRef>,
+    /// The bundle: a key of a ConfigMap in the set's namespace (data or binaryData).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapKeyRef>,
+}
+
+/// A key of a ConfigMap in the set's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKeyRef {
+    /// A ConfigMap name (a DNS subdomain).
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+    /// A key of the ConfigMap's data or binaryData.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
 /// A key of a Secret in the set's namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -258,6 +305,10 @@ pub struct ClientCertificateSetStatus {
     /// One row per certificate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<CertificateStatus>,
+    /// One row per CA certificate (an entry that cannot be used: one row
+    /// with the reason).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_certificates: Vec<CaCertificateStatus>,
     /// How many certificates the spec lists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_count: Option<i32>,
@@ -302,6 +353,37 @@ pub struct WorkloadRecord {
     /// The rendered ConfigMap and Secret the wiring points at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rendered: Option<String>,
+}
+
+/// Facts about one CA certificate.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaCertificateStatus {
+    /// The entry's name in spec.caCertificates.
+    pub name: String,
+    /// Path of the file in the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The certificate's subject (RFC 4514).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// SHA-256 of the certificate (DER), in hexadecimal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256_fingerprint: Option<String>,
+    /// Start of the certificate's validity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Time>,
+    /// End of the certificate's validity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<Time>,
+    /// `Valid`, or the reason code why the entry cannot be used.
+    pub state: String,
+    /// Why not, in words (never the content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// What is wrong but not fatal, each `kind: detail` (e.g. `expired: ...`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Facts about one certificate (no secret).

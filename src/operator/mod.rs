@@ -19,7 +19,7 @@ use std::time::Duration;
 use clap::Args;
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::PredicateConfig;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -148,7 +148,7 @@ fn sets_using(
         .filter(|r| {
             store
                 .get(r)
-                .is_some_and(|set| secret_index::referenced_secrets(&set).contains(name))
+                .is_some_and(|set| (index.references)(&set).contains(name))
         })
         .collect()
 }
@@ -296,14 +296,22 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
     // its status or finalizers do: certpin's own writes to it must not
     // trigger another pass.
     let index = Arc::new(SecretIndex::default());
+    let cm_index = Arc::new(SecretIndex::of(secret_index::referenced_config_maps));
     let indexer = index.clone();
+    let cm_indexer = cm_index.clone();
     let set_changes = watcher(sets, list_config())
         .backoff(triggers::watch_backoff())
         .modify(slim)
         .reflect(writer)
         .inspect(move |event| match event {
-            Ok(watcher::Event::Apply(set) | watcher::Event::InitApply(set)) => indexer.update(set),
-            Ok(watcher::Event::Delete(set)) => indexer.remove(set),
+            Ok(watcher::Event::Apply(set) | watcher::Event::InitApply(set)) => {
+                indexer.update(set);
+                cm_indexer.update(set);
+            }
+            Ok(watcher::Event::Delete(set)) => {
+                indexer.remove(set);
+                cm_indexer.remove(set);
+            }
             _ => {}
         })
         .applied_objects()
@@ -311,7 +319,9 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
     let controller = Controller::for_stream(set_changes, reader)
         .with_config(ControllerConfig::default().concurrency(args.concurrency));
     let store = controller.store();
-    let secrets = secret_events(client, ns, ctx.clone());
+    let secrets = referenced_events::<Secret>(client, ns, ctx.clone(), |m| &m.secrets);
+    let config_maps = referenced_events::<ConfigMap>(client, ns, ctx.clone(), |m| &m.config_maps);
+    let cm_store = store.clone();
     let deployments = workload_events::<Deployment>(client, ns, ctx.clone());
     let stateful_sets = workload_events::<StatefulSet>(client, ns, ctx.clone());
     let secret_store = store.clone();
@@ -326,6 +336,10 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
         let ns = s.namespace().unwrap_or_default();
         sets_using(&index, &secret_store, &ns, &s.name_any())
     });
+    let config_map_sets = changes(config_maps, "ConfigMap", move |c| {
+        let ns = c.namespace().unwrap_or_default();
+        sets_using(&cm_index, &cm_store, &ns, &c.name_any())
+    });
     let workload_sets = futures::stream::select(
         changes(
             deployments,
@@ -339,7 +353,10 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
         ),
     );
     let triggered = debounced(
-        futures::stream::select(secret_sets, workload_sets),
+        futures::stream::select(
+            futures::stream::select(secret_sets, config_map_sets),
+            workload_sets,
+        ),
         Duration::from_millis(args.debounce_ms),
     );
     let results = controller.reconcile_on(triggered).shutdown_on_signal().run(
@@ -404,21 +421,32 @@ fn debounced(
     kube::runtime::scheduler::debounced_scheduler(requests, wait)
 }
 
-// Secrets and Deployments are watched as metadata only: certpin never
-// holds Secret data it does not need, and a changed resourceVersion is all
-// a trigger needs.
+// Secrets, ConfigMaps and workloads are watched as metadata only: certpin
+// never holds Secret data it does not need, and a changed resourceVersion
+// is all a trigger needs.
 
-fn secret_events(
+/// The Secrets or ConfigMaps sets may reference: every change counts.
+fn referenced_events<K>(
     client: &Client,
     ns: Option<&str>,
     ctx: Arc<Context>,
-) -> impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + use<> {
-    watcher(api::<PartialObjectMeta<Secret>>(client, ns), list_config())
+    mark: fn(&workarounds::freshness::Marks) -> &workarounds::freshness::Mark,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + use<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    watcher(api::<PartialObjectMeta<K>>(client, ns), list_config())
         .backoff(triggers::watch_backoff())
         .touched_objects()
         .inspect(move |s| {
             if let Ok(s) = s {
-                ctx.marks.secrets.observe_object(s);
+                mark(&ctx.marks).observe_object(s);
             }
         })
 }

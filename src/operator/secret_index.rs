@@ -1,7 +1,7 @@
-//! Which sets reference which Secrets, kept from the set watch, so that a
-//! Secret event finds its sets without scanning every set: a scan per event
-//! grows with sets × Secret events (about 2% of certpin's CPU at 1000 sets,
-//! and 25 times that work at 5000).
+//! Which sets reference which Secrets (or ConfigMaps), kept from the set
+//! watch, so that a Secret event finds its sets without scanning every set:
+//! a scan per event grows with sets × Secret events (about 2% of certpin's
+//! CPU at 1000 sets, and 25 times that work at 5000).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
@@ -10,9 +10,28 @@ use kube::ResourceExt;
 
 use crate::resource::{CertificateSpec, ClientCertificateSet};
 
-/// The Secrets a set reads: PKCS12 files, passwords and TLS pairs.
+/// The Secrets a set reads: PKCS12 files, passwords, TLS pairs and CA bundles.
 pub fn referenced_secrets(set: &ClientCertificateSet) -> BTreeSet<&str> {
-    set.spec.certificates.iter().flat_map(names_of).collect()
+    set.spec
+        .certificates
+        .iter()
+        .flat_map(names_of)
+        .chain(
+            set.spec
+                .ca_certificates
+                .iter()
+                .filter_map(|c| c.secret.as_ref().map(|s| s.secret_name.as_str())),
+        )
+        .collect()
+}
+
+/// The ConfigMaps a set reads: CA bundles.
+pub fn referenced_config_maps(set: &ClientCertificateSet) -> BTreeSet<&str> {
+    set.spec
+        .ca_certificates
+        .iter()
+        .filter_map(|c| c.config_map.as_ref().map(|m| m.name.as_str()))
+        .collect()
 }
 
 /// The Secrets one certificate reads.
@@ -39,21 +58,39 @@ struct State {
     secrets: HashMap<Key, Vec<String>>,
 }
 
+/// What a set references, of one kind of object.
+pub type References = fn(&ClientCertificateSet) -> BTreeSet<&str>;
+
 /// An index that may hold more than is true (a set deleted while the watch
 /// was relisting leaves its entries), never less: every set the watch has
 /// shown is in it with its latest references. Callers check candidates
 /// against the store.
-#[derive(Default)]
 pub struct SecretIndex {
     state: Mutex<State>,
+    /// The names the index keeps, of each set.
+    pub references: References,
+}
+
+impl Default for SecretIndex {
+    fn default() -> Self {
+        SecretIndex::of(referenced_secrets)
+    }
 }
 
 impl SecretIndex {
+    /// An index of what `references` names (Secrets, or ConfigMaps).
+    pub fn of(references: References) -> Self {
+        SecretIndex {
+            state: Mutex::default(),
+            references,
+        }
+    }
+
     /// Records `set` as it is now, replacing what it referenced before.
     pub fn update(&self, set: &ClientCertificateSet) {
         let ns = set.namespace().unwrap_or_default();
         let name = set.name_any();
-        let now: Vec<String> = referenced_secrets(set)
+        let now: Vec<String> = (self.references)(set)
             .into_iter()
             .map(str::to_string)
             .collect();

@@ -59,14 +59,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, patch]
+# ConfigMaps: watched as metadata (CA bundles a set names), read when a
+# set names them; the rendered ConfigMap is created and applied.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, create, patch]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [apps]
-  resources: [deployments]
+  resources: [deployments, statefulsets]
   verbs: [get, list, watch, patch]
 - apiGroups: [apps]
-  resources: [deployments/scale]
+  resources: [deployments/scale, statefulsets/scale]
   verbs: [get, patch]
 # StopStart waits for pods to stop; Manual tells which pods run old settings.
 - apiGroups: [""]

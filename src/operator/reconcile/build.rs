@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::names::{self, *};
+use super::trust::ValidCa;
 use super::validate::ValidCertificate;
 use crate::operator::error::{Error, Result};
 use crate::pkcs12;
@@ -39,6 +40,10 @@ pub struct Rendered {
     pub retained: BTreeMap<String, ByteString>,
     /// This rendering's file keys, in certificate order.
     pub keys: Vec<String>,
+    /// This rendering's CA file keys, in the order of CACertificates.
+    pub ca_keys: Vec<String>,
+    /// Each CA certificate's path in the pod, by fingerprint.
+    pub ca_paths: BTreeMap<String, String>,
     /// Each certificate's path in the pod, by certificate name.
     pub paths: BTreeMap<String, String>,
     pub input_hash: String,
@@ -57,8 +62,14 @@ pub struct Earlier<'a> {
     pub secret: Option<&'a Secret>,
 }
 
-/// Hash of everything the rendered content is derived from.
-pub fn input_hash(set: &ClientCertificateSet, valid: &[ValidCertificate]) -> String {
+/// Hash of everything the rendered content is derived from. The CA
+/// certificates count too: a change of trust alone is new content, with a
+/// new rendering time (Manual's "restart due" compares pods with it).
+pub fn input_hash(
+    set: &ClientCertificateSet,
+    valid: &[ValidCertificate],
+    cas: &[ValidCa],
+) -> String {
     let mut h = Sha256::new();
     let mut field = |b: &[u8]| {
         h.update((b.len() as u64).to_be_bytes());
@@ -77,6 +88,12 @@ pub fn input_hash(set: &ClientCertificateSet, valid: &[ValidCertificate]) -> Str
     }
     for n in &set.spec.no_certificate_for {
         field(n.as_bytes());
+    }
+    if !cas.is_empty() {
+        field(b"\0ca");
+        for c in cas {
+            field(&c.certificate.der);
+        }
     }
     hex::encode(h.finalize())
 }
@@ -130,6 +147,11 @@ fn reusable(earlier: Earlier, input_hash: &str, count: usize) -> Option<Vec<Enco
     if annotation(files, ANN_INPUT_HASH).map(String::as_str) != Some(input_hash) {
         return None;
     }
+    if count == 0 {
+        // CA certificates alone: nothing encoded, nothing to reuse but the
+        // rendering time.
+        return Some(Vec::new());
+    }
     let keys = listed(files, ANN_FILES);
     let ByteString(pw) = data_of(files, KEY_PASSWORDS)?;
     let passwords: Vec<String> = String::from_utf8_lossy(&pw)
@@ -151,10 +173,11 @@ fn reusable(earlier: Earlier, input_hash: &str, count: usize) -> Option<Vec<Enco
 pub fn render_objects(
     set: &ClientCertificateSet,
     valid: &[ValidCertificate],
+    cas: &[ValidCa],
     earlier: Earlier,
     now: &str,
 ) -> Result<Rendered> {
-    let input_hash = input_hash(set, valid);
+    let input_hash = input_hash(set, valid, cas);
     let reuse = reusable(earlier, &input_hash, valid.len());
     let reused = reuse.is_some();
     let encoded = encode(set, valid, reuse)?;
@@ -183,14 +206,23 @@ pub fn render_objects(
         )
     })?;
     let mut config_map = BTreeMap::new();
-    config_map.insert(KEY_CERTIFICATES.to_string(), settings.certificates.clone());
+    let mut secret = BTreeMap::new();
+    // A set of CA certificates alone sets no client certificate setting.
+    if !valid.is_empty() {
+        config_map.insert(KEY_CERTIFICATES.to_string(), settings.certificates.clone());
+        secret.insert(
+            KEY_PASSWORDS.to_string(),
+            ByteString(settings.passwords.clone().into_bytes()),
+        );
+    }
     if let Some(u) = &settings.usages {
         config_map.insert(KEY_USAGES.to_string(), u.clone());
     }
-    let secret = BTreeMap::from([(
-        KEY_PASSWORDS.to_string(),
-        ByteString(settings.passwords.clone().into_bytes()),
-    )]);
+    let (ca_keys, ca_paths) = trust_files(set, cas, &mut files);
+    if !ca_keys.is_empty() {
+        let paths: Vec<String> = ca_keys.iter().map(|k| names::file_path(set, k)).collect();
+        config_map.insert(KEY_CA_CERTIFICATES.to_string(), paths.join(","));
+    }
     let mut hashed = secret.clone();
     hashed.extend(files.clone());
     let config_hash = config_hash(&config_map, &hashed);
@@ -208,11 +240,35 @@ pub fn render_objects(
         files,
         retained,
         keys,
+        ca_keys,
+        ca_paths,
         paths,
         input_hash,
         config_hash,
         reused,
     })
+}
+
+/// The CA certificates' files (one certificate each, each once) added to
+/// `files`: their keys in order, and each certificate's path by fingerprint.
+fn trust_files(
+    set: &ClientCertificateSet,
+    cas: &[ValidCa],
+    files: &mut BTreeMap<String, ByteString>,
+) -> (Vec<String>, BTreeMap<String, String>) {
+    let mut keys = Vec::new();
+    let mut paths = BTreeMap::new();
+    for ca in cas {
+        let c = &ca.certificate;
+        if paths.contains_key(&c.sha256_fingerprint) {
+            continue;
+        }
+        let key = c.file_name();
+        paths.insert(c.sha256_fingerprint.clone(), names::file_path(set, &key));
+        files.insert(key.clone(), ByteString(c.pem().into_bytes()));
+        keys.push(key);
+    }
+    (keys, paths)
 }
 
 type Encoded = (String, ByteString, String);
@@ -253,8 +309,11 @@ fn retained(
     earlier
         .secret
         .map(|s| {
+            // CA files are not encoded, so not reused: the earlier ones are
+            // kept whether or not the client certificates were re-encoded.
             listed(s, keep_key)
                 .into_iter()
+                .chain(listed(s, ANN_CA_FILES))
                 .filter(|k| !files.contains_key(k))
                 .filter_map(|k| Some((k.clone(), data_of(s, &k)?)))
                 .collect()
@@ -309,6 +368,7 @@ pub fn secret_object(set: &ClientCertificateSet, ns: &str, r: &Rendered) -> Valu
                 ANN_RENDERED_AT: r.rendered_at,
                 // In certificate order, as ClientCertificatePasswords.
                 ANN_FILES: r.keys.join(","),
+                ANN_CA_FILES: r.ca_keys.join(","),
                 ANN_PREVIOUS_FILES: retained.join(","),
             },
             "ownerReferences": [owner_reference(set)],
@@ -495,20 +555,20 @@ mod tests {
     #[test]
     fn unchanged_inputs_reuse_the_encoding_so_the_hash_is_stable() {
         let (s, v) = (set("Modern"), valid());
-        let first = render_objects(&s, &v, Earlier::default(), "t0").unwrap();
+        let first = render_objects(&s, &v, &[], Earlier::default(), "t0").unwrap();
         assert!(!first.reused);
         let live = applied(&s, &first);
-        let again = render_objects(&s, &v, earlier(&live), "t1").unwrap();
+        let again = render_objects(&s, &v, &[], earlier(&live), "t1").unwrap();
         assert!(again.reused);
         assert_eq!(again.config_hash, first.config_hash);
         assert_eq!((&again.secret, &again.files), (&first.secret, &first.files));
         assert!(again.retained.is_empty());
         assert_eq!(again.rendered_at, "t0");
         // A fresh encoding of the same input differs (random salts and password).
-        let fresh = render_objects(&s, &v, Earlier::default(), "t2").unwrap();
+        let fresh = render_objects(&s, &v, &[], Earlier::default(), "t2").unwrap();
         assert_ne!(fresh.config_hash, first.config_hash);
         // A changed input is re-encoded.
-        let changed = render_objects(&set("Legacy"), &v, earlier(&live), "t3").unwrap();
+        let changed = render_objects(&set("Legacy"), &v, &[], earlier(&live), "t3").unwrap();
         assert!(!changed.reused);
         assert_ne!(changed.input_hash, first.input_hash);
     }
@@ -516,11 +576,11 @@ mod tests {
     #[test]
     fn new_content_gets_new_file_names_and_the_previous_files_stay_one_rendering() {
         let (s, v) = (set("Modern"), valid());
-        let first = render_objects(&s, &v, Earlier::default(), "t0").unwrap();
+        let first = render_objects(&s, &v, &[], Earlier::default(), "t0").unwrap();
         let key = |r: &Rendered| r.keys[0].clone();
         assert!(key(&first).starts_with("a-") && key(&first).ends_with(".pfx"));
         let live = applied(&s, &first);
-        let second = render_objects(&set("Legacy"), &v, earlier(&live), "t1").unwrap();
+        let second = render_objects(&set("Legacy"), &v, &[], earlier(&live), "t1").unwrap();
         assert_ne!(key(&second), key(&first), "new content, new name");
         assert_eq!(second.retained.keys().collect::<Vec<_>>(), [&key(&first)]);
         assert_eq!(second.retained[&key(&first)], first.files[&key(&first)]);
@@ -535,11 +595,11 @@ mod tests {
         assert!(data.contains_key(KEY_PASSWORDS));
         // A third rendering drops the first one's files.
         let live = applied(&set("Legacy"), &second);
-        let third = render_objects(&s, &v, earlier(&live), "t2").unwrap();
+        let third = render_objects(&s, &v, &[], earlier(&live), "t2").unwrap();
         assert_eq!(third.retained.keys().collect::<Vec<_>>(), [&key(&second)]);
         // An unchanged pass keeps what is retained.
         let live = applied(&s, &third);
-        let same = render_objects(&s, &v, earlier(&live), "t3").unwrap();
+        let same = render_objects(&s, &v, &[], earlier(&live), "t3").unwrap();
         assert!(same.reused);
         assert_eq!(same.retained.keys().collect::<Vec<_>>(), [&key(&second)]);
     }
@@ -547,7 +607,7 @@ mod tests {
     #[test]
     fn the_fragment_wires_env_from_references_and_a_read_only_mount() {
         let (s, v) = (set("Modern"), valid());
-        let r = render_objects(&s, &v, Earlier::default(), "t0").unwrap();
+        let r = render_objects(&s, &v, &[], Earlier::default(), "t0").unwrap();
         let path = format!("/etc/certpin/client-certificates/{}", r.keys[0]);
         assert_eq!(r.config_map["ClientCertificates"], path);
         assert_eq!(

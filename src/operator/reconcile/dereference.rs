@@ -15,7 +15,7 @@ use super::names;
 use crate::operator::context::Context;
 use crate::operator::error::Result;
 use crate::operator::workarounds::freshness;
-use crate::resource::{CertificateSpec, ClientCertificateSet, WorkloadKind};
+use crate::resource::{CaCertificateSpec, CertificateSpec, ClientCertificateSet, WorkloadKind};
 
 /// One certificate's raw material, or why it is not there yet.
 pub enum Material {
@@ -36,8 +36,22 @@ pub enum Material {
     Invalid { message: String },
 }
 
+/// One CA bundle's bytes, or why they are not there.
+pub enum CaMaterial {
+    Bundle(Vec<u8>),
+    Missing {
+        reason: &'static str,
+        message: String,
+    },
+    Invalid {
+        message: String,
+    },
+}
+
 pub struct Inputs {
     pub materials: Vec<Material>,
+    /// By spec.caCertificates order.
+    pub ca_materials: Vec<CaMaterial>,
     /// The workload the set targets.
     pub workload: Option<Workload>,
     /// The objects under the rendered names, certpin's or not.
@@ -214,18 +228,108 @@ pub async fn dereference(ctx: &Context, set: &ClientCertificateSet, ns: &str) ->
             Ok(None)
         }
     };
-    let (referenced, workload, previous) =
-        futures::try_join!(async { Ok(referenced.await?) }, workload, prior,)?;
+    let (referenced, workload, previous, config_maps) = futures::try_join!(
+        async { Ok(referenced.await?) },
+        workload,
+        prior,
+        read_config_maps(ctx, set, ns),
+    )?;
     let mut cache: BTreeMap<String, Option<Secret>> = referenced.into_iter().collect();
     let mut materials = Vec::with_capacity(set.spec.certificates.len());
     for cert in &set.spec.certificates {
         materials.push(material(&secrets, &mut cache, cert).await?);
     }
+    let ca_materials = set
+        .spec
+        .ca_certificates
+        .iter()
+        .map(|ca| ca_material(&cache, &config_maps, ca))
+        .collect();
     Ok(Inputs {
         materials,
+        ca_materials,
         workload,
         previous,
     })
+}
+
+/// The ConfigMaps the CA entries name, read at once.
+async fn read_config_maps(
+    ctx: &Context,
+    set: &ClientCertificateSet,
+    ns: &str,
+) -> Result<BTreeMap<String, Option<ConfigMap>>> {
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let names = crate::operator::secret_index::referenced_config_maps(set);
+    let names = names.into_iter().filter(|n| names::is_dns_subdomain(n));
+    let found = futures::future::try_join_all(names.map(|name| {
+        let api = &api;
+        async move {
+            let found = freshness::get_opt(api, name, &ctx.marks.config_maps).await?;
+            Ok::<_, kube::Error>((name.to_string(), found))
+        }
+    }))
+    .await?;
+    Ok(found.into_iter().collect())
+}
+
+fn ca_material(
+    secrets: &BTreeMap<String, Option<Secret>>,
+    config_maps: &BTreeMap<String, Option<ConfigMap>>,
+    ca: &CaCertificateSpec,
+) -> CaMaterial {
+    let (kind, name, key) = match (&ca.secret, &ca.config_map) {
+        (Some(s), _) => ("Secret", &s.secret_name, &s.key),
+        (None, Some(c)) => ("ConfigMap", &c.name, &c.key),
+        (None, None) => {
+            return CaMaterial::Missing {
+                reason: "InvalidSpec",
+                message: "give secret or configMap".into(),
+            };
+        }
+    };
+    if !names::is_dns_subdomain(name) {
+        return CaMaterial::Invalid {
+            message: format!("{name:?} is not a {kind} name (a DNS subdomain); it was not read"),
+        };
+    }
+    let data = match kind {
+        "Secret" => secrets
+            .get(name.as_str())
+            .and_then(Option::as_ref)
+            .map(|s| key_of(s, key)),
+        _ => config_maps
+            .get(name.as_str())
+            .and_then(Option::as_ref)
+            .map(|c| config_map_key(c, key)),
+    };
+    match data {
+        None => CaMaterial::Missing {
+            reason: if kind == "Secret" {
+                "SecretNotFound"
+            } else {
+                "ConfigMapNotFound"
+            },
+            message: format!(
+                "{kind} {name:?} does not exist (yet); certpin proceeds when it appears"
+            ),
+        },
+        Some(None) => CaMaterial::Missing {
+            reason: "KeyNotFound",
+            message: format!("{kind} {name:?} has no key {key:?}"),
+        },
+        Some(Some(bytes)) => CaMaterial::Bundle(bytes),
+    }
+}
+
+fn config_map_key(c: &ConfigMap, key: &str) -> Option<Vec<u8>> {
+    if let Some(v) = c.data.as_ref().and_then(|d| d.get(key)) {
+        return Some(v.as_bytes().to_vec());
+    }
+    c.binary_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|ByteString(b)| b.clone())
 }
 
 async fn fetch<'a>(

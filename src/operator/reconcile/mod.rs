@@ -14,6 +14,7 @@ mod plan;
 mod restart;
 mod rollout;
 mod status;
+mod trust;
 mod validate;
 mod workload;
 
@@ -105,7 +106,7 @@ async fn reconcile_set(
     // What is under the rendered names: this set's (to reuse), or another's.
     let (earlier, live_cm, foreign) = inputs.previous.split(set);
     let rendering = match (&validation.valid, target) {
-        (Some(valid), Some(_)) => Some(render(set, ns, valid, earlier, live_cm)?),
+        (Some(valid), Some(_)) => Some(render(set, ns, valid, &validation.cas, earlier, live_cm)?),
         _ => None,
     };
     let live = plan::Live {
@@ -139,6 +140,7 @@ async fn reconcile_set(
         validation: &validation,
         applied_hash: rendering.as_ref().map(|(r, _)| r.config_hash.clone()),
         paths: rendering.as_ref().map(|(r, _)| &r.paths),
+        ca_paths: rendering.as_ref().map(|(r, _)| &r.ca_paths),
         workloads: plan::records(old_records, set, &plan, &outcome, target),
         outcome: &outcome,
         restart_due,
@@ -181,12 +183,13 @@ fn render(
     set: &ClientCertificateSet,
     ns: &str,
     valid: &[validate::ValidCertificate],
+    cas: &[trust::ValidCa],
     earlier: build::Earlier,
     config_map: Option<&k8s_openapi::api::core::v1::ConfigMap>,
 ) -> Result<(build::Rendered, execute::RenderedWrites)> {
     // Second precision, as pod creation timestamps have.
     let stamp = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let rendered = build::render_objects(set, valid, earlier, &stamp)?;
+    let rendered = build::render_objects(set, valid, cas, earlier, &stamp)?;
     let writes = build::writes(set, ns, &rendered, config_map, earlier);
     Ok((rendered, writes))
 }
@@ -240,10 +243,21 @@ fn record_metrics(
     }
     ctx.metrics
         .set_ready(ns, set_name(set), Some((ready.ok, &ready.reason)));
+    // CA certificates are labelled `ca:<entry>:<fingerprint prefix>`: an
+    // entry may hold many.
     let expiries: Vec<(String, i64)> = new
         .certificates
         .iter()
         .filter_map(|c| Some((c.name.clone(), c.not_after.as_ref()?.0.as_second())))
+        .chain(new.ca_certificates.iter().filter_map(|c| {
+            let fingerprint: String = c.sha256_fingerprint.as_ref()?.replace(':', "");
+            let label = format!(
+                "ca:{}:{}",
+                c.name,
+                &fingerprint[..fingerprint.len().min(16)]
+            );
+            Some((label, c.not_after.as_ref()?.0.as_second()))
+        }))
         .collect();
     ctx.metrics.set_expiries(ns, set_name(set), &expiries);
 }
@@ -255,15 +269,10 @@ fn next_expiry_check(
     now: chrono::DateTime<Utc>,
 ) -> Option<Duration> {
     let warn = chrono::Duration::days(i64::from(set.spec.expiry_warning_days.max(0)));
-    v.valid
-        .iter()
-        .flatten()
-        .flat_map(|c| {
-            [
-                c.decoded.facts.not_after - warn,
-                c.decoded.facts.not_after + chrono::Duration::seconds(1),
-            ]
-        })
+    let ends = v.valid.iter().flatten().map(|c| c.decoded.facts.not_after);
+    let ca_ends = v.cas.iter().map(|c| c.certificate.not_after);
+    ends.chain(ca_ends)
+        .flat_map(|end| [end - warn, end + chrono::Duration::seconds(1)])
         .filter(|t| *t > now)
         .map(|t| (t - now).to_std().unwrap_or(Duration::from_secs(1)))
         .min()

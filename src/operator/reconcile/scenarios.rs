@@ -15,4 +15,5 @@ mod health;
 mod kinds;
 mod secrets;
 mod stop_start;
+mod trust;
 mod wiring;

@@ -93,6 +93,8 @@ pub struct Pass<'a> {
     pub applied_hash: Option<String>,
     /// Each certificate's file in the pod, when rendered.
     pub paths: Option<&'a std::collections::BTreeMap<String, String>>,
+    /// Each CA certificate's file in the pod, by fingerprint, when rendered.
+    pub ca_paths: Option<&'a std::collections::BTreeMap<String, String>>,
     /// Manual: the pods still running older settings.
     pub restart_due: Option<String>,
     pub workloads: Vec<WorkloadRecord>,
@@ -189,6 +191,16 @@ pub fn derive(p: Pass) -> Derived {
         conditions: Vec::new(),
         workloads: p.workloads.clone(),
         warnings: p.app_warnings.clone(),
+        ca_certificates: v
+            .ca_rows
+            .iter()
+            .cloned()
+            .map(|mut row| {
+                let fingerprint = row.sha256_fingerprint.as_ref();
+                row.path = fingerprint.and_then(|f| p.ca_paths.and_then(|m| m.get(f)).cloned());
+                row
+            })
+            .collect(),
     };
     let mut conds = vec![match &v.failure {
         None => Cond::new(
@@ -222,11 +234,12 @@ pub fn derive(p: Pass) -> Derived {
 fn ready(v: &Validation, app_warnings: &[String], blocker: Option<&Blocker>) -> Cond {
     match blocker {
         Some(b) => Cond::new(READY, false, b.reason.clone(), b.message.clone()),
-        None if !v.warnings.is_empty() || !app_warnings.is_empty() => {
+        None if !v.warnings.is_empty() || !v.ca_warnings.is_empty() || !app_warnings.is_empty() => {
             let text: Vec<String> = v
                 .warnings
                 .iter()
                 .map(|(c, w)| format!("{c}: {w}"))
+                .chain(v.ca_warnings.iter().cloned())
                 .chain(app_warnings.iter().cloned())
                 .collect();
             Cond::new(READY, true, "ValidWithWarnings", text.join("; "))
@@ -473,6 +486,25 @@ pub fn events_due(
             .iter()
             .any(|w| WarningKind::ExpiringSoon.is_in(w))
     });
+    let ca_warnings = |s: &ClientCertificateSetStatus| -> Vec<String> {
+        s.ca_certificates
+            .iter()
+            .flat_map(|r| r.warnings.iter().map(move |w| format!("{}: {w}", r.name)))
+            .collect()
+    };
+    let was = ca_warnings(old);
+    let fresh: Vec<String> = ca_warnings(new)
+        .into_iter()
+        .filter(|w| !was.contains(w))
+        .collect();
+    if !fresh.is_empty() {
+        due.push(EventSpec::new(
+            true,
+            "CACertificateWarning",
+            "Validate",
+            fresh.join("; "),
+        ));
+    }
     let new_app_warnings: Vec<&String> = new
         .warnings
         .iter()

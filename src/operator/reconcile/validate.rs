@@ -9,7 +9,9 @@ use super::dereference::{Inputs, Material};
 use super::names;
 use crate::operator::decoding::DecodeCache;
 use crate::pkcs12::{self, Decoded, Policy, Reason, Warning, WarningKind};
-use crate::resource::{CertificateSpec, CertificateStatus, ClientCertificateSet};
+use crate::resource::{
+    CaCertificateStatus, CertificateSpec, CertificateStatus, ClientCertificateSet,
+};
 use crate::settings::{CertificateFile, render};
 
 /// A certificate that passed.
@@ -33,8 +35,15 @@ pub struct Failure {
 
 pub struct Validation {
     pub rows: Vec<CertificateStatus>,
-    /// All certificates, when every one passed and the settings can be rendered.
+    /// One row per CA certificate (or refused CA bundle).
+    pub ca_rows: Vec<CaCertificateStatus>,
+    /// All certificates, when every one (and every CA bundle) passed and
+    /// the settings can be rendered.
     pub valid: Option<Vec<ValidCertificate>>,
+    /// The CA certificates, in order (meaningful when `valid` is).
+    pub cas: Vec<super::trust::ValidCa>,
+    /// The CA certificates' warnings, each `entry: kind: detail`.
+    pub ca_warnings: Vec<String>,
     pub failure: Option<Failure>,
     /// Each valid certificate's warnings, by certificate name.
     pub warnings: Vec<(String, Warning)>,
@@ -108,11 +117,21 @@ pub async fn validate(
         });
     }
     failures.extend(pin_failures(set));
+    let trust = super::trust::check(
+        &set.spec.ca_certificates,
+        &inputs.ca_materials,
+        now,
+        policy.warn_within,
+    );
+    failures.extend(trust.failures);
     let failure = failures.into_iter().next();
     let valid = (failure.is_none() && valid.len() == set.spec.certificates.len()).then_some(valid);
     Validation {
         rows,
+        ca_rows: trust.rows,
         valid,
+        cas: trust.valid,
+        ca_warnings: trust.warnings,
         failure,
         warnings,
     }

@@ -32,6 +32,8 @@ fn rendered() -> Rendered {
         files: BTreeMap::from([("a-0.pfx".into(), ByteString(b"p12".to_vec()))]),
         retained: BTreeMap::new(),
         keys: vec!["a-0.pfx".into()],
+        ca_keys: Vec::new(),
+        ca_paths: BTreeMap::new(),
         paths: BTreeMap::from([("a".into(), "/x/a-0.pfx".into())]),
         input_hash: "in".into(),
         config_hash: "h2".into(),

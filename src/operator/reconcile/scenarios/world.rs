@@ -150,6 +150,16 @@ impl World {
         self.fake.insert(&set);
     }
 
+    /// A set with exactly this spec (no client certificate added).
+    pub fn create_set_as_is(&self, name: &str, spec: Value) {
+        let set: ClientCertificateSet = serde_json::from_value(json!({
+            "apiVersion": "certpin.dev/v1alpha1", "kind": "ClientCertificateSet",
+            "metadata": {"name": name, "namespace": NS}, "spec": spec
+        }))
+        .expect("a set");
+        self.fake.insert(&set);
+    }
+
     /// `kubectl patch --type=merge` of the set.
     pub fn edit_set(&self, name: &str, patch: Value) {
         self.fake

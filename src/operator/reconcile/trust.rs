@@ -1,0 +1,167 @@
+//! Step 2b (pure): the CA bundles a set names, judged the way client
+//! certificates are: a row per certificate (or per refused bundle), the
+//! first failure, and the warnings (an expired CA is one, see `ca`).
+
+use chrono::{DateTime, Utc};
+
+use super::dereference::CaMaterial;
+use super::validate::Failure;
+use crate::ca::{self, CaCertificate};
+use crate::resource::{CaCertificateSpec, CaCertificateStatus};
+
+/// A CA certificate that passed, with the entry that named it.
+#[derive(Debug, Clone)]
+pub struct ValidCa {
+    pub name: String,
+    pub certificate: CaCertificate,
+}
+
+#[derive(Default)]
+pub struct Trust {
+    pub rows: Vec<CaCertificateStatus>,
+    /// Every entry's certificates, in order (duplicates across entries
+    /// included: the rendering keeps one file each).
+    pub valid: Vec<ValidCa>,
+    pub failures: Vec<Failure>,
+    /// `entry: kind: detail`.
+    pub warnings: Vec<String>,
+}
+
+fn time(t: DateTime<Utc>) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+    k8s_openapi::jiff::Timestamp::from_second(t.timestamp())
+        .ok()
+        .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
+}
+
+/// Judges every entry. `warn_within`: an unexpired CA that expires within
+/// it is valid with an `expiring-soon` warning, as client certificates are.
+pub fn check(
+    specs: &[CaCertificateSpec],
+    materials: &[CaMaterial],
+    now: DateTime<Utc>,
+    warn_within: chrono::Duration,
+) -> Trust {
+    let mut t = Trust::default();
+    for (spec, material) in specs.iter().zip(materials) {
+        let refused = |state: &str, message: String, waiting: bool| {
+            let row = CaCertificateStatus {
+                name: spec.name.clone(),
+                state: state.to_string(),
+                message: Some(message.clone()),
+                ..Default::default()
+            };
+            let failure = Failure {
+                reason: state.to_string(),
+                message: format!("CA certificate {:?}: {message}", spec.name),
+                waiting,
+            };
+            (row, failure)
+        };
+        let (row, failure) = match material {
+            CaMaterial::Missing { reason, message } => refused(reason, message.clone(), true),
+            CaMaterial::Invalid { message } => refused("InvalidName", message.clone(), false),
+            CaMaterial::Bundle(data) => match ca::parse_bundle(data) {
+                Err(e) => refused(e.reason(), e.to_string(), false),
+                Ok(certs) => {
+                    for c in certs {
+                        let mut warnings = c.warnings(now);
+                        let left = c.not_after - now;
+                        if warnings.is_empty() && left <= warn_within {
+                            warnings.push(format!(
+                                "expiring-soon: the CA certificate ({}) expires on {}, in {} days",
+                                c.subject,
+                                c.not_after.to_rfc3339(),
+                                left.num_days()
+                            ));
+                        }
+                        t.warnings
+                            .extend(warnings.iter().map(|w| format!("{}: {w}", spec.name)));
+                        t.rows.push(CaCertificateStatus {
+                            name: spec.name.clone(),
+                            path: None,
+                            subject: Some(c.subject.clone()),
+                            sha256_fingerprint: Some(c.sha256_fingerprint.clone()),
+                            not_before: time(c.not_before),
+                            not_after: time(c.not_after),
+                            state: "Valid".into(),
+                            message: None,
+                            warnings,
+                        });
+                        t.valid.push(ValidCa {
+                            name: spec.name.clone(),
+                            certificate: c,
+                        });
+                    }
+                    continue;
+                }
+            },
+        };
+        t.rows.push(row);
+        t.failures.push(failure);
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str) -> CaCertificateSpec {
+        serde_json::from_value(
+            serde_json::json!({"name": name, "configMap": {"name": "b", "key": "k"}}),
+        )
+        .expect("a spec")
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/fixtures/ca/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("a fixture")
+    }
+
+    #[test]
+    fn rows_per_certificate_failures_per_entry_and_warnings_for_expired_cas() {
+        let now = Utc::now();
+        let t = check(
+            &[spec("partner"), spec("old"), spec("leaky"), spec("later")],
+            &[
+                CaMaterial::Bundle(fixture("partner-bundle.pem")),
+                CaMaterial::Bundle(fixture("expired-ca.crt")),
+                CaMaterial::Bundle(fixture("bundle-with-key.pem")),
+                CaMaterial::Missing {
+                    reason: "ConfigMapNotFound",
+                    message: "not yet".into(),
+                },
+            ],
+            now,
+            chrono::Duration::days(30),
+        );
+        let states: Vec<(&str, &str)> = t
+            .rows
+            .iter()
+            .map(|r| (r.name.as_str(), r.state.as_str()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("partner", "Valid"),
+                ("partner", "Valid"),
+                ("old", "Valid"),
+                ("leaky", "PrivateKeyInBundle"),
+                ("later", "ConfigMapNotFound"),
+            ]
+        );
+        assert_eq!(t.valid.len(), 3);
+        assert_eq!(t.failures[0].reason, "PrivateKeyInBundle");
+        assert!(!t.failures[0].waiting);
+        assert!(t.failures[1].waiting);
+        assert_eq!(t.warnings.len(), 1, "{:?}", t.warnings);
+        assert!(
+            t.warnings[0].starts_with("old: expired:"),
+            "{:?}",
+            t.warnings
+        );
+    }
+}
