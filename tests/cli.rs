@@ -208,3 +208,77 @@ fn settings_reads_a_local_file() {
         "{out}"
     );
 }
+
+fn ca(name: &str) -> String {
+    format!("{}/tests/fixtures/ca/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn validate_ca_judges_a_bundle_and_never_prints_a_key() {
+    let (code, out, _) = certpin(&["validate", "--ca", &ca("partner-bundle.pem")], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("valid: 2 CA certificate(s)"), "{out}");
+    assert!(
+        out.contains("partner root CA") && out.contains("intermediate"),
+        "{out}"
+    );
+    let (code, out, _) = certpin(&["validate", "--ca", &ca("expired-ca.crt")], &[]);
+    assert_eq!(code, 0, "expired is a warning: {out}");
+    assert!(out.contains("warning:      expired:"), "{out}");
+    let (code, out, _) = certpin(
+        &["validate", "--ca", &ca("bundle-with-key.pem"), "-o", "json"],
+        &[],
+    );
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["reason"], "PrivateKeyInBundle");
+    let key = std::fs::read_to_string(ca("bundle-with-key.pem")).unwrap();
+    let line = key
+        .lines()
+        .skip_while(|l| !l.contains("PRIVATE KEY"))
+        .nth(1)
+        .unwrap();
+    assert!(!out.contains(line));
+    let (code, _, _) = certpin(&["validate", "--ca", &ca("garbage.bin")], &[]);
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn settings_prints_ca_certificates_one_file_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_s = dir.path().to_str().unwrap();
+    let (code, out, err) = certpin(
+        &[
+            "settings",
+            "--ca",
+            &ca("cert-manager-ca.crt"),
+            "--ca",
+            &ca("partner-bundle.pem"),
+            "--ca-dir",
+            dir_s,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("CACertificates = "))
+        .unwrap_or_else(|| panic!("no CACertificates in {out}"));
+    let paths: Vec<&str> = line.split(',').collect();
+    assert_eq!(
+        paths[0],
+        ca("cert-manager-ca.crt"),
+        "a single PEM is used as is"
+    );
+    assert_eq!(paths.len(), 3, "{paths:?}");
+    for p in &paths[1..] {
+        assert!(p.starts_with(dir_s), "{p}");
+        let text = std::fs::read_to_string(p).unwrap();
+        assert_eq!(text.matches("BEGIN CERTIFICATE").count(), 1, "{p}");
+    }
+    assert!(!out.contains("ClientCertificates ="), "{out}");
+    // Without --ca-dir a bundle cannot be used: a usage error that says why.
+    let (code, _, err) = certpin(&["settings", "--ca", &ca("partner-bundle.pem")], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--ca-dir"), "{err}");
+}

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub mod settings;
+pub mod trust;
 pub mod validate;
 
 #[derive(Parser, Debug)]
@@ -20,15 +21,17 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Validate a PKCS12 file (or a PEM certificate with --key) as the app runtime would load it.
+    /// Validate a PKCS12 file (or a PEM certificate with --key, or a CA bundle with --ca) as the
+    /// app runtime would load it.
     Validate(validate::ValidateArgs),
-    /// Print ClientCertificates, ClientCertificatePasswords and ClientCertificateUsages for Studio Pro's
-    /// Custom tab, after validating every file.
+    /// Print ClientCertificates, ClientCertificatePasswords, ClientCertificateUsages and
+    /// CACertificates for Studio Pro's Custom tab, after validating every file.
     ///
     /// Group each certificate's options after its --cert:
     ///   certpin settings --cert a.pfx --password-env A_PW --pin Module.WebService1 \
     ///                    --cert b.pfx --password-file b.pw --pin www.server-to-contact.com \
-    ///                    --no-certificate-for Module.WebService2
+    ///                    --no-certificate-for Module.WebService2 \
+    ///                    --ca partner-ca.pem --ca-dir ./ca
     /// or describe them in a file (--file settings.yaml).
     #[command(verbatim_doc_comment)]
     Settings(settings::SettingsArgs),

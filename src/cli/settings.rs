@@ -32,8 +32,15 @@ pub struct SettingsArgs {
     /// An endpoint that must get no client certificate, even if the server asks.
     #[arg(long, value_name = "ENDPOINT")]
     pub no_certificate_for: Vec<String>,
+    /// A CA bundle the app trusts (CACertificates); repeat for more.
+    #[arg(long = "ca", value_name = "FILE")]
+    pub ca: Vec<PathBuf>,
+    /// Where to write the certificates of a --ca bundle that holds more than one (or is
+    /// DER): the runtime reads one PEM certificate per file.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
     /// Read the certificates from a YAML file instead (see README: "Running locally").
-    #[arg(long, value_name = "FILE", conflicts_with = "cert")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["cert", "ca"])]
     pub file: Option<PathBuf>,
     /// Warn when a certificate expires within this many days.
     #[arg(long, default_value_t = pkcs12::DEFAULT_EXPIRY_WARNING_DAYS, value_name = "DAYS")]
@@ -89,9 +96,16 @@ impl Groups {
 #[derive(Deserialize, Debug)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct LocalFile {
+    #[serde(default)]
     certificates: Vec<LocalCertificate>,
     #[serde(default)]
     no_certificate_for: Vec<String>,
+    /// CA bundles, as --ca.
+    #[serde(default)]
+    ca_certificates: Vec<PathBuf>,
+    /// As --ca-dir.
+    #[serde(default)]
+    ca_directory: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -115,7 +129,10 @@ struct Input {
     pins: Vec<String>,
 }
 
-fn inputs(args: &SettingsArgs) -> Result<(Vec<Input>, Vec<String>), UsageError> {
+/// The certificates, the noCertificateFor list, the CA bundles and --ca-dir.
+type Inputs = (Vec<Input>, Vec<String>, Vec<PathBuf>, Option<PathBuf>);
+
+fn inputs(args: &SettingsArgs) -> Result<Inputs, UsageError> {
     if let Some(path) = &args.file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?;
@@ -139,11 +156,14 @@ fn inputs(args: &SettingsArgs) -> Result<(Vec<Input>, Vec<String>), UsageError> 
                 pins: c.pin_to,
             });
         }
-        return Ok((out, local.no_certificate_for));
+        let relative = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let cas = local.ca_certificates.into_iter().map(relative).collect();
+        let ca_dir = local.ca_directory.map(relative);
+        return Ok((out, local.no_certificate_for, cas, ca_dir));
     }
-    if args.cert.is_empty() {
+    if args.cert.is_empty() && args.ca.is_empty() {
         return Err(UsageError(
-            "give at least one --cert FILE, or --file".into(),
+            "give at least one --cert FILE or --ca FILE, or --file".into(),
         ));
     }
     let g = &args.groups;
@@ -183,7 +203,12 @@ fn inputs(args: &SettingsArgs) -> Result<(Vec<Input>, Vec<String>), UsageError> 
                 .collect(),
         });
     }
-    Ok((out, args.no_certificate_for.clone()))
+    Ok((
+        out,
+        args.no_certificate_for.clone(),
+        args.ca.clone(),
+        args.ca_dir.clone(),
+    ))
 }
 
 #[derive(Serialize)]
@@ -201,8 +226,12 @@ struct JsonOut<'a> {
         skip_serializing_if = "Option::is_none"
     )]
     usages: Option<&'a str>,
+    #[serde(rename = "CACertificates", skip_serializing_if = "Option::is_none")]
+    ca_certificates: Option<&'a str>,
     problems: Vec<ProblemOut>,
     files: Vec<Report>,
+    #[serde(rename = "caFiles", skip_serializing_if = "Vec::is_empty")]
+    ca_files: Vec<super::trust::CaReport>,
 }
 
 #[derive(Serialize)]
@@ -212,7 +241,7 @@ struct ProblemOut {
 }
 
 pub fn run(args: SettingsArgs) -> Result<i32, UsageError> {
-    let (inputs, no_cert) = inputs(&args)?;
+    let (inputs, no_cert, ca_files, ca_dir) = inputs(&args)?;
     let policy = Policy {
         warn_within: chrono::Duration::days(args.warn_days),
         ..Policy::at(chrono::Utc::now())
@@ -251,27 +280,84 @@ pub fn run(args: SettingsArgs) -> Result<i32, UsageError> {
             message: p.message.clone(),
         }));
     }
+    let mut ca_reports = Vec::new();
+    let mut bundles = Vec::new();
+    for path in &ca_files {
+        let data = std::fs::read(path)
+            .map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?;
+        let (r, certs) = super::trust::report(&path.display().to_string(), &data);
+        if let Some(reason) = r.reason {
+            problems.push(ProblemOut {
+                reason,
+                message: format!("{}: {}", r.file, r.message),
+            });
+        }
+        ca_reports.push(r);
+        bundles.push((path.clone(), data, certs));
+    }
+    let ca_paths = if problems.is_empty() {
+        super::trust::paths(&bundles, ca_dir.as_deref())?
+    } else {
+        Vec::new()
+    };
+    let ca_setting = (!ca_paths.is_empty()).then(|| ca_paths.join(","));
     let settings = rendered.ok().filter(|_| problems.is_empty());
     match args.output {
         Output::Json => {
             let out = JsonOut {
                 valid: settings.is_some(),
-                certificates: settings.as_ref().map(|s| s.certificates.as_str()),
-                passwords: settings.as_ref().map(|s| s.passwords.as_str()),
+                certificates: settings
+                    .as_ref()
+                    .filter(|_| !reports.is_empty())
+                    .map(|s| s.certificates.as_str()),
+                passwords: settings
+                    .as_ref()
+                    .filter(|_| !reports.is_empty())
+                    .map(|s| s.passwords.as_str()),
                 usages: settings.as_ref().and_then(|s| s.usages.as_deref()),
+                ca_certificates: ca_setting.as_deref().filter(|_| settings.is_some()),
                 problems,
                 files: reports,
+                ca_files: ca_reports,
             };
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         }
-        Output::Text => print_text(&reports, &problems, settings.as_ref()),
+        Output::Text => {
+            for r in &ca_reports {
+                print_ca(r);
+            }
+            print_text(
+                &reports,
+                &problems,
+                settings.as_ref(),
+                ca_setting.as_deref(),
+            );
+        }
     }
     Ok(if settings.is_some() { 0 } else { 1 })
 }
 
 /// The text output: reports and problems on stderr, the settings to paste
 /// on stdout.
-fn print_text(reports: &[Report], problems: &[ProblemOut], settings: Option<&RuntimeSettings>) {
+fn print_ca(r: &super::trust::CaReport) {
+    match r.reason {
+        None => eprintln!("{}: valid CA bundle", r.file),
+        Some(code) => eprintln!("{}: invalid ({code}): {}", r.file, r.message),
+    }
+    for c in &r.certificates {
+        eprintln!("  CA {} (expires {})", c.subject, c.not_after);
+        for w in &c.warnings {
+            eprintln!("  warning: {w}");
+        }
+    }
+}
+
+fn print_text(
+    reports: &[Report],
+    problems: &[ProblemOut],
+    settings: Option<&RuntimeSettings>,
+    ca: Option<&str>,
+) {
     for r in reports {
         match r.reason {
             None => eprintln!("{}: valid", r.file),
@@ -289,10 +375,15 @@ fn print_text(reports: &[Report], problems: &[ProblemOut], settings: Option<&Run
     }
     if let Some(s) = settings {
         eprintln!("\nAdd these custom settings (App > Settings > Configuration > Custom):\n");
-        println!("ClientCertificates = {}", s.certificates);
-        println!("ClientCertificatePasswords = {}", s.passwords);
+        if !reports.is_empty() {
+            println!("ClientCertificates = {}", s.certificates);
+            println!("ClientCertificatePasswords = {}", s.passwords);
+        }
         if let Some(u) = &s.usages {
             println!("ClientCertificateUsages = {u}");
+        }
+        if let Some(ca) = ca {
+            println!("CACertificates = {ca}");
         }
     }
 }

@@ -15,8 +15,12 @@ pub struct ValidateArgs {
     #[command(flatten)]
     pub password: PasswordSource,
     /// A PEM private key: validate FILE and this key as a kubernetes.io/tls pair.
-    #[arg(long, value_name = "KEY.pem")]
+    #[arg(long, value_name = "KEY.pem", conflicts_with = "ca")]
     pub key: Option<PathBuf>,
+    /// Validate FILE as a CA bundle (PEM certificates, text between them allowed, or one DER
+    /// certificate), as spec.caCertificates takes it.
+    #[arg(long)]
+    pub ca: bool,
     /// Warn when the certificate expires within this many days.
     #[arg(long, default_value_t = pkcs12::DEFAULT_EXPIRY_WARNING_DAYS, value_name = "DAYS")]
     pub warn_days: i64,
@@ -82,6 +86,14 @@ pub fn print_facts(f: &Facts) {
 pub fn run(args: &ValidateArgs) -> Result<i32, UsageError> {
     let data = std::fs::read(&args.file)
         .map_err(|e| UsageError(format!("cannot read {}: {e}", args.file.display())))?;
+    if args.ca {
+        let (r, _) = super::trust::report(&args.file.display().to_string(), &data);
+        match args.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),
+            Output::Text => super::trust::print_report(&r),
+        }
+        return Ok(if r.valid { 0 } else { 1 });
+    }
     let key = match &args.key {
         Some(k) => Some(
             std::fs::read(k)
