@@ -184,3 +184,36 @@ pub fn rollout_complete() -> impl Condition<k8s_openapi::api::apps::v1::Deployme
             && st.replicas.unwrap_or(0) == want
     }
 }
+
+/// `reason: note` of every Event in the namespace.
+#[allow(dead_code)]
+pub async fn events_in(ns: &TestNamespace) -> Vec<String> {
+    events(ns, None).await
+}
+
+/// `reason: note` of the Events regarding the object `name`.
+#[allow(dead_code)]
+pub async fn events_about(ns: &TestNamespace, name: &str) -> Vec<String> {
+    events(ns, Some(name)).await
+}
+
+async fn events(ns: &TestNamespace, regarding: Option<&str>) -> Vec<String> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    api.list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            regarding
+                .is_none_or(|n| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(n))
+        })
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default()
+            )
+        })
+        .collect()
+}
