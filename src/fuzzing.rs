@@ -94,3 +94,19 @@ pub fn render_settings(input: &[u8]) {
         }
     }
 }
+
+/// A CA bundle as a set names it: whatever parses renders to files that
+/// each parse back to exactly that certificate.
+pub fn ca_bundle(input: &[u8]) {
+    let Ok(certs) = crate::ca::parse_bundle(input) else {
+        return;
+    };
+    for c in &certs {
+        let again = crate::ca::parse_bundle(c.pem().as_bytes()).expect("a rendered file parses");
+        assert_eq!(
+            again.as_slice(),
+            std::slice::from_ref(c),
+            "a rendered file is its certificate"
+        );
+    }
+}

@@ -16,6 +16,7 @@ fn replay(target: &str, f: fn(&[u8])) -> usize {
 fn fuzz_regressions_replay_without_panic() {
     replay("pkcs12_decode", certpin::fuzzing::pkcs12_decode);
     replay("pem_decode", certpin::fuzzing::pem_decode);
+    replay("ca_bundle", certpin::fuzzing::ca_bundle);
     let n = replay("render_settings", certpin::fuzzing::render_settings);
     assert!(n >= 1, "the render_settings regression inputs are missing");
 }

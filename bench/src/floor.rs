@@ -108,16 +108,18 @@ async fn reconcile(set: Arc<ClientCertificateSet>, ctx: Arc<Ctx>) -> Result<Acti
     } else {
         set.spec.app.containers.clone()
     };
-    let fragment = build::deployment_fragment(
+    let (kind, target) = set.spec.app.target();
+    let fragment = build::workload_fragment(
         &set,
         ns,
-        &set.spec.app.deployment,
+        kind,
+        target,
         &rendered,
         &containers,
         &rendered.config_hash,
     );
     Api::<Deployment>::namespaced(ctx.client.clone(), ns)
-        .patch(&set.spec.app.deployment, &apply, &Patch::Apply(fragment))
+        .patch(target, &apply, &Patch::Apply(fragment))
         .await?;
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let status = json!({
@@ -169,6 +171,8 @@ fn placeholder(set: &ClientCertificateSet) -> Rendered {
         files,
         retained: BTreeMap::new(),
         keys,
+        ca_keys: Vec::new(),
+        ca_paths: BTreeMap::new(),
         paths,
         input_hash: hash.clone(),
         config_hash: hash,
