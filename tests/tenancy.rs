@@ -200,6 +200,39 @@ async fn a_set_may_make_certpin_do_only_what_its_author_may_do() {
     let message = refused(&reader, &more).await;
     assert!(message.contains("at most 20 Secrets"), "{message}");
 
+    // The other workload kind and the CA bundles are checked the same way:
+    // the reader may patch Deployments only, and read no ConfigMap.
+    let mut sts = set("s", "Rolling", "cert");
+    sts.spec.app = serde_json::from_value(json!({"statefulSet": "app"})).unwrap();
+    let message = refused(&reader, &sts).await;
+    assert!(
+        message.contains("may not patch StatefulSet app")
+            && message.contains("statefulsets, verb patch"),
+        "{message}"
+    );
+    let mut trusting = set("s", "Rolling", "cert");
+    trusting.spec.ca_certificates = serde_json::from_value(json!([
+        {"name": "partner", "configMap": {"name": "partner-bundle", "key": "ca.crt"}}]))
+    .unwrap();
+    let message = refused(&reader, &trusting).await;
+    assert!(
+        message.contains("may not read ConfigMap partner-bundle")
+            && message.contains("configmaps, verb get"),
+        "{message}"
+    );
+    trusting.spec.ca_certificates = serde_json::from_value(json!([
+        {"name": "partner", "secret": {"secretName": "not-yours", "key": "ca.crt"}}]))
+    .unwrap();
+    let message = refused(&reader, &trusting).await;
+    assert!(
+        message.contains("may not read Secret not-yours"),
+        "{message}"
+    );
+    trusting.spec.ca_certificates = serde_json::from_value(json!([
+        {"name": "partner", "secret": {"secretName": "c5", "key": "ca.crt"}}]))
+    .unwrap();
+    reader.create(&dry, &trusting).await.unwrap();
+
     // What the reader may do, it may ask certpin to do.
     reader
         .create(&PostParams::default(), &set("s", "Rolling", "cert"))
