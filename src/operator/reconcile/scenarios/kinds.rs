@@ -200,3 +200,29 @@ async fn an_app_that_still_sets_the_buildpacks_certificate_variables_is_warned()
     let event = w.warning("BuildpackCertificateSetting").expect("an Event");
     assert!(event.contains("\"mendix\""), "{event}");
 }
+
+#[tokio::test]
+async fn a_manual_stateful_set_reports_the_restart_due_with_its_own_command() {
+    let w = World::new();
+    stateful_set(&w, "app", 1);
+    w.pod("app", "app-0");
+    let a_minute_ago = (k8s_openapi::jiff::Timestamp::now()
+        - k8s_openapi::jiff::SignedDuration::from_secs(60))
+    .to_string();
+    w.fake
+        .with(|st| st.set_created::<k8s_openapi::api::core::v1::Pod>(NS, "app-0", &a_minute_ago));
+    w.create_set(
+        "s",
+        json!({"app": {"statefulSet": "app"}, "restart": "Manual"}),
+    );
+    w.pass_ok("s").await;
+    roll_out_stateful_set(&w, "app");
+    w.pass_ok("s").await;
+    let s = w.set("s");
+    assert_eq!(ready(&s).1, "RestartDue");
+    let message = condition(&s, "RestartDue").message.clone();
+    assert!(
+        message.contains("kubectl rollout restart statefulset/app"),
+        "{message}"
+    );
+}
