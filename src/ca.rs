@@ -112,26 +112,60 @@ impl CaError {
 const BEGIN: &str = "-----BEGIN ";
 
 /// The labels of the PEM blocks, in order, read from the text alone: a key
-/// is found even in a block too broken to decode.
+/// is found even in a block too broken to decode. A label is what RFC 7468
+/// allows (upper-case letters, digits, spaces), cut at anything else, so
+/// that a malformed BEGIN line never carries what follows it into a
+/// message.
 fn labels(text: &str) -> Vec<String> {
     text.match_indices(BEGIN)
-        .filter_map(|(i, _)| {
-            let rest = &text[i + BEGIN.len()..];
-            let end = rest.find("-----")?;
-            Some(rest[..end].chars().take(40).collect())
+        .map(|(i, _)| {
+            text[i + BEGIN.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == ' ')
+                .take(40)
+                .collect::<String>()
+                .trim()
+                .to_string()
         })
         .collect()
 }
 
 /// The certificates of a bundle, in order, each once (by fingerprint).
 pub fn parse_bundle(data: &[u8]) -> Result<Vec<CaCertificate>, CaError> {
+    parse(data, true)
+}
+
+/// The base64 text of a bundle (the Mendix buildpack's
+/// CERTIFICATE_AUTHORITIES takes PEM or its base64), decoded.
+fn base64_text(data: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let compact: Vec<u8> = data
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .ok()
+}
+
+fn parse(data: &[u8], base64_allowed: bool) -> Result<Vec<CaCertificate>, CaError> {
     if data.len() > MAX_BUNDLE_BYTES {
         return Err(CaError::TooLarge(data.len()));
+    }
+    if data.iter().all(u8::is_ascii_whitespace) {
+        return Err(CaError::Empty);
     }
     let text = String::from_utf8_lossy(data);
     let found = labels(&text);
     let certificates = if found.is_empty() {
-        vec![der_certificate(data)?]
+        match der_certificate(data) {
+            Err(CaError::Unreadable) if base64_allowed => match base64_text(data) {
+                Some(decoded) => return parse(&decoded, false),
+                None => return Err(CaError::Unreadable),
+            },
+            other => vec![other?],
+        }
     } else {
         if found.len() > MAX_BLOCKS {
             return Err(CaError::TooLarge(found.len()));
@@ -164,9 +198,11 @@ pub fn parse_bundle(data: &[u8]) -> Result<Vec<CaCertificate>, CaError> {
 }
 
 fn pem_certificates(text: &str, found: &[String]) -> Result<Vec<CaCertificate>, CaError> {
-    let blocks = ::pem::parse_many(text.as_bytes()).map_err(|e| CaError::Corrupt {
+    // The PEM parser's errors quote the input (a mismatched END line, a
+    // header): only a fixed text is reported.
+    let blocks = ::pem::parse_many(text.as_bytes()).map_err(|_| CaError::Corrupt {
         block: 0,
-        detail: format!("not valid PEM: {e}"),
+        detail: "not valid PEM (a block's BEGIN and END lines, or its base64, are damaged)".into(),
     })?;
     if blocks.len() != found.len() {
         // A BEGIN line without its END: the block is cut off.
@@ -184,9 +220,9 @@ fn pem_certificates(text: &str, found: &[String]) -> Result<Vec<CaCertificate>, 
             "CERTIFICATE" | "TRUSTED CERTIFICATE" | "X509 CERTIFICATE" => {
                 certificate(b.contents(), i + 1, b.tag() != "CERTIFICATE")
             }
-            other => Err(CaError::NotACertificate {
+            _ => Err(CaError::NotACertificate {
                 block: i + 1,
-                label: other.chars().take(40).collect(),
+                label: found[i].clone(),
             }),
         })
         .collect()
@@ -331,6 +367,26 @@ mod tests {
     }
 
     #[test]
+    fn a_malformed_begin_line_or_end_line_never_carries_the_key_into_the_message() {
+        let root = String::from_utf8(fixture("partner-root.crt")).expect("text");
+        let key_body = "MHcCAQEEIGxDSECRETSECRETSECRETSECRETSECRETAoGCCqGSM49";
+        let inputs = [
+            // No closing dashes on the BEGIN line.
+            format!("-----BEGIN EC PRIVATE KEY\n{key_body}\n-----END EC PRIVATE KEY-----\n{root}"),
+            // A nameless BEGIN and a mismatched END around the key.
+            format!("-----BEGIN \n{key_body}\n-----END PRIVATE KEY-----\n{root}"),
+            format!(
+                "{root}-----BEGIN CERTIFICATE-----\n{key_body}\n-----END RSA PRIVATE KEY-----\n"
+            ),
+        ];
+        for input in inputs {
+            let e = parse_bundle(input.as_bytes()).expect_err("refused");
+            let text = format!("{e} {e:?}");
+            assert!(!text.contains("SECRET"), "{text}");
+        }
+    }
+
+    #[test]
     fn expired_and_not_yet_valid_cas_are_warnings() {
         let now = Utc::now();
         let expired = parse_bundle(&fixture("expired-ca.crt")).expect("parses");
@@ -342,10 +398,30 @@ mod tests {
     }
 
     #[test]
+    fn the_base64_text_of_a_bundle_reads_as_the_bundle() {
+        use base64::Engine as _;
+        let pem = fixture("partner-bundle.pem");
+        let text = base64::engine::general_purpose::STANDARD.encode(&pem);
+        assert_eq!(parse_bundle(text.as_bytes()), parse_bundle(&pem));
+        let der = base64::engine::general_purpose::STANDARD.encode(fixture("partner-root.der"));
+        assert_eq!(parse_bundle(der.as_bytes()).map(|c| c.len()), Ok(1));
+        // Base64 of base64 is not unwrapped twice.
+        let twice = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+        assert_eq!(
+            parse_bundle(twice.as_bytes()).expect_err("twice").reason(),
+            "NotACertificate"
+        );
+    }
+
+    #[test]
     fn garbage_truncation_and_other_blocks_are_refused() {
         assert_eq!(
+            parse_bundle(b" \n").expect_err("blank").reason(),
+            "EmptyBundle"
+        );
+        assert_eq!(
             parse_bundle(b"").expect_err("empty").reason(),
-            "NotACertificate"
+            "EmptyBundle"
         );
         let cut = String::from_utf8(fixture("partner-root.crt")).expect("text");
         let cut = &cut[..cut.len() / 2];

@@ -7,11 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::pkcs12::Profile;
 
-/// The client certificates of one app in one environment, and the services
-/// each is pinned to. certpin validates them, renders the app runtime's
-/// ClientCertificates, ClientCertificatePasswords and ClientCertificateUsages
+/// The client certificates of one app in one environment, the services
+/// each is pinned to, and the CA certificates it trusts. certpin validates
+/// them, renders the app runtime's ClientCertificates,
+/// ClientCertificatePasswords, ClientCertificateUsages and CACertificates
 /// settings into a ConfigMap and a Secret, wires them into the app's
-/// Deployment, and restarts the app so that they take effect.
+/// Deployment or StatefulSet, and restarts the app so that they take effect.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "certpin.dev",
@@ -20,7 +21,7 @@ use crate::pkcs12::Profile;
     namespaced,
     status = "ClientCertificateSetStatus",
     shortname = "ccs",
-    doc = "A ClientCertificateSet gives one app (a Deployment) its client certificates for outgoing TLS connections: PKCS12 files or kubernetes.io/tls Secrets, each pinned to the services it is presented to. certpin validates them, renders the Mendix runtime settings ClientCertificates, ClientCertificatePasswords and ClientCertificateUsages into a ConfigMap and a Secret named <set>-certpin, wires them into the Deployment and restarts it as spec.restart says. Invalid input changes nothing that runs; status says why.",
+    doc = "A ClientCertificateSet gives one app (a Deployment or a StatefulSet) its client certificates for outgoing TLS connections (PKCS12 files or kubernetes.io/tls Secrets, each pinned to the services it is presented to) and the CA certificates it trusts. certpin validates them, renders the Mendix runtime settings ClientCertificates, ClientCertificatePasswords, ClientCertificateUsages and CACertificates into a ConfigMap and a Secret named <set>-certpin, wires them into the workload and restarts it as spec.restart says. Invalid input changes nothing that runs; status says why.",
     shortname = "certset",
     category = "certpin",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,

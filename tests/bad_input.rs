@@ -451,7 +451,30 @@ async fn the_api_server_refuses_invalid_manifests() {
         (
             "no certificates",
             json!({"app": {"deployment": "d"}, "certificates": []}),
-            "should have at least 1",
+            "give at least one certificate or CA certificate",
+        ),
+        (
+            "a Deployment and a StatefulSet",
+            json!({"app": {"deployment": "d", "statefulSet": "s"}, "certificates": [cert("a")]}),
+            "give exactly one of deployment or statefulSet",
+        ),
+        (
+            "no workload",
+            json!({"app": {}, "certificates": [cert("a")]}),
+            "give exactly one of deployment or statefulSet",
+        ),
+        (
+            "a CA entry from a Secret and a ConfigMap",
+            json!({"app": {"deployment": "d"}, "caCertificates": [{"name": "ca",
+                "secret": {"secretName": "s", "key": "ca.crt"}, "configMap": {"name": "c", "key": "ca.crt"}}]}),
+            "give exactly one of secret or configMap",
+        ),
+        (
+            "CA entries named twice",
+            json!({"app": {"deployment": "d"}, "caCertificates": [
+                {"name": "ca", "configMap": {"name": "c", "key": "ca.crt"}},
+                {"name": "ca", "configMap": {"name": "d", "key": "ca.crt"}}]}),
+            "caCertificates names must be unique",
         ),
         (
             "relative mount path",

@@ -101,6 +101,16 @@ impl Backoff for WatchBackoff {
 pub fn spec_and_annotations<K: Resource>(o: &K) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     o.meta().generation.hash(&mut h);
+    // The controlling owner too: a workload another controller gave up (or
+    // took) is wired (or refused) at once, not at the next resync.
+    let controller = o
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.as_str());
+    controller.hash(&mut h);
     if let Some(annotations) = &o.meta().annotations {
         annotations
             .iter()

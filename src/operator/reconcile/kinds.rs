@@ -143,6 +143,54 @@ impl Workload {
         }
     }
 
+    /// Whether scaling it to zero deletes its data: a StatefulSet whose
+    /// claims are deleted when it is scaled down
+    /// (`persistentVolumeClaimRetentionPolicy.whenScaled: Delete`).
+    pub fn scale_down_deletes_volumes(&self) -> bool {
+        match self {
+            Workload::Deployment(_) => false,
+            Workload::StatefulSet(s) => s.spec.as_ref().is_some_and(|s| {
+                let policy = s.persistent_volume_claim_retention_policy.as_ref();
+                policy.and_then(|p| p.when_scaled.as_deref()) == Some("Delete")
+                    && s.volume_claim_templates
+                        .as_ref()
+                        .is_some_and(|v| !v.is_empty())
+            }),
+        }
+    }
+
+    /// Whether a change of the pod template replaces its pods by itself (a
+    /// StatefulSet with `OnDelete` waits for someone to delete them).
+    pub fn rolls_on_template_change(&self) -> bool {
+        !self.updates_on_delete()
+    }
+
+    fn updates_on_delete(&self) -> bool {
+        match self {
+            Workload::Deployment(_) => false,
+            Workload::StatefulSet(s) => {
+                let strategy = s.spec.as_ref().and_then(|s| s.update_strategy.as_ref());
+                strategy.and_then(|u| u.type_.as_deref()) == Some("OnDelete")
+            }
+        }
+    }
+
+    /// How a user restarts it by hand.
+    pub fn restart_hint(&self) -> String {
+        if self.updates_on_delete() {
+            format!(
+                "delete the pods of StatefulSet {:?}, one ordinal at a time: it updates on delete",
+                self.name()
+            )
+        } else {
+            format!(
+                "kubectl rollout restart {}/{}",
+                self.kind().kubectl_name(),
+                self.name()
+            )
+        }
+    }
+
     /// The owner that controls this workload, if another controller does.
     pub fn controller_owner(&self) -> Option<&OwnerReference> {
         self.meta()

@@ -169,7 +169,10 @@ fn follow(
     rollout: &rollout::Rollout,
 ) {
     let waiting = match outcome {
-        plan::Outcome::Wired { .. } => matches!(rollout, rollout::Rollout::InProgress(_)),
+        plan::Outcome::Wired { .. } => matches!(
+            rollout,
+            rollout::Rollout::InProgress(_) | rollout::Rollout::WaitsForUser(_)
+        ),
         plan::Outcome::Stopping { .. } => true,
         plan::Outcome::Refused(_) => false,
     };
@@ -322,9 +325,8 @@ async fn restart_due(
     Ok((stale > 0).then(|| {
         format!(
             "{stale} pod(s) started before the settings changed; restart the app to apply them \
-             (kubectl rollout restart {}/{})",
-            d.kind().kubectl_name(),
-            d.name()
+             ({})",
+            d.restart_hint()
         )
     }))
 }

@@ -22,6 +22,9 @@ pub enum Why {
     /// Another controller owns the workload (and the set did not say that
     /// it leaves the pod template alone).
     OwnedByController,
+    /// StopStart would delete the workload's volumes (a StatefulSet whose
+    /// claims go when it is scaled down).
+    StopStartDeletesVolumes,
     InvalidInput,
     Conflict,
     ContainerNotFound,
@@ -50,6 +53,7 @@ impl Why {
             Why::DeploymentNotFound => "DeploymentNotFound",
             Why::StatefulSetNotFound => "StatefulSetNotFound",
             Why::OwnedByController => "OwnedByController",
+            Why::StopStartDeletesVolumes => "StopStartDeletesVolumes",
             Why::InvalidInput => "InvalidInput",
             Why::Conflict => "Conflict",
             Why::ContainerNotFound => "ContainerNotFound",
@@ -226,6 +230,18 @@ fn target(
     if let Some(message) = owned_elsewhere(set, d) {
         return refuse(Why::OwnedByController, message, restore);
     }
+    if set.spec.restart == RestartStrategy::StopStart
+        && stopped.is_none()
+        && d.scale_down_deletes_volumes()
+    {
+        let message = format!(
+            "{} deletes its PersistentVolumeClaims when it is scaled down \
+             (persistentVolumeClaimRetentionPolicy.whenScaled: Delete), so StopStart would delete \
+             its data; nothing was changed: use restart: Rolling, or set whenScaled: Retain",
+            d.describe()
+        );
+        return refuse(Why::StopStartDeletesVolumes, message, None);
+    }
     if let Some(claim) = workload::claim(d).filter(|_| !ours)
         && workload::claim_in_force(&claim, live.claimant, d)
     {
@@ -260,11 +276,13 @@ fn target(
         .and_then(|a| a.get(super::names::ANN_CONFIG_HASH))
         .map(String::as_str);
     let template_hash = build::template_hash(set.spec.restart, live_hash, &r.config_hash);
-    let rolls = live_hash != Some(template_hash.as_str()) && restart::replicas_of(d) > 0;
+    let rolls = live_hash != Some(template_hash.as_str())
+        && restart::replicas_of(d) > 0
+        && d.rolls_on_template_change();
     let fragment = build::workload_fragment(set, ns, kind, name, r, &containers, &template_hash);
     let wanted: BTreeSet<String> = containers.iter().cloned().collect();
-    let change =
-        !super::apply::workload_has(d, &fragment) || workload::wired_containers(d) != wanted;
+    let change = !super::apply::workload_has(d, &fragment)
+        || workload::wired_containers(d, &r.name) != wanted;
     let restart = match (set.spec.restart, stopped) {
         (RestartStrategy::StopStart, Some(_)) => Restart::StopStart,
         (RestartStrategy::StopStart, None) if change && restart::replicas_of(d) > 0 => {

@@ -16,6 +16,9 @@ pub enum Rollout {
     InProgress(String),
     /// The Deployment controller gave up: its progress deadline passed.
     Stuck(String),
+    /// The workload replaces pods only when someone acts: a StatefulSet
+    /// with `OnDelete`, or partitioned above pods that need the update.
+    WaitsForUser(String),
 }
 
 /// The rollout after a pass: one this pass started is in progress (the
@@ -69,13 +72,13 @@ fn stateful_set(s: &StatefulSet) -> Rollout {
     let ready = status.ready_replicas.unwrap_or(0);
     let available = status.available_replicas.unwrap_or(0);
     if updated < want && on_delete {
-        return Rollout::InProgress(format!(
+        return Rollout::WaitsForUser(format!(
             "StatefulSet {name:?} updates on delete: its pods get the new settings when they are deleted \
-             (kubectl delete pod)"
+             (kubectl delete pod, one ordinal at a time)"
         ));
     }
     if updated < want && partition > 0 && updated >= want - partition {
-        return Rollout::InProgress(format!(
+        return Rollout::WaitsForUser(format!(
             "StatefulSet {name:?} is partitioned at {partition}: pods below that ordinal keep the old \
              settings until the partition is lowered"
         ));
@@ -229,10 +232,17 @@ mod tests {
         ];
         for (strategy, status, says) in cases {
             match state(&stateful_set(strategy, status.clone())) {
-                Rollout::InProgress(m) => assert!(m.contains(says), "{status}: {m}"),
+                Rollout::InProgress(m) | Rollout::WaitsForUser(m) => {
+                    assert!(m.contains(says), "{status}: {m}")
+                }
                 other => panic!("{status}: {other:?}"),
             }
         }
+        let on_delete = stateful_set(
+            json!({"type": "OnDelete"}),
+            json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 1, "readyReplicas": 3}),
+        );
+        assert!(matches!(state(&on_delete), Rollout::WaitsForUser(_)));
     }
 
     fn done() -> serde_json::Value {

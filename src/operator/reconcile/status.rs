@@ -284,12 +284,21 @@ fn outcome_conditions(
                 "Applied",
                 applied_message(set, status),
             ));
-            match &p.restart_due {
-                Some(msg) => {
+            // A restart the user owes: Manual's pods started before the
+            // change, or a workload that replaces pods only by hand (a
+            // StatefulSet with OnDelete, or partitioned). Neither
+            // Reconciling nor Stalled.
+            let due = match (&p.restart_due, &p.rollout) {
+                (Some(msg), _) => Some((msg.clone(), MANUAL_RECHECK)),
+                (None, Rollout::WaitsForUser(m)) => Some((m.clone(), ROLLOUT_RECHECK)),
+                _ => None,
+            };
+            match due {
+                Some((msg, recheck)) => {
                     conds.push(Cond::new(RESTART_DUE, true, "RestartDue", msg.clone()));
                     // Pods are not watched: look again soon for the user's restart.
-                    requeue = Some(MANUAL_RECHECK);
-                    Some(Blocker::new("RestartDue", msg.clone(), Kind::User))
+                    requeue = Some(recheck);
+                    Some(Blocker::new("RestartDue", msg, Kind::User))
                 }
                 None => {
                     conds.push(Cond::new(
@@ -299,7 +308,7 @@ fn outcome_conditions(
                         "the app runs with the applied settings",
                     ));
                     match &p.rollout {
-                        Rollout::Complete => None,
+                        Rollout::Complete | Rollout::WaitsForUser(_) => None,
                         Rollout::InProgress(m) => {
                             requeue = Some(ROLLOUT_RECHECK);
                             Some(Blocker::new("RolloutInProgress", m, Kind::Reconciling))
@@ -486,16 +495,28 @@ pub fn events_due(
             .iter()
             .any(|w| WarningKind::ExpiringSoon.is_in(w))
     });
-    let ca_warnings = |s: &ClientCertificateSetStatus| -> Vec<String> {
+    // Each CA warning once: by entry, certificate and kind, not by its
+    // text (an expiring-soon text counts the days down).
+    let ca_warnings = |s: &ClientCertificateSetStatus| -> Vec<(String, String)> {
         s.ca_certificates
             .iter()
-            .flat_map(|r| r.warnings.iter().map(move |w| format!("{}: {w}", r.name)))
+            .flat_map(|r| {
+                r.warnings.iter().map(move |w| {
+                    let kind = w.split(':').next().unwrap_or_default();
+                    let fingerprint = r.sha256_fingerprint.as_deref().unwrap_or_default();
+                    (
+                        format!("{}/{fingerprint}/{kind}", r.name),
+                        format!("{}: {w}", r.name),
+                    )
+                })
+            })
             .collect()
     };
-    let was = ca_warnings(old);
+    let was: Vec<String> = ca_warnings(old).into_iter().map(|(k, _)| k).collect();
     let fresh: Vec<String> = ca_warnings(new)
         .into_iter()
-        .filter(|w| !was.contains(w))
+        .filter(|(k, _)| !was.contains(k))
+        .map(|(_, text)| text)
         .collect();
     if !fresh.is_empty() {
         due.push(EventSpec::new(

@@ -33,6 +33,10 @@ fn time(t: DateTime<Utc>) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::
         .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
 }
 
+/// At most this many CA certificates per set: they are files in one
+/// Secret (1 MiB), and rows of the status.
+pub const MAX_CA_CERTIFICATES: usize = 500;
+
 /// Judges every entry. `warn_within`: an unexpired CA that expires within
 /// it is valid with an `expiring-soon` warning, as client certificates are.
 pub fn check(
@@ -98,6 +102,18 @@ pub fn check(
         };
         t.rows.push(row);
         t.failures.push(failure);
+    }
+    if t.valid.len() > MAX_CA_CERTIFICATES {
+        let count = t.valid.len();
+        t.rows.truncate(MAX_CA_CERTIFICATES);
+        t.failures.push(Failure {
+            reason: "TooManyCACertificates".into(),
+            message: format!(
+                "the CA entries hold {count} certificates, over the {MAX_CA_CERTIFICATES} a set renders \
+                 (they are files in one Secret): trust fewer, or the issuing CAs only"
+            ),
+            waiting: false,
+        });
     }
     t
 }

@@ -80,21 +80,23 @@ fn env_is_ours(e: &k8s_openapi::api::core::v1::EnvVar, rendered: &str) -> bool {
                 .is_some_and(|r| r.name == rendered))
 }
 
-fn carries_wiring(c: &Container) -> bool {
+/// certpin's mount, or one of its settings pointing at the rendered
+/// objects: a container's own setting of the same name is the app's.
+fn carries_wiring(c: &Container, rendered: &str) -> bool {
     c.volume_mounts.iter().flatten().any(|m| m.name == VOLUME)
         || c.env
             .iter()
             .flatten()
-            .any(|e| SETTING_ENV.contains(&e.name.as_str()))
+            .any(|e| SETTING_ENV.contains(&e.name.as_str()) && env_is_ours(e, rendered))
 }
 
 /// The containers that carry certpin's mount or one of its settings.
-pub fn wired_containers(d: &Workload) -> BTreeSet<String> {
+pub fn wired_containers(d: &Workload, rendered: &str) -> BTreeSet<String> {
     d.pod_spec()
         .map(|s| {
             s.containers
                 .iter()
-                .filter(|c| carries_wiring(c))
+                .filter(|c| carries_wiring(c, rendered))
                 .map(|c| c.name.clone())
                 .collect()
         })
@@ -328,16 +330,21 @@ mod tests {
     }
 
     #[test]
-    fn wired_containers_are_those_with_the_mount_or_a_setting() {
+    fn wired_containers_are_those_with_the_mount_or_one_of_certpins_settings() {
         let d = deployment(
             json!({}),
             json!([{"name": "a", "image": "i", "volumeMounts": [{"name": VOLUME, "mountPath": "/x"}]},
-                   {"name": "b", "image": "i", "env": [{"name": "MXRUNTIME_ClientCertificatePasswords", "value": "x"}]},
-                   {"name": "c", "image": "i"}]),
+                   {"name": "b", "image": "i", "env": [{"name": "MXRUNTIME_ClientCertificatePasswords",
+                       "valueFrom": {"secretKeyRef": {"name": "s-certpin", "key": "ClientCertificatePasswords"}}}]},
+                   {"name": "c", "image": "i", "env": [{"name": "MXRUNTIME_CACertificates", "value": "/own.crt"}]},
+                   {"name": "d", "image": "i"}]),
         );
         assert_eq!(
-            wired_containers(&d).into_iter().collect::<Vec<_>>(),
-            ["a", "b"]
+            wired_containers(&d, "s-certpin")
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["a", "b"],
+            "c sets a setting of its own"
         );
     }
 }

@@ -226,3 +226,77 @@ async fn a_manual_stateful_set_reports_the_restart_due_with_its_own_command() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn stop_start_is_refused_where_scaling_down_deletes_the_stateful_sets_volumes() {
+    let w = World::new();
+    let mut s = serde_json::to_value(&{
+        stateful_set(&w, "app", 2);
+        stateful_set_now(&w, "app")
+    })
+    .expect("json");
+    s["spec"]["persistentVolumeClaimRetentionPolicy"] =
+        json!({"whenScaled": "Delete", "whenDeleted": "Retain"});
+    s["spec"]["volumeClaimTemplates"] = json!([{"metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]);
+    let s: StatefulSet = serde_json::from_value(s).expect("a StatefulSet");
+    w.fake.insert(&s);
+    w.create_set(
+        "s",
+        json!({"app": {"statefulSet": "app"}, "restart": "StopStart"}),
+    );
+    let mark = w.fake.mark();
+    w.pass_ok("s").await;
+    assert!(
+        !w.writes_since(mark)
+            .iter()
+            .any(|x| x.contains("statefulsets/")),
+        "{:?}",
+        w.writes_since(mark)
+    );
+    let set = w.set("s");
+    assert_eq!(ready(&set).1, "StopStartDeletesVolumes");
+    assert_eq!(condition(&set, "Stalled").status, "True");
+    assert_eq!(
+        stateful_set_now(&w, "app").spec.and_then(|s| s.replicas),
+        Some(2)
+    );
+}
+
+#[tokio::test]
+async fn a_stateful_set_that_updates_on_delete_is_restart_due_not_reconciling() {
+    let w = World::new();
+    let mut s = serde_json::to_value(&{
+        stateful_set(&w, "app", 2);
+        stateful_set_now(&w, "app")
+    })
+    .expect("json");
+    s["spec"]["updateStrategy"] = json!({"type": "OnDelete"});
+    w.fake
+        .insert(&serde_json::from_value::<StatefulSet>(s).expect("a StatefulSet"));
+    w.create_set("s", json!({"app": {"statefulSet": "app"}}));
+    w.pass_ok("s").await;
+    // The controller saw the new template; no pod was replaced.
+    let live = stateful_set_now(&w, "app");
+    let status = json!({"observedGeneration": live.metadata.generation, "replicas": 2,
+        "updatedReplicas": 0, "readyReplicas": 2, "availableReplicas": 2,
+        "currentRevision": "r1", "updateRevision": "r2"});
+    w.fake
+        .with(|st| st.set_status::<StatefulSet>(NS, "app", status));
+    w.pass_ok("s").await;
+    let set = w.set("s");
+    assert_eq!(ready(&set).1, "RestartDue");
+    assert!(!has_condition(&set, "Reconciling") && !has_condition(&set, "Stalled"));
+    assert!(
+        condition(&set, "RestartDue")
+            .message
+            .contains("updates on delete")
+    );
+    assert!(
+        set.status
+            .as_ref()
+            .and_then(|s| s.last_restart.as_ref())
+            .is_none(),
+        "no pod was restarted by certpin"
+    );
+}
