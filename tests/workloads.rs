@@ -369,6 +369,7 @@ async fn ca_trust_lets_a_jvm_reach_a_partner_behind_a_private_ca_for_both_kinds(
     // changes (no new revision), and the key is nowhere.
     let generation = d.metadata.generation;
     let revisions = replica_sets(&ns, "shop").await.len();
+    let sts_before: StatefulSet = ns.api().get("store").await.unwrap();
     let rendered_before = secret_digest(&ns, "d-certpin").await;
     ca_config_map(&ns, "bundle-with-key.pem").await;
     for name in ["d", "s"] {
@@ -393,6 +394,22 @@ async fn ca_trust_lets_a_jvm_reach_a_partner_behind_a_private_ca_for_both_kinds(
         replica_sets(&ns, "shop").await.len(),
         revisions,
         "no new revision"
+    );
+    let sts_after: StatefulSet = ns.api().get("store").await.unwrap();
+    assert_eq!(
+        sts_after.metadata.generation,
+        sts_before.metadata.generation
+    );
+    assert_eq!(
+        sts_after
+            .status
+            .as_ref()
+            .and_then(|s| s.update_revision.clone()),
+        sts_before
+            .status
+            .as_ref()
+            .and_then(|s| s.update_revision.clone()),
+        "no new StatefulSet revision"
     );
     assert_eq!(secret_digest(&ns, "d-certpin").await, rendered_before);
     wait_for(T, "a PrivateKeyInBundle Event", || async {
