@@ -357,7 +357,7 @@ pub fn secret_object(set: &ClientCertificateSet, ns: &str, r: &Rendered) -> Valu
     data.extend(r.files.clone());
     data.extend(r.secret.clone());
     let retained: Vec<&str> = r.retained.keys().map(String::as_str).collect();
-    json!({
+    let mut body = json!({
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
@@ -368,13 +368,18 @@ pub fn secret_object(set: &ClientCertificateSet, ns: &str, r: &Rendered) -> Valu
                 ANN_RENDERED_AT: r.rendered_at,
                 // In certificate order, as ClientCertificatePasswords.
                 ANN_FILES: r.keys.join(","),
-                ANN_CA_FILES: r.ca_keys.join(","),
                 ANN_PREVIOUS_FILES: retained.join(","),
             },
             "ownerReferences": [owner_reference(set)],
         },
         "data": data,
-    })
+    });
+    // Only with CA certificates: a set without them renders exactly what
+    // earlier versions did, so an upgrade writes nothing.
+    if !r.ca_keys.is_empty() {
+        body["metadata"]["annotations"][ANN_CA_FILES] = json!(r.ca_keys.join(","));
+    }
+    body
 }
 
 /// The rendered objects as server-side apply bodies, each only when the
