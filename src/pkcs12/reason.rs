@@ -173,6 +173,18 @@ impl WarningKind {
         }
     }
 
+    /// The kind a code names.
+    pub fn from_code(code: &str) -> Option<WarningKind> {
+        [
+            WarningKind::ExpiringSoon,
+            WarningKind::ReEncodedForJvm,
+            WarningKind::Ed25519Key,
+            WarningKind::PasswordNewline,
+        ]
+        .into_iter()
+        .find(|k| k.code() == code)
+    }
+
     /// Whether a warning as written on a status row is of this kind.
     pub fn is_in(self, text: &str) -> bool {
         text.strip_prefix(self.code())

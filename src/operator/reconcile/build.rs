@@ -140,6 +140,12 @@ fn data_of(s: &Secret, key: &str) -> Option<ByteString> {
     s.data.as_ref()?.get(key).cloned()
 }
 
+/// Whether the earlier rendering was made from these inputs and can be
+/// reused whole.
+pub fn can_reuse(earlier: Earlier, input_hash: &str, count: usize) -> bool {
+    reusable(earlier, input_hash, count).is_some()
+}
+
 /// The previous encoding, when it was made from the same inputs and is
 /// whole: each certificate's file (in order) with its password.
 fn reusable(earlier: Earlier, input_hash: &str, count: usize) -> Option<Vec<Encoded>> {
@@ -285,7 +291,11 @@ fn encode(
         match reuse.as_ref().and_then(|r| r.get(i)) {
             Some(e) => encoded.push(e.clone()),
             None => {
-                let enc = pkcs12::encode(&c.decoded, &c.name, set.spec.profile)?;
+                // Known certificates (not decoded again) always reuse.
+                let decoded = c.decoded.as_ref().ok_or_else(|| {
+                    Error::Render(format!("{}: no decoded content to encode", c.name))
+                })?;
+                let enc = pkcs12::encode(decoded, &c.name, set.spec.profile)?;
                 let key = names::file_name(&c.name, &enc.pkcs12);
                 encoded.push((key, ByteString(enc.pkcs12), enc.password.to_string()));
             }
@@ -536,7 +546,8 @@ mod tests {
         .unwrap();
         vec![ValidCertificate {
             name: "a".into(),
-            decoded: Arc::new(decode_pkcs12(&data, "changeit").unwrap()),
+            decoded: Some(Arc::new(decode_pkcs12(&data, "changeit").unwrap())),
+            not_after: chrono::Utc::now() + chrono::Duration::days(365),
             input_key: pkcs12::content_key(&data, "changeit"),
             pins: vec!["x.example".into()],
         }]

@@ -9,6 +9,7 @@ mod dereference;
 mod execute;
 pub mod finalizer;
 pub(crate) mod kinds;
+mod known;
 pub mod names;
 mod plan;
 mod restart;
@@ -91,7 +92,9 @@ async fn reconcile_set(
     finalized?;
     let inputs = inputs?;
     faults::after("dereference");
-    let validation = validate::validate(set, &inputs, &ctx.cache, now).await;
+    // What is under the rendered names: this set's (to reuse), or another's.
+    let (earlier, live_cm, foreign) = inputs.previous.split(set);
+    let mut validation = validate::validate(set, &inputs, earlier.secret, &ctx.cache, now).await;
     faults::after("validate");
     let target = inputs.workload.as_ref();
     let (claimant, others) = futures::try_join!(
@@ -103,12 +106,24 @@ async fn reconcile_set(
         },
         dereference::claimed_elsewhere(ctx, set, ns, dereference::sweep_needed(set)),
     )?;
-    // What is under the rendered names: this set's (to reuse), or another's.
-    let (earlier, live_cm, foreign) = inputs.previous.split(set);
-    let rendering = match (&validation.valid, target) {
+    let mut rendering = match (&validation.valid, target) {
         (Some(valid), Some(_)) => Some(render(set, ns, valid, &validation.cas, earlier, live_cm)?),
         _ => None,
     };
+    // Known certificates stand for what the status says only if the status
+    // describes this rendering (a pass cut short after the Secret was
+    // written but before the status was would leave older rows): otherwise
+    // decode after all.
+    let applied = set.status.as_ref().and_then(|s| s.applied_hash.as_deref());
+    if validation.known && rendering.as_ref().map(|(r, _)| r.config_hash.as_str()) != applied {
+        validation = validate::validate(set, &inputs, None, &ctx.cache, now).await;
+        rendering = match (&validation.valid, target) {
+            (Some(valid), Some(_)) => {
+                Some(render(set, ns, valid, &validation.cas, earlier, live_cm)?)
+            }
+            _ => None,
+        };
+    }
     let live = plan::Live {
         target,
         claimant: claimant.as_ref(),
@@ -272,7 +287,7 @@ fn next_expiry_check(
     now: chrono::DateTime<Utc>,
 ) -> Option<Duration> {
     let warn = chrono::Duration::days(i64::from(set.spec.expiry_warning_days.max(0)));
-    let ends = v.valid.iter().flatten().map(|c| c.decoded.facts.not_after);
+    let ends = v.valid.iter().flatten().map(|c| c.not_after);
     let ca_ends = v.cas.iter().map(|c| c.certificate.not_after);
     ends.chain(ca_ends)
         .flat_map(|end| [end - warn, end + chrono::Duration::seconds(1)])

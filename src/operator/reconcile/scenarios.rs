@@ -13,6 +13,7 @@ mod collisions;
 mod deletion;
 mod health;
 mod kinds;
+mod restart;
 mod secrets;
 mod stop_start;
 mod trust;

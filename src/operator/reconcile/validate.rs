@@ -17,7 +17,11 @@ use crate::settings::{CertificateFile, render};
 /// A certificate that passed.
 pub struct ValidCertificate {
     pub name: String,
-    pub decoded: Arc<Decoded>,
+    /// The decoded file; `None` for a certificate known from the earlier
+    /// rendering (see `known`), whose encoding is reused.
+    pub decoded: Option<Arc<Decoded>>,
+    /// The end of the leaf certificate's validity.
+    pub not_after: DateTime<Utc>,
     /// What the decode depended on (content and password), for the input hash.
     pub input_key: [u8; 32],
     pub pins: Vec<String>,
@@ -44,6 +48,8 @@ pub struct Validation {
     pub cas: Vec<super::trust::ValidCa>,
     /// The CA certificates' warnings, each `entry: kind: detail`.
     pub ca_warnings: Vec<String>,
+    /// The certificates were known from the earlier rendering, not decoded.
+    pub known: bool,
     pub failure: Option<Failure>,
     /// Each valid certificate's warnings, by certificate name.
     pub warnings: Vec<(String, Warning)>,
@@ -80,9 +86,12 @@ fn row_with_facts(name: &str, d: &Decoded) -> CertificateStatus {
     }
 }
 
+/// `earlier`: certpin's own rendered Secret, when the earlier validation
+/// may be used (see `known`).
 pub async fn validate(
     set: &ClientCertificateSet,
     inputs: &Inputs,
+    earlier: Option<&k8s_openapi::api::core::v1::Secret>,
     cache: &DecodeCache,
     now: DateTime<Utc>,
 ) -> Validation {
@@ -93,11 +102,30 @@ pub async fn validate(
         // still reaches the app in a form it loads.
         jvm_strict: false,
     };
+    let trust = super::trust::check(
+        &set.spec.ca_certificates,
+        &inputs.ca_materials,
+        now,
+        policy.warn_within,
+    );
     let mut rows = Vec::new();
     let mut valid = Vec::new();
     let mut failures = Vec::new();
     let mut warnings = Vec::new();
-    for (spec, material) in set.spec.certificates.iter().zip(&inputs.materials) {
+    let known = super::known::known(set, inputs, earlier, &trust.valid, now, policy.warn_within);
+    let is_known = known.is_some();
+    if let Some(k) = known {
+        rows = k.rows;
+        valid = k.valid;
+        warnings = k.warnings;
+    }
+    for (spec, material) in set
+        .spec
+        .certificates
+        .iter()
+        .zip(&inputs.materials)
+        .filter(|_| !is_known)
+    {
         let (row, checked) = check(spec, material, cache, &policy).await;
         rows.push(row);
         match checked {
@@ -117,12 +145,6 @@ pub async fn validate(
         });
     }
     failures.extend(pin_failures(set));
-    let trust = super::trust::check(
-        &set.spec.ca_certificates,
-        &inputs.ca_materials,
-        now,
-        policy.warn_within,
-    );
     failures.extend(trust.failures);
     let failure = failures.into_iter().next();
     let valid = (failure.is_none() && valid.len() == set.spec.certificates.len()).then_some(valid);
@@ -132,6 +154,7 @@ pub async fn validate(
         valid,
         cas: trust.valid,
         ca_warnings: trust.warnings,
+        known: is_known,
         failure,
         warnings,
     }
@@ -194,7 +217,8 @@ async fn check(
             row.warnings = w.iter().map(Warning::to_string).collect();
             let cert = ValidCertificate {
                 name: spec.name.clone(),
-                decoded: d,
+                not_after: d.facts.not_after,
+                decoded: Some(d),
                 input_key,
                 pins: spec.pin_to.clone(),
             };

@@ -178,6 +178,17 @@ impl World {
         super::super::reconcile(Arc::new(set), self.ctx.clone()).await
     }
 
+    /// certpin restarted: a new context (empty decode cache, no marks) on
+    /// the same API server.
+    pub fn restart_operator(&mut self) {
+        self.ctx = Context::new(self.fake.client(), Duration::from_secs(3600));
+    }
+
+    /// The decodes this context has run (cache misses).
+    pub fn decodes(&self) -> u64 {
+        self.ctx.metrics.decodes.get()
+    }
+
     /// A pass that must succeed.
     pub async fn pass_ok(&self, name: &str) -> Action {
         match self.pass(name).await {
