@@ -172,6 +172,10 @@ struct Report {
     concurrency: u16,
     rotations: usize,
     reloader: Option<String>,
+    /// Which Reloader: the real one (version and source archive) or the
+    /// stand-in (`CERTPIN_BENCH_RELOADER_KIND`, set by scripts/bench).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reloader_kind: Option<String>,
     sizes: Vec<SizeResult>,
 }
 
@@ -547,6 +551,7 @@ async fn run(args: RunArgs) -> Result<()> {
         concurrency: args.concurrency,
         rotations: args.rotations,
         reloader: args.reloader.as_ref().map(|p| p.display().to_string()),
+        reloader_kind: std::env::var("CERTPIN_BENCH_RELOADER_KIND").ok(),
         sizes,
     };
     if let Some(parent) = args.out.parent() {
