@@ -12,9 +12,6 @@ pub enum Error {
     /// Validation passed but the settings did not render: a bug.
     #[error("rendering the settings: {0}")]
     Render(String),
-    /// The API server answered with an object that does not read as its kind.
-    #[error("decoding an API answer: {0}")]
-    Decode(String),
     #[error("finalizer: {0}")]
     Finalizer(String),
     #[error("kubeconfig: {0}")]
@@ -39,7 +36,6 @@ impl Error {
             Error::Encode(_) => "encode",
             Error::MissingField(_) => "missing-field",
             Error::Render(_) => "render",
-            Error::Decode(_) => "decode",
             Error::Finalizer(_) => "finalizer",
             Error::Config(_) => "config",
             Error::Lease(_) => "lease",

@@ -99,19 +99,23 @@ impl Backoff for WatchBackoff {
 /// `deployment.kubernetes.io/*` annotations: it bumps the revision on every
 /// rollout, which is not a change certpin needs to look at.
 pub fn spec_and_annotations<K: Resource>(o: &K) -> u64 {
+    spec_and_annotations_of(o.meta())
+}
+
+/// `spec_and_annotations` of an object's metadata.
+pub fn spec_and_annotations_of(meta: &kube::core::ObjectMeta) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    o.meta().generation.hash(&mut h);
+    meta.generation.hash(&mut h);
     // The controlling owner too: a workload another controller gave up (or
     // took) is wired (or refused) at once, not at the next resync.
-    let controller = o
-        .meta()
+    let controller = meta
         .owner_references
         .iter()
         .flatten()
         .find(|r| r.controller == Some(true))
         .map(|r| r.uid.as_str());
     controller.hash(&mut h);
-    if let Some(annotations) = &o.meta().annotations {
+    if let Some(annotations) = &meta.annotations {
         annotations
             .iter()
             .filter(|(k, _)| !k.starts_with("deployment.kubernetes.io/"))

@@ -52,7 +52,7 @@ pub async fn apply_workload(
     name: &str,
     body: &Value,
     precondition: Option<&str>,
-) -> Result<Workload> {
+) -> Result<kube::api::DynamicObject> {
     let mut body = body.clone();
     if let Some(rv) = precondition {
         body["metadata"]["resourceVersion"] = Value::String(rv.to_string());
@@ -61,7 +61,7 @@ pub async fn apply_workload(
         .patch(name, &params(), &Patch::Apply(&body))
         .await?;
     kinds::mark(&ctx.marks, kind).observe_object(&written);
-    Workload::from_dynamic(kind, written)
+    Ok(written)
 }
 
 /// Removes every field certpin owns on the workload: applying an object

@@ -145,7 +145,7 @@ async fn apply(ctx: &Context, ns: &str, w: &Wire, d: &Workload) -> Result<()> {
     let key = triggers::key_for(w.kind.as_str(), ns, &w.name);
     ctx.own_writes.expect(
         key.clone(),
-        triggers::spec_and_annotations(&apply::after_apply(d, &w.fragment)),
+        triggers::spec_and_annotations_of(apply::after_apply(d, &w.fragment).meta()),
     );
     let written = apply::apply_workload(
         ctx,

@@ -12,7 +12,7 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::{Api, Client};
 use serde_json::Value;
 
-use crate::operator::error::{Error, Result};
+use crate::operator::error::Result;
 use crate::operator::workarounds::freshness::{Mark, Marks};
 use crate::resource::WorkloadKind;
 
@@ -23,8 +23,9 @@ pub enum Workload {
     StatefulSet(StatefulSet),
 }
 
-/// The API of a kind, untyped: certpin's writes are server-side apply
-/// bodies and scale patches, the same for every kind.
+/// The API of a kind, untyped, for writes: certpin's are server-side apply
+/// bodies and scale patches, the same for every kind (reads are typed,
+/// `get_opt`).
 pub fn api(client: &Client, ns: &str, kind: WorkloadKind) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), ns, &resource(kind))
 }
@@ -45,21 +46,12 @@ pub fn mark(marks: &Marks, kind: WorkloadKind) -> &Mark {
 }
 
 impl Workload {
-    /// The typed object behind an untyped answer of the API.
-    pub fn from_dynamic(kind: WorkloadKind, o: DynamicObject) -> Result<Workload> {
-        let v = serde_json::to_value(o).map_err(|e| Error::Decode(e.to_string()))?;
-        Workload::from_value(kind, v)
-    }
-
-    pub fn from_value(kind: WorkloadKind, v: Value) -> Result<Workload> {
-        let bad = |e: serde_json::Error| Error::Decode(format!("a {kind}: {e}"));
+    /// A workload written as JSON (tests).
+    #[cfg(test)]
+    pub fn from_value(kind: WorkloadKind, v: Value) -> serde_json::Result<Workload> {
         Ok(match kind {
-            WorkloadKind::Deployment => {
-                Workload::Deployment(serde_json::from_value(v).map_err(bad)?)
-            }
-            WorkloadKind::StatefulSet => {
-                Workload::StatefulSet(serde_json::from_value(v).map_err(bad)?)
-            }
+            WorkloadKind::Deployment => Workload::Deployment(serde_json::from_value(v)?),
+            WorkloadKind::StatefulSet => Workload::StatefulSet(serde_json::from_value(v)?),
         })
     }
 
@@ -209,32 +201,8 @@ impl Workload {
     }
 }
 
-impl kube::Resource for Workload {
-    type DynamicType = ();
-    type Scope = k8s_openapi::NamespaceResourceScope;
-
-    // Only `meta` is used (triggers and marks); the kind is per object.
-    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
-        "Workload".into()
-    }
-    fn group(_: &()) -> std::borrow::Cow<'_, str> {
-        "apps".into()
-    }
-    fn version(_: &()) -> std::borrow::Cow<'_, str> {
-        "v1".into()
-    }
-    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
-        "workloads".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        Workload::meta(self)
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        Workload::meta_mut(self)
-    }
-}
-
-/// Reads a workload (at the kind's mark, see `freshness`).
+/// Reads a workload (at the kind's mark, see `freshness`), through the
+/// kind's typed API: the answer is parsed once, into its own type.
 pub async fn get_opt(
     client: &Client,
     marks: &Marks,
@@ -242,10 +210,22 @@ pub async fn get_opt(
     kind: WorkloadKind,
     name: &str,
 ) -> Result<Option<Workload>> {
-    let api = api(client, ns, kind);
-    let found =
-        crate::operator::workarounds::freshness::get_opt(&api, name, mark(marks, kind)).await?;
-    found.map(|o| Workload::from_dynamic(kind, o)).transpose()
+    use crate::operator::workarounds::freshness;
+    let mark = mark(marks, kind);
+    Ok(match kind {
+        WorkloadKind::Deployment => {
+            let api = Api::<Deployment>::namespaced(client.clone(), ns);
+            freshness::get_opt(&api, name, mark)
+                .await?
+                .map(Workload::Deployment)
+        }
+        WorkloadKind::StatefulSet => {
+            let api = Api::<StatefulSet>::namespaced(client.clone(), ns);
+            freshness::get_opt(&api, name, mark)
+                .await?
+                .map(Workload::StatefulSet)
+        }
+    })
 }
 
 #[cfg(test)]
