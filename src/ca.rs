@@ -12,7 +12,6 @@
 //! its content.
 
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use x509_parser::prelude::*;
 
 /// A bundle larger than this is refused before it is parsed (a Secret or
@@ -280,11 +279,6 @@ fn certificate(der: &[u8], block: usize, prefix: bool) -> Result<CaCertificate, 
         not_before: ts(cert.validity().not_before),
         not_after: ts(cert.validity().not_after),
     })
-}
-
-/// SHA-256 of bytes, hex: for hashing rendered content.
-pub fn digest_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 #[cfg(test)]

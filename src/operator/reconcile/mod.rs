@@ -106,10 +106,11 @@ async fn reconcile_set(
         },
         dereference::claimed_elsewhere(ctx, set, ns, dereference::sweep_needed(set)),
     )?;
-    let mut rendering = match (&validation.valid, target) {
-        (Some(valid), Some(_)) => Some(render(set, ns, valid, &validation.cas, earlier, live_cm)?),
-        _ => None,
+    let rendering_of = |v: &validate::Validation| match (&v.valid, target) {
+        (Some(valid), Some(_)) => render(set, ns, valid, &v.cas, earlier, live_cm).map(Some),
+        _ => Ok(None),
     };
+    let mut rendering = rendering_of(&validation)?;
     // Known certificates stand for what the status says only if the status
     // describes this rendering (a pass cut short after the Secret was
     // written but before the status was would leave older rows): otherwise
@@ -117,12 +118,7 @@ async fn reconcile_set(
     let applied = set.status.as_ref().and_then(|s| s.applied_hash.as_deref());
     if validation.known && rendering.as_ref().map(|(r, _)| r.config_hash.as_str()) != applied {
         validation = validate::validate(set, &inputs, None, &ctx.cache, now).await;
-        rendering = match (&validation.valid, target) {
-            (Some(valid), Some(_)) => {
-                Some(render(set, ns, valid, &validation.cas, earlier, live_cm)?)
-            }
-            _ => None,
-        };
+        rendering = rendering_of(&validation)?;
     }
     let live = plan::Live {
         target,

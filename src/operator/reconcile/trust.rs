@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::dereference::CaMaterial;
-use super::validate::Failure;
+use super::validate::{Failure, time};
 use crate::ca::{self, CaCertificate};
 use crate::resource::{CaCertificateSpec, CaCertificateStatus};
 
@@ -25,12 +25,6 @@ pub struct Trust {
     pub failures: Vec<Failure>,
     /// `entry: kind: detail`.
     pub warnings: Vec<String>,
-}
-
-fn time(t: DateTime<Utc>) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
-    k8s_openapi::jiff::Timestamp::from_second(t.timestamp())
-        .ok()
-        .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
 }
 
 /// At most this many CA certificates per set: they are files in one

@@ -55,7 +55,9 @@ pub struct Validation {
     pub warnings: Vec<(String, Warning)>,
 }
 
-fn time(t: DateTime<Utc>) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+pub(super) fn time(
+    t: DateTime<Utc>,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
     k8s_openapi::jiff::Timestamp::from_second(t.timestamp())
         .ok()
         .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
@@ -114,18 +116,14 @@ pub async fn validate(
     let mut warnings = Vec::new();
     let known = super::known::known(set, inputs, earlier, &trust.valid, now, policy.warn_within);
     let is_known = known.is_some();
-    if let Some(k) = known {
-        rows = k.rows;
-        valid = k.valid;
-        warnings = k.warnings;
-    }
-    for (spec, material) in set
-        .spec
-        .certificates
-        .iter()
-        .zip(&inputs.materials)
-        .filter(|_| !is_known)
-    {
+    let to_decode = match known {
+        Some(k) => {
+            (rows, valid, warnings) = (k.rows, k.valid, k.warnings);
+            &[][..]
+        }
+        None => &set.spec.certificates[..],
+    };
+    for (spec, material) in to_decode.iter().zip(&inputs.materials) {
         let (row, checked) = check(spec, material, cache, &policy).await;
         rows.push(row);
         match checked {
