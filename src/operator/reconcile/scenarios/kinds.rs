@@ -7,7 +7,12 @@ use serde_json::{Value, json};
 use super::world::*;
 
 fn stateful_set(w: &World, name: &str, replicas: i32) {
-    let s: StatefulSet = serde_json::from_value(json!({
+    stateful_set_with(w, name, replicas, json!({}));
+}
+
+/// A StatefulSet with `spec` merged into its spec.
+fn stateful_set_with(w: &World, name: &str, replicas: i32, spec: Value) {
+    let mut s = json!({
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": name, "namespace": NS},
         "spec": {
@@ -16,8 +21,9 @@ fn stateful_set(w: &World, name: &str, replicas: i32) {
             "template": {"metadata": {"labels": {"app": name}},
                          "spec": {"containers": [{"name": "mendix", "image": "example.invalid/m:1"}]}}
         }
-    }))
-    .expect("a StatefulSet");
+    });
+    json_patch::merge(&mut s["spec"], &spec);
+    let s: StatefulSet = serde_json::from_value(s).expect("a StatefulSet");
     w.fake.insert(&s);
 }
 
@@ -230,17 +236,16 @@ async fn a_manual_stateful_set_reports_the_restart_due_with_its_own_command() {
 #[tokio::test]
 async fn stop_start_is_refused_where_scaling_down_deletes_the_stateful_sets_volumes() {
     let w = World::new();
-    let mut s = serde_json::to_value(&{
-        stateful_set(&w, "app", 2);
-        stateful_set_now(&w, "app")
-    })
-    .expect("json");
-    s["spec"]["persistentVolumeClaimRetentionPolicy"] =
-        json!({"whenScaled": "Delete", "whenDeleted": "Retain"});
-    s["spec"]["volumeClaimTemplates"] = json!([{"metadata": {"name": "data"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]);
-    let s: StatefulSet = serde_json::from_value(s).expect("a StatefulSet");
-    w.fake.insert(&s);
+    stateful_set_with(
+        &w,
+        "app",
+        2,
+        json!({
+            "persistentVolumeClaimRetentionPolicy": {"whenScaled": "Delete", "whenDeleted": "Retain"},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}],
+        }),
+    );
     w.create_set(
         "s",
         json!({"app": {"statefulSet": "app"}, "restart": "StopStart"}),
@@ -266,14 +271,12 @@ async fn stop_start_is_refused_where_scaling_down_deletes_the_stateful_sets_volu
 #[tokio::test]
 async fn a_stateful_set_that_updates_on_delete_is_restart_due_not_reconciling() {
     let w = World::new();
-    let mut s = serde_json::to_value(&{
-        stateful_set(&w, "app", 2);
-        stateful_set_now(&w, "app")
-    })
-    .expect("json");
-    s["spec"]["updateStrategy"] = json!({"type": "OnDelete"});
-    w.fake
-        .insert(&serde_json::from_value::<StatefulSet>(s).expect("a StatefulSet"));
+    stateful_set_with(
+        &w,
+        "app",
+        2,
+        json!({"updateStrategy": {"type": "OnDelete"}}),
+    );
     w.create_set("s", json!({"app": {"statefulSet": "app"}}));
     w.pass_ok("s").await;
     // The controller saw the new template; no pod was replaced.
