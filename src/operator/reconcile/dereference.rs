@@ -278,9 +278,19 @@ fn ca_material(
     config_maps: &BTreeMap<String, Option<ConfigMap>>,
     ca: &CaCertificateSpec,
 ) -> CaMaterial {
-    let (kind, name, key) = match (&ca.secret, &ca.config_map) {
-        (Some(s), _) => ("Secret", &s.secret_name, &s.key),
-        (None, Some(c)) => ("ConfigMap", &c.name, &c.key),
+    // The entry's object, and its bytes: None when the object is not there,
+    // Some(None) when the key is not.
+    let (kind, not_found, name, key, data) = match (&ca.secret, &ca.config_map) {
+        (Some(s), _) => {
+            let found = secrets.get(s.secret_name.as_str()).and_then(Option::as_ref);
+            let data = found.map(|o| key_of(o, &s.key));
+            ("Secret", "SecretNotFound", &s.secret_name, &s.key, data)
+        }
+        (None, Some(c)) => {
+            let found = config_maps.get(c.name.as_str()).and_then(Option::as_ref);
+            let data = found.map(|o| config_map_key(o, &c.key));
+            ("ConfigMap", "ConfigMapNotFound", &c.name, &c.key, data)
+        }
         (None, None) => {
             return CaMaterial::Missing {
                 reason: "InvalidSpec",
@@ -293,23 +303,9 @@ fn ca_material(
             message: format!("{name:?} is not a {kind} name (a DNS subdomain); it was not read"),
         };
     }
-    let data = match kind {
-        "Secret" => secrets
-            .get(name.as_str())
-            .and_then(Option::as_ref)
-            .map(|s| key_of(s, key)),
-        _ => config_maps
-            .get(name.as_str())
-            .and_then(Option::as_ref)
-            .map(|c| config_map_key(c, key)),
-    };
     match data {
         None => CaMaterial::Missing {
-            reason: if kind == "Secret" {
-                "SecretNotFound"
-            } else {
-                "ConfigMapNotFound"
-            },
+            reason: not_found,
             message: format!(
                 "{kind} {name:?} does not exist (yet); certpin proceeds when it appears"
             ),
