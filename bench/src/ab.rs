@@ -152,7 +152,7 @@ pub async fn ab(args: AbArgs) -> Result<()> {
     let namespaces: Vec<String> = (0..order.len()).map(|k| format!("ab-{tag}-{k}")).collect();
     for ns in &namespaces {
         eprintln!("bench ab: {} apps in {ns}", args.sets);
-        workload::apps(&client, ns, args.sets, &pool).await?;
+        workload::apps(&client, ns, args.sets, &pool, 1).await?;
     }
 
     let mut runs = Vec::new();
@@ -215,7 +215,7 @@ pub async fn ab(args: AbArgs) -> Result<()> {
         )
         .await
         .with_context(|| format!("in {ns}"))?;
-        let (ready, rollout) = workload::latencies(&obs.clocks, n);
+        let (ready, rollout) = workload::latencies(&obs.clocks, n, false);
         drop(obs);
         cp.program.stop().await.context("stopping certpin")?;
         let run = Run {

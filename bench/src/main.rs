@@ -9,6 +9,7 @@ mod ab;
 mod floor;
 mod pool;
 mod procs;
+mod scenarios;
 mod stats;
 mod workarounds;
 mod workload;
@@ -50,6 +51,18 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         concurrency: u16,
     },
+    /// Reloader's load-test scenarios for certpin and Stakater Reloader;
+    /// the rows go into `--out` (an existing results file keeps its sizes).
+    Scenarios {
+        #[arg(long, default_value = "target/release/certpin")]
+        certpin: PathBuf,
+        #[arg(long, env = "CERTPIN_BENCH_RELOADER")]
+        reloader: PathBuf,
+        #[arg(long, default_value = "bench/results.json")]
+        out: PathBuf,
+        #[arg(long, env = "CERTPIN_BENCH_CACHE")]
+        cache: PathBuf,
+    },
     /// Re-measures what two of certpin's workarounds buy (TCP_NODELAY,
     /// reads at a resourceVersion), each against the same requests without.
     Workarounds(workarounds::Args),
@@ -78,6 +91,11 @@ struct RunArgs {
     /// Unrelated Secrets in a watched namespace.
     #[arg(long, default_value_t = 10_000)]
     noise: usize,
+    /// Replicas of each app. 0 measures convergence without rollouts (the
+    /// Deployment controller completes a zero-replica rollout at once), for
+    /// N = 5000 and more.
+    #[arg(long, default_value_t = 1)]
+    replicas: i32,
     /// The certpin binary (release build).
     #[arg(long, default_value = "target/release/certpin")]
     certpin: PathBuf,
@@ -122,6 +140,12 @@ fn main() -> Result<()> {
                 cache,
             } => populate(&namespace, sets, noise, &cache).await,
             Command::Workarounds(args) => workarounds::run(args).await,
+            Command::Scenarios {
+                certpin,
+                reloader,
+                out,
+                cache,
+            } => run_scenarios(&certpin, &reloader, &out, &cache).await,
         }
     })
 }
@@ -132,6 +156,27 @@ struct Convergence {
     rollout: Summary,
     writes_per_set: f64,
     reads_per_set: f64,
+    /// Requests per set by verb and resource, as the counting proxy saw them.
+    requests_per_set: std::collections::BTreeMap<String, f64>,
+    /// From the first create to the last set Ready and app rolled out.
+    wall_seconds: f64,
+    /// CPU seconds the controller used over that time.
+    cpu_seconds: f64,
+}
+
+/// Per-set request counts between two snapshots of the proxy's counts.
+fn per_set(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+    n: usize,
+) -> std::collections::BTreeMap<String, f64> {
+    after
+        .iter()
+        .filter_map(|(k, v)| {
+            let d = v - before.get(k).copied().unwrap_or(0);
+            (d > 0).then(|| (k.clone(), d as f64 / n.max(1) as f64))
+        })
+        .collect()
 }
 
 #[derive(Serialize, Default)]
@@ -147,6 +192,7 @@ struct Idle {
 #[derive(Serialize, Default)]
 struct SizeResult {
     n: usize,
+    replicas: i32,
     floor: Convergence,
     certpin: Convergence,
     ready_ratio_median: f64,
@@ -294,12 +340,32 @@ async fn start_certpin(
     })
 }
 
+async fn run_scenarios(certpin: &Path, reloader: &Path, out: &Path, cache: &Path) -> Result<()> {
+    let client = certpin::testing::client().await?;
+    install_crd(&client).await?;
+    let dir = cache.join(format!("scenarios-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    eprintln!("bench: logs in {}", dir.display());
+    let pool = pool::ensure(cache, 2).await?;
+    let bins = scenarios::Bins { certpin, reloader };
+    let rows = scenarios::run_all(&client, &bins, &pool, 0, &dir).await?;
+    let mut report: serde_json::Value = match std::fs::read_to_string(out) {
+        Ok(text) => serde_json::from_str(&text)?,
+        Err(_) => json!({}),
+    };
+    report["scenarios"] = serde_json::to_value(rows)?;
+    report["scenarios_reloader_kind"] = json!(std::env::var("CERTPIN_BENCH_RELOADER_KIND").ok());
+    std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
+    eprintln!("bench: wrote the scenarios to {}", out.display());
+    Ok(())
+}
+
 async fn populate(ns: &str, n: usize, noise: usize, cache: &Path) -> Result<()> {
     let client = certpin::testing::client().await?;
     install_crd(&client).await?;
     let pool = pool::ensure(cache, 2 * n).await?;
     workload::noise(&client, "bench-noise", noise).await?;
-    workload::apps(&client, ns, n, &pool).await?;
+    workload::apps(&client, ns, n, &pool, 1).await?;
     let sets: Api<certpin::resource::ClientCertificateSet> = Api::namespaced(client.clone(), ns);
     for i in 0..n {
         workload::create_ignoring_exists(&sets, &workload::set(i)?).await?;
@@ -333,6 +399,7 @@ async fn run(args: RunArgs) -> Result<()> {
             let d = workload::deployment(
                 &format!("rl-app-{r}"),
                 json!({"secret.reloader.stakater.com/reload": format!("rl-{r}")}),
+                1,
             )?;
             // Created once and then only rotated: resetting the content would
             // let a rotation land on content Reloader already annotated.
@@ -374,10 +441,11 @@ async fn run(args: RunArgs) -> Result<()> {
         let ns_cp = format!("bench-{n}-certpin");
         // Left over from an interrupted run.
         workload::teardown(&client, &[&ns_floor, &ns_cp]).await?;
-        workload::apps(&client, &ns_floor, n, &pool).await?;
-        workload::apps(&client, &ns_cp, n, &pool).await?;
+        workload::apps(&client, &ns_floor, n, &pool, args.replicas).await?;
+        workload::apps(&client, &ns_cp, n, &pool, args.replicas).await?;
         let mut result = SizeResult {
             n,
+            replicas: args.replicas,
             ..Default::default()
         };
 
@@ -409,14 +477,22 @@ async fn run(args: RunArgs) -> Result<()> {
         })
         .await?;
         let obs = workload::observe(&client, &ns_floor).await?;
-        let (w0, r0) = (fproxy.counts.writes(), fproxy.counts.reads());
+        let (w0, r0, v0) = (
+            fproxy.counts.writes(),
+            fproxy.counts.reads(),
+            fproxy.counts.by_verb(),
+        );
+        let (t0, c0) = (Instant::now(), procs::cpu_seconds(floor.pid()?)?);
         workload::converge(&client, &ns_floor, n, &obs).await?;
-        let (ready, rollout) = workload::latencies(&obs.clocks, n);
+        let (ready, rollout) = workload::latencies(&obs.clocks, n, true);
         result.floor = Convergence {
             ready: summarize(&ready),
             rollout: summarize(&rollout),
             writes_per_set: (fproxy.counts.writes() - w0) as f64 / n as f64,
             reads_per_set: (fproxy.counts.reads() - r0) as f64 / n as f64,
+            requests_per_set: per_set(&v0, &fproxy.counts.by_verb(), n),
+            wall_seconds: t0.elapsed().as_secs_f64(),
+            cpu_seconds: procs::cpu_seconds(floor.pid()?)? - c0,
         };
         drop(obs);
         floor.stop().await?;
@@ -434,14 +510,22 @@ async fn run(args: RunArgs) -> Result<()> {
         .await?;
         let pid = cp.program.pid()?;
         let obs = workload::observe(&client, &ns_cp).await?;
-        let (w0, r0) = (cp.proxy.counts.writes(), cp.proxy.counts.reads());
+        let (w0, r0, v0) = (
+            cp.proxy.counts.writes(),
+            cp.proxy.counts.reads(),
+            cp.proxy.counts.by_verb(),
+        );
+        let (t0, c0) = (Instant::now(), procs::cpu_seconds(pid)?);
         workload::converge(&client, &ns_cp, n, &obs).await?;
-        let (ready, rollout) = workload::latencies(&obs.clocks, n);
+        let (ready, rollout) = workload::latencies(&obs.clocks, n, false);
         result.certpin = Convergence {
             ready: summarize(&ready),
             rollout: summarize(&rollout),
             writes_per_set: (cp.proxy.counts.writes() - w0) as f64 / n as f64,
             reads_per_set: (cp.proxy.counts.reads() - r0) as f64 / n as f64,
+            requests_per_set: per_set(&v0, &cp.proxy.counts.by_verb(), n),
+            wall_seconds: t0.elapsed().as_secs_f64(),
+            cpu_seconds: procs::cpu_seconds(pid)? - c0,
         };
         drop(obs);
         result.ready_ratio_median = result.certpin.ready.median_ms / result.floor.ready.median_ms;

@@ -99,6 +99,13 @@ pub fn memory(pid: u32) -> Result<Memory> {
     })
 }
 
+/// Resets the process's peak resident memory (VmHWM) to its current
+/// resident memory, so that a phase's peak is its own.
+pub fn reset_peak(pid: u32) -> Result<()> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+        .with_context(|| format!("resetting the peak memory of {pid}"))
+}
+
 /// User plus system CPU seconds the process has used.
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;

@@ -54,12 +54,12 @@ pub async fn namespace(client: &Client, name: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn deployment(name: &str, annotations: Value) -> Result<Deployment> {
+pub fn deployment(name: &str, annotations: Value, replicas: i32) -> Result<Deployment> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "annotations": annotations},
         "spec": {
-            "replicas": 1,
+            "replicas": replicas,
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": {"app": name}},
@@ -115,7 +115,10 @@ where
 }
 
 /// N apps, each with two PKCS12 Secrets of its own content, all Available.
-pub async fn apps(client: &Client, ns: &str, n: usize, pool: &Pool) -> Result<()> {
+/// With zero replicas a rollout has no pods to wait for: the Deployment
+/// controller completes it as soon as it observes the new template, so
+/// convergence at N = 5000 and more is measured without the rollouts.
+pub async fn apps(client: &Client, ns: &str, n: usize, pool: &Pool, replicas: i32) -> Result<()> {
     namespace(client, ns).await?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
@@ -126,7 +129,11 @@ pub async fn apps(client: &Client, ns: &str, n: usize, pool: &Pool) -> Result<()
                 let s = pkcs12_secret(&secret_name(i, which), &pool.file(2 * i + k)?)?;
                 create_ignoring_exists(&secrets, &s).await?;
             }
-            create_ignoring_exists(&deployments, &deployment(&app_name(i), json!({}))?).await
+            create_ignoring_exists(
+                &deployments,
+                &deployment(&app_name(i), json!({}), replicas)?,
+            )
+            .await
         }
     })
     .await?;
@@ -329,7 +336,11 @@ pub async fn converge(client: &Client, ns: &str, n: usize, obs: &Observer) -> Re
 }
 
 /// Latencies in ms from each set's create to its Ready and its app's rollout.
-pub fn latencies(clocks: &Clocks, n: usize) -> (Vec<f64>, Vec<f64>) {
+/// With `ready_waits_for_rollout`, a set counts as Ready no earlier than its
+/// app's rollout completed: the floor writes Ready when it has applied, while
+/// certpin's Ready waits for the rollout, so the floor's Ready is taken as
+/// the later of the two (the earliest a floor that waited could say it).
+pub fn latencies(clocks: &Clocks, n: usize, ready_waits_for_rollout: bool) -> (Vec<f64>, Vec<f64>) {
     let created = clocks.created.lock().map(|m| m.clone()).unwrap_or_default();
     let ready = clocks.ready.lock().map(|m| m.clone()).unwrap_or_default();
     let rolled = clocks
@@ -344,6 +355,10 @@ pub fn latencies(clocks: &Clocks, n: usize) -> (Vec<f64>, Vec<f64>) {
             continue;
         };
         if let Some(t) = ready.get(&set_name(i)) {
+            let t = match rolled.get(&app_name(i)) {
+                Some(o) if ready_waits_for_rollout => (*t).max(*o),
+                _ => *t,
+            };
             r.push(t.saturating_duration_since(*t0).as_secs_f64() * 1000.0);
         }
         if let Some(t) = rolled.get(&app_name(i)) {

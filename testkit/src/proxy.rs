@@ -5,7 +5,7 @@
 //! Conflict, as the API server does for a stale resourceVersion (certpin's
 //! fault tests use this).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +25,10 @@ pub struct Counts {
     pub watches: AtomicU64,
     /// Writes answered with an injected 409.
     pub conflicts: AtomicU64,
+    /// Every request by Kubernetes verb and resource ("patch deployments",
+    /// "list secrets", "watch configmaps"), as the API server's audit log
+    /// would name it.
+    pub by_verb: Mutex<BTreeMap<String, u64>>,
 }
 
 /// Faults to inject.
@@ -54,6 +58,10 @@ impl Faults {
 }
 
 impl Counts {
+    /// A copy of the counts by verb and resource.
+    pub fn by_verb(&self) -> BTreeMap<String, u64> {
+        self.by_verb.lock().map(|m| m.clone()).unwrap_or_default()
+    }
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
     }
@@ -150,6 +158,10 @@ async fn forward(State(up): State<Upstream>, req: Request) -> Response {
         _ => (&up.counts.writes, true),
     };
     counter.fetch_add(1, Ordering::Relaxed);
+    if let Ok(mut m) = up.counts.by_verb.lock() {
+        *m.entry(verb_and_resource(&parts.method, parts.uri.path(), watch))
+            .or_default() += 1;
+    }
     if write && up.faults.conflict(&parts.method, parts.uri.path()) {
         up.counts.conflicts.fetch_add(1, Ordering::Relaxed);
         return conflict(parts.uri.path());
@@ -185,6 +197,107 @@ async fn forward(State(up): State<Upstream>, req: Request) -> Response {
                 .unwrap_or_else(|e| error(StatusCode::BAD_GATEWAY, &e.to_string()))
         }
         Err(e) => error(StatusCode::BAD_GATEWAY, &e.to_string()),
+    }
+}
+
+/// A request named as the API server's authorizer names it: the verb (get
+/// or list by whether the path names an object), the resource and any
+/// subresource ("patch deployments/scale").
+pub fn verb_and_resource(method: &Method, path: &str, watch: bool) -> String {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // /api/v1/... or /apis/GROUP/VERSION/...; then namespaces/NS/ or not.
+    let rest: &[&str] = match parts.as_slice() {
+        ["api", _v, rest @ ..] => rest,
+        ["apis", _g, _v, rest @ ..] => rest,
+        _ => return format!("{} {path}", method.as_str().to_lowercase()),
+    };
+    let rest = match rest {
+        ["namespaces", _ns, r, more @ ..] => {
+            let mut v = vec![*r];
+            v.extend_from_slice(more);
+            v
+        }
+        other => other.to_vec(),
+    };
+    let (resource, named, sub) = match rest.as_slice() {
+        [r] => (*r, false, None),
+        [r, _name] => (*r, true, None),
+        [r, _name, sub, ..] => (*r, true, Some(*sub)),
+        [] => ("", false, None),
+    };
+    let verb = match *method {
+        Method::GET | Method::HEAD if watch => "watch",
+        Method::GET | Method::HEAD if named => "get",
+        Method::GET | Method::HEAD => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if named => "delete",
+        Method::DELETE => "deletecollection",
+        _ => "other",
+    };
+    match sub {
+        Some(sub) => format!("{verb} {resource}/{sub}"),
+        None => format!("{verb} {resource}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_named_by_verb_and_resource() {
+        let cases = [
+            (
+                Method::GET,
+                "/api/v1/namespaces/a/secrets/s",
+                false,
+                "get secrets",
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/a/secrets",
+                false,
+                "list secrets",
+            ),
+            (Method::GET, "/api/v1/secrets", true, "watch secrets"),
+            (
+                Method::PATCH,
+                "/apis/apps/v1/namespaces/a/deployments/d",
+                false,
+                "patch deployments",
+            ),
+            (
+                Method::PATCH,
+                "/apis/apps/v1/namespaces/a/deployments/d/scale",
+                false,
+                "patch deployments/scale",
+            ),
+            (
+                Method::PUT,
+                "/apis/certpin.dev/v1alpha1/namespaces/a/clientcertificatesets/s/status",
+                false,
+                "update clientcertificatesets/status",
+            ),
+            (
+                Method::POST,
+                "/api/v1/namespaces/a/events",
+                false,
+                "create events",
+            ),
+            (
+                Method::POST,
+                "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                false,
+                "create subjectaccessreviews",
+            ),
+            (Method::GET, "/api/v1/namespaces/a", false, "get namespaces"),
+            (Method::GET, "/version", false, "get /version"),
+        ];
+        for (m, path, watch, want) in cases {
+            assert_eq!(verb_and_resource(&m, path, watch), want, "{m} {path}");
+        }
     }
 }
 
