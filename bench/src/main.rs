@@ -62,6 +62,9 @@ enum Command {
         out: PathBuf,
         #[arg(long, env = "CERTPIN_BENCH_CACHE")]
         cache: PathBuf,
+        /// Only these scenarios (rows of other scenarios in `--out` stay).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Re-measures what two of certpin's workarounds buy (TCP_NODELAY,
     /// reads at a resourceVersion), each against the same requests without.
@@ -111,6 +114,12 @@ struct RunArgs {
     /// Where results go (JSON).
     #[arg(long, default_value = "bench/results.json")]
     out: PathBuf,
+    /// Keep the sizes (and scenarios) already in `--out` that this run does
+    /// not measure again (same N and replicas are replaced): the N = 1000 run
+    /// with pods and the zero-replica runs at N = 5000 and 10,000 go into one
+    /// file.
+    #[arg(long)]
+    merge: bool,
     /// Cache for the generated PKCS12 files, logs and kubeconfigs.
     #[arg(long, env = "CERTPIN_BENCH_CACHE")]
     cache: PathBuf,
@@ -145,7 +154,8 @@ fn main() -> Result<()> {
                 reloader,
                 out,
                 cache,
-            } => run_scenarios(&certpin, &reloader, &out, &cache).await,
+                only,
+            } => run_scenarios(&certpin, &reloader, &out, &cache, &only).await,
         }
     })
 }
@@ -340,7 +350,13 @@ async fn start_certpin(
     })
 }
 
-async fn run_scenarios(certpin: &Path, reloader: &Path, out: &Path, cache: &Path) -> Result<()> {
+async fn run_scenarios(
+    certpin: &Path,
+    reloader: &Path,
+    out: &Path,
+    cache: &Path,
+    only: &[String],
+) -> Result<()> {
     let client = certpin::testing::client().await?;
     install_crd(&client).await?;
     let dir = cache.join(format!("scenarios-{}", std::process::id()));
@@ -348,12 +364,29 @@ async fn run_scenarios(certpin: &Path, reloader: &Path, out: &Path, cache: &Path
     eprintln!("bench: logs in {}", dir.display());
     let pool = pool::ensure(cache, 2).await?;
     let bins = scenarios::Bins { certpin, reloader };
-    let rows = scenarios::run_all(&client, &bins, &pool, 0, &dir).await?;
+    let rows = scenarios::run_all(&client, &bins, &pool, 0, &dir, only).await?;
     let mut report: serde_json::Value = match std::fs::read_to_string(out) {
         Ok(text) => serde_json::from_str(&text)?,
         Err(_) => json!({}),
     };
-    report["scenarios"] = serde_json::to_value(rows)?;
+    // Rows of scenarios not run this time stay.
+    let mut all: Vec<serde_json::Value> = report["scenarios"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| {
+            !rows
+                .iter()
+                .any(|n| Some(n.scenario.as_str()) == r["scenario"].as_str())
+        })
+        .collect();
+    all.extend(
+        rows.iter()
+            .map(serde_json::to_value)
+            .collect::<Result<Vec<_>, _>>()?,
+    );
+    report["scenarios"] = json!(all);
     report["scenarios_reloader_kind"] = json!(std::env::var("CERTPIN_BENCH_RELOADER_KIND").ok());
     std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
     eprintln!("bench: wrote the scenarios to {}", out.display());
@@ -641,7 +674,34 @@ async fn run(args: RunArgs) -> Result<()> {
     if let Some(parent) = args.out.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
+    let mut value = serde_json::to_value(&report)?;
+    if args.merge
+        && let Ok(text) = std::fs::read_to_string(&args.out)
+    {
+        let old: serde_json::Value = serde_json::from_str(&text)?;
+        let measured = |s: &serde_json::Value| {
+            report.sizes.iter().any(|r| {
+                Some(r.n as u64) == s["n"].as_u64()
+                    && Some(r.replicas as i64) == s["replicas"].as_i64().or(Some(1))
+            })
+        };
+        let mut sizes: Vec<serde_json::Value> = old["sizes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| !measured(s))
+            .collect();
+        sizes.extend(value["sizes"].as_array().cloned().unwrap_or_default());
+        sizes.sort_by_key(|s| (s["replicas"].as_i64().unwrap_or(1) == 0, s["n"].as_u64()));
+        value["sizes"] = json!(sizes);
+        for k in ["scenarios", "scenarios_reloader_kind"] {
+            if !old[k].is_null() {
+                value[k] = old[k].clone();
+            }
+        }
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&value)?)?;
     eprintln!("bench: wrote {}", args.out.display());
     Ok(())
 }

@@ -36,15 +36,26 @@ const REPLICAS: i32 = 2;
 #[serde(rename_all = "lowercase")]
 pub enum Tool {
     Certpin,
+    /// certpin with `--debounce-ms=0`: its own work per change, without the
+    /// wait that makes a burst one restart.
+    CertpinNoDebounce,
     Reloader,
+    /// Reloader run again on the same scenario: the A/A run whose spread is
+    /// the noise the others are judged against.
+    ReloaderAgain,
 }
 
 impl Tool {
     fn name(self) -> &'static str {
         match self {
             Tool::Certpin => "certpin",
+            Tool::CertpinNoDebounce => "certpin-nodebounce",
             Tool::Reloader => "reloader",
+            Tool::ReloaderAgain => "reloader-aa",
         }
+    }
+    fn is_certpin(self) -> bool {
+        matches!(self, Tool::Certpin | Tool::CertpinNoDebounce)
     }
 }
 
@@ -94,24 +105,35 @@ struct Layout {
     padding: usize,
 }
 
-/// Runs every scenario for both tools and returns the rows.
+pub const SCENARIOS: [&str; 6] = [
+    "burst",
+    "no-op",
+    "fan-out",
+    "high-cardinality",
+    "controller-restart",
+    "large-objects",
+];
+
+/// Runs the scenarios (all, or those in `only`) for both tools.
 pub async fn run_all(
     client: &Client,
     bins: &Bins<'_>,
     pool: &Pool,
     pool_base: usize,
     dir: &Path,
+    only: &[String],
 ) -> Result<Vec<ScenarioResult>> {
     let mut rows = Vec::new();
-    for scenario in [
-        "burst",
-        "no-op",
-        "fan-out",
-        "high-cardinality",
-        "controller-restart",
-        "large-objects",
-    ] {
-        for tool in [Tool::Certpin, Tool::Reloader] {
+    for scenario in SCENARIOS {
+        if !only.is_empty() && !only.iter().any(|o| o == scenario) {
+            continue;
+        }
+        let mut tools = vec![Tool::Certpin, Tool::CertpinNoDebounce, Tool::Reloader];
+        // The A/A run where the sample is largest (100 changes, 100 apps).
+        if scenario == "high-cardinality" {
+            tools.push(Tool::ReloaderAgain);
+        }
+        for tool in tools {
             eprintln!("bench: scenario {scenario}, {}", tool.name());
             let row = run_one(client, bins, pool, pool_base, dir, scenario, tool)
                 .await
@@ -220,13 +242,15 @@ async fn setup(client: &Client, l: &Layout, tool: Tool, pool: &Pool, base: usize
             .await?;
         }
         let annotations = match tool {
-            Tool::Reloader => json!({"secret.reloader.stakater.com/reload": sec}),
-            Tool::Certpin => json!({}),
+            Tool::Reloader | Tool::ReloaderAgain => {
+                json!({"secret.reloader.stakater.com/reload": sec})
+            }
+            _ => json!({}),
         };
         let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
         workload::create_ignoring_exists(&api, &workload::deployment(app, annotations, REPLICAS)?)
             .await?;
-        if tool == Tool::Certpin {
+        if tool.is_certpin() {
             let api: Api<ClientCertificateSet> = Api::namespaced(client.clone(), ns);
             workload::create_ignoring_exists(&api, &set(app, sec)?).await?;
         }
@@ -243,14 +267,14 @@ async fn settled(client: &Client, l: &Layout, tool: Tool, timeout: Duration) -> 
         for ns in namespaces(l) {
             let d: Api<Deployment> = Api::namespaced(client.clone(), &ns);
             for dep in d.list(&ListParams::default()).await?.items {
-                let wired = tool == Tool::Reloader
+                let wired = !tool.is_certpin()
                     || workload::template_annotations(&dep)
                         .contains_key(certpin::testing::names::ANN_CONFIG_HASH);
                 if !wired || !workload::rollout_complete(&dep, 1) {
                     pending += 1;
                 }
             }
-            if tool == Tool::Certpin {
+            if tool.is_certpin() {
                 let s: Api<ClientCertificateSet> = Api::namespaced(client.clone(), &ns);
                 pending += s
                     .list(&ListParams::default())
@@ -375,18 +399,22 @@ async fn spawn(
         .watches
         .load(std::sync::atomic::Ordering::Relaxed);
     let (bin, args, want): (PathBuf, Vec<String>, u64) = match tool {
-        Tool::Certpin => (
+        Tool::Certpin | Tool::CertpinNoDebounce => (
             bins.certpin.to_path_buf(),
             vec![
                 "run".into(),
                 format!("--namespace={}", spaces.join(",")),
                 "--leader-election=false".into(),
                 format!("--metrics-addr=127.0.0.1:{}", crate::free_port()?),
-            ],
+            ]
+            .into_iter()
+            // The product's default debounce, or none.
+            .chain((tool == Tool::CertpinNoDebounce).then(|| "--debounce-ms=0".to_string()))
+            .collect(),
             // Sets, Secrets, ConfigMaps, Deployments, StatefulSets.
             5 * spaces.len() as u64,
         ),
-        Tool::Reloader => (
+        Tool::Reloader | Tool::ReloaderAgain => (
             bins.reloader.to_path_buf(),
             vec![
                 "--reload-strategy=annotations".into(),
@@ -665,9 +693,11 @@ async fn run_one(
     workload::teardown(client, &refs).await?;
     let expected_restarts = match tool {
         Tool::Certpin => expected.0,
-        Tool::Reloader => expected.1,
+        Tool::CertpinNoDebounce | Tool::Reloader | Tool::ReloaderAgain => expected.1,
     };
-    let expected_at_most = scenario == "controller-restart";
+    // Without the debounce certpin promises at most one restart per change.
+    let expected_at_most = scenario == "controller-restart"
+        || (tool == Tool::CertpinNoDebounce && scenario == "burst");
     let count_ok = if expected_at_most {
         restarts <= expected_restarts
     } else {
