@@ -197,6 +197,8 @@ struct Idle {
     decodes_after_restart: u64,
     reconciles_in_resync: u64,
     decodes_in_resync: u64,
+    /// Every request of the restarted certpin, by verb and resource.
+    requests: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Serialize, Default)]
@@ -362,7 +364,7 @@ async fn run_scenarios(
     let dir = cache.join(format!("scenarios-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     eprintln!("bench: logs in {}", dir.display());
-    let pool = pool::ensure(cache, 2).await?;
+    let pool = pool::ensure(cache, 1 + scenarios::CHANGE_FILES).await?;
     let bins = scenarios::Bins { certpin, reloader };
     let rows = scenarios::run_all(&client, &bins, &pool, 0, &dir, only).await?;
     let mut report: serde_json::Value = match std::fs::read_to_string(out) {
@@ -599,6 +601,23 @@ async fn run(args: RunArgs) -> Result<()> {
         result.rotation_certpin = summarize(&rot_cp);
         result.rotation_reloader = reloader.as_ref().map(|_| summarize(&rot_rl));
 
+        // The last rotation's rollout has completed (rotate waits for it);
+        // certpin says so on the set's status. Waited for here, so that the
+        // restarted operator's writes are its own and not this one's tail.
+        let sets: Api<ClientCertificateSet> = Api::namespaced(client.clone(), &ns_cp);
+        wait_for(
+            "every set Ready after the rotations",
+            Duration::from_secs(120),
+            || {
+                let sets = sets.clone();
+                async move {
+                    let list = sets.list(&Default::default()).await?;
+                    Ok(list.items.iter().filter(|s| workload::set_ready(s)).count() >= n)
+                }
+            },
+        )
+        .await?;
+
         // Footprint of the converged operator.
         let text = scrape(cp.metrics_port).await?;
         let reconciles = metric(&text, "certpin_reconciliations_total");
@@ -646,6 +665,7 @@ async fn run(args: RunArgs) -> Result<()> {
             decodes_after_restart: d1,
             reconciles_in_resync: r2 - r1,
             decodes_in_resync: d2 - d1,
+            requests: cp.proxy.counts.by_verb(),
         };
         result.certpin_decodes_per_reconcile_steady = (d2 - d1) as f64 / (r2 - r1).max(1) as f64;
         result.certpin_memory_steady = procs::memory(cp.program.pid()?)?;

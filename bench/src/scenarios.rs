@@ -28,6 +28,10 @@ use crate::procs::{self, Program};
 use crate::stats::{Summary, summarize};
 use crate::workload;
 
+/// Distinct PKCS12 files a scenario's changes cycle through (the pool
+/// files after `base`); more than any scenario's number of changes.
+pub const CHANGE_FILES: usize = 160;
+
 /// Replicas of each scenario app: more than one, so "all pods updated" is
 /// a rolling update and not one pod.
 const REPLICAS: i32 = 2;
@@ -520,13 +524,18 @@ async fn run_one(
         procs::reset_peak(p.pid()?)?;
     }
     let (v0, c0) = (running.proxy.counts.by_verb(), running.cpu()?);
-    let files = [pool.file(base + 1)?, pool.file(base)?];
+    // Each change brings content never seen in this scenario (the apps start
+    // on file `base`): a change back to earlier content is rightly no
+    // restart for certpin, which compares certificates, not bytes.
+    let files: Vec<Vec<u8>> = (1..=CHANGE_FILES)
+        .map(|k| pool.file(base + k))
+        .collect::<Result<_>>()?;
     let mut last: LastChange = HashMap::new();
     let mut changes = 0usize;
     let mut seq = 0usize;
     let mut next = || {
         seq += 1;
-        &files[seq % 2]
+        &files[(seq - 1) % files.len()]
     };
     // (expected for certpin, expected for Reloader)
     let expected: (usize, usize);
