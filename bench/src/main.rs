@@ -222,7 +222,7 @@ struct SizeResult {
 }
 
 #[derive(Serialize)]
-struct Report {
+struct Report<'a> {
     started: String,
     machine: String,
     kubernetes: String,
@@ -234,7 +234,7 @@ struct Report {
     /// stand-in (`CERTPIN_BENCH_RELOADER_KIND`, set by scripts/bench).
     #[serde(skip_serializing_if = "Option::is_none")]
     reloader_kind: Option<String>,
-    sizes: Vec<SizeResult>,
+    sizes: &'a [SizeResult],
 }
 
 async fn install_crd(client: &Client) -> Result<()> {
@@ -448,7 +448,11 @@ async fn run(args: RunArgs) -> Result<()> {
             "KUBECONFIG",
             std::env::var("KUBECONFIG").context("KUBECONFIG must name the test bed")?,
         )];
-        let cli: Vec<String> = reloader_args();
+        // Scoped as certpin is: the unrelated Secrets' namespace, its own,
+        // and each size's certpin namespace.
+        let mut scope = vec!["bench-noise".to_string(), ns.to_string()];
+        scope.extend(args.sizes.iter().map(|n| format!("bench-{n}-certpin")));
+        let cli: Vec<String> = reloader_args(&scope);
         let program = Program::spawn("reloader", bin, &cli, &env, &dir)?;
         // Warm-up rotation, not counted: Reloader has synced its caches once it reacts.
         let mut warm = Err(anyhow::anyhow!("not tried"));
@@ -675,15 +679,36 @@ async fn run(args: RunArgs) -> Result<()> {
         }
         eprintln!("bench: N={n}: {}", serde_json::to_string(&result)?);
         sizes.push(result);
+        // Written after each size, so that a long run cut short keeps what
+        // it measured; later writes of this run merge with the first.
+        write_report(
+            &args,
+            &started,
+            &version,
+            &sizes,
+            args.merge || sizes.len() > 1,
+        )?;
         workload::teardown(&client, &[&ns_floor, &ns_cp]).await?;
     }
     if let Some(p) = reloader {
         p.stop().await?;
     }
+    Ok(())
+}
+
+/// Writes this run's sizes to `--out`; with `merge`, the sizes there that
+/// this run did not measure (other N or replicas) and the scenarios stay.
+fn write_report(
+    args: &RunArgs,
+    started: &str,
+    version: &str,
+    sizes: &[SizeResult],
+    merge: bool,
+) -> Result<()> {
     let report = Report {
-        started,
+        started: started.to_string(),
         machine: machine(),
-        kubernetes: version,
+        kubernetes: version.to_string(),
         noise_secrets: args.noise,
         concurrency: args.concurrency,
         rotations: args.rotations,
@@ -695,9 +720,7 @@ async fn run(args: RunArgs) -> Result<()> {
         std::fs::create_dir_all(parent)?;
     }
     let mut value = serde_json::to_value(&report)?;
-    if args.merge
-        && let Ok(text) = std::fs::read_to_string(&args.out)
-    {
+    if merge && let Ok(text) = std::fs::read_to_string(&args.out) {
         let old: serde_json::Value = serde_json::from_str(&text)?;
         let measured = |s: &serde_json::Value| {
             report.sizes.iter().any(|r| {
@@ -727,9 +750,13 @@ async fn run(args: RunArgs) -> Result<()> {
 }
 
 /// Reloader's flags: the annotation strategy (a pod-template annotation, as
-/// certpin's Rolling does), extra flags from CERTPIN_BENCH_RELOADER_ARGS.
-fn reloader_args() -> Vec<String> {
-    let mut a = vec!["--reload-strategy=annotations".to_string()];
+/// certpin's Rolling does), the namespaces it watches (its scoped mode),
+/// extra flags from CERTPIN_BENCH_RELOADER_ARGS.
+fn reloader_args(namespaces: &[String]) -> Vec<String> {
+    let mut a = vec![
+        "--reload-strategy=annotations".to_string(),
+        format!("--namespaces={}", namespaces.join(",")),
+    ];
     if let Ok(extra) = std::env::var("CERTPIN_BENCH_RELOADER_ARGS") {
         a.extend(extra.split_whitespace().map(str::to_string));
     }
