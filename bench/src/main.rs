@@ -784,6 +784,67 @@ fn machine() -> String {
 #[cfg(test)]
 mod tests {
     use super::metric;
+    use axum::http::Method;
+    use certpin_testkit::proxy;
+
+    #[test]
+    fn requests_are_named_by_verb_and_resource() {
+        let cases = [
+            (
+                Method::GET,
+                "/api/v1/namespaces/a/secrets/s",
+                false,
+                "get secrets",
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/a/secrets",
+                false,
+                "list secrets",
+            ),
+            (Method::GET, "/api/v1/secrets", true, "watch secrets"),
+            (
+                Method::PATCH,
+                "/apis/apps/v1/namespaces/a/deployments/d",
+                false,
+                "patch deployments",
+            ),
+            (
+                Method::PATCH,
+                "/apis/apps/v1/namespaces/a/deployments/d/scale",
+                false,
+                "patch deployments/scale",
+            ),
+            (
+                Method::PUT,
+                "/apis/certpin.dev/v1alpha1/namespaces/a/clientcertificatesets/s/status",
+                false,
+                "update clientcertificatesets/status",
+            ),
+            (
+                Method::POST,
+                "/api/v1/namespaces/a/events",
+                false,
+                "create events",
+            ),
+            (
+                Method::POST,
+                "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                false,
+                "create subjectaccessreviews",
+            ),
+            (Method::GET, "/api/v1/namespaces/a", false, "get namespaces"),
+            (Method::GET, "/version", false, "get /version"),
+            (Method::GET, "/api/v1", false, "get /api/v1"),
+        ];
+        for (m, path, watch, want) in cases {
+            assert_eq!(
+                proxy::verb_and_resource(&m, path, watch),
+                want,
+                "{m} {path}"
+            );
+        }
+    }
 
     #[test]
     fn metric_sums_every_label_set_and_ignores_longer_names() {
