@@ -77,6 +77,8 @@ pub struct Context {
     pub client: Client,
     pub own_writes: OwnWrites,
     pub rollouts: Rollouts,
+    /// The sets waiting only for their rollouts (see `reconcile::waiting`).
+    pub waits: super::reconcile::waiting::Waits,
     /// How new a read must be (see `freshness`).
     pub marks: Marks,
     pub events: super::workarounds::events::Publisher,
@@ -107,6 +109,7 @@ impl Context {
             client,
             own_writes: OwnWrites::default(),
             rollouts: Rollouts::default(),
+            waits: Default::default(),
             marks: Marks::default(),
             resync,
             cache: DecodeCache::new(decoding, metrics.decodes.clone()),

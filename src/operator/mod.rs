@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use clap::Args;
 use futures::StreamExt as _;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::PredicateConfig;
@@ -51,9 +50,12 @@ pub struct RunArgs {
     /// more changes before reconciling those sets, so that a burst of
     /// rotations restarts an app once. Each further change within the wait
     /// starts it again. Changes to a set or its Deployment are not delayed.
-    /// A pipeline that rotates several Secrets of one set seconds apart can
-    /// set e.g. 2000; 0 reacts to every change at once.
-    #[arg(long, env = "CERTPIN_DEBOUNCE_MS", default_value_t = 500)]
+    /// 200 ms holds a burst whose changes come up to about 150 ms apart
+    /// (a pipeline applying a file and its password Secret, 20 rotations
+    /// in 2 s) and is all a single rotation waits. A pipeline that rotates
+    /// several Secrets of one set seconds apart can set e.g. 2000; 0 reacts
+    /// to every change at once.
+    #[arg(long, env = "CERTPIN_DEBOUNCE_MS", default_value_t = 200)]
     pub debounce_ms: u64,
     /// How many certificate files are decoded at once, on threads of their
     /// own (default: the CPUs the process may use).
@@ -322,8 +324,8 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
     let secrets = referenced_events::<Secret>(client, ns, ctx.clone(), |m| &m.secrets);
     let config_maps = referenced_events::<ConfigMap>(client, ns, ctx.clone(), |m| &m.config_maps);
     let cm_store = store.clone();
-    let deployments = workload_events::<Deployment>(client, ns, ctx.clone());
-    let stateful_sets = workload_events::<StatefulSet>(client, ns, ctx.clone());
+    let deployments = workload_events(client, ns, ctx.clone(), reconcile::deployment_stage);
+    let stateful_sets = workload_events(client, ns, ctx.clone(), reconcile::stateful_set_stage);
     let secret_store = store.clone();
     info!(
         namespace = ns.unwrap_or("<all>"),
@@ -332,13 +334,22 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
     // Secrets and workloads (their changes, and the status updates of a
     // rollout a set waits for) go through one debounce per set: a rollout
     // under way during a burst of rotations must not apply each of them.
+    // An input's change also ends the short passes of a set waiting for
+    // its rollout (`reconcile::waiting`), before the debounce.
+    let (secret_ctx, cm_ctx) = (ctx.clone(), ctx.clone());
     let secret_sets = changes(secrets, "Secret", move |s| {
         let ns = s.namespace().unwrap_or_default();
-        sets_using(&index, &secret_store, &ns, &s.name_any())
+        touched(
+            &secret_ctx,
+            sets_using(&index, &secret_store, &ns, &s.name_any()),
+        )
     });
     let config_map_sets = changes(config_maps, "ConfigMap", move |c| {
         let ns = c.namespace().unwrap_or_default();
-        sets_using(&cm_index, &cm_store, &ns, &c.name_any())
+        touched(
+            &cm_ctx,
+            sets_using(&cm_index, &cm_store, &ns, &c.name_any()),
+        )
     });
     let workload_sets = futures::stream::select(
         changes(
@@ -373,6 +384,17 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
         namespace = ns.unwrap_or("<all>"),
         "certpin controller stopped"
     );
+}
+
+fn touched(
+    ctx: &Context,
+    sets: Vec<ObjectRef<ClientCertificateSet>>,
+) -> Vec<ObjectRef<ClientCertificateSet>> {
+    for r in &sets {
+        ctx.waits
+            .touched(r.namespace.as_deref().unwrap_or_default(), &r.name);
+    }
+    sets
 }
 
 /// The sets that target a workload of `kind`, by its watch event.
@@ -452,13 +474,16 @@ where
 }
 
 /// A workload matters when its spec or annotations change or it goes,
-/// not on each status update of a rollout (unless a set waits for that
-/// rollout), nor when the change is the echo of certpin's own wiring patch.
+/// not on each status update of a rollout (only on those that change the
+/// step a set waiting for that rollout reports), nor when the change is the
+/// echo of certpin's own wiring patch. Watched whole (the status tells the
+/// step), but nothing of it is kept.
 fn workload_events<K>(
     client: &Client,
     ns: Option<&str>,
     ctx: Arc<Context>,
-) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + use<K>
+    stage: fn(&K) -> Option<u64>,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + use<K>
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -472,7 +497,7 @@ where
     let following = ctx.clone();
     let kind = WorkloadKind::parse(&K::kind(&())).unwrap_or(WorkloadKind::Deployment);
     triggers::changed_or_deleted(
-        watcher(api::<PartialObjectMeta<K>>(client, ns), list_config())
+        watcher(api::<K>(client, ns), list_config())
             .backoff(triggers::watch_backoff())
             // Every event raises the read mark, the filtered ones included.
             .inspect(move |e| {
@@ -486,6 +511,7 @@ where
                 }
             }),
         triggers::spec_and_annotations,
+        stage,
         move |key, value| ctx.own_writes.is_echo(key, value),
         move |key| following.rollouts.is_followed(key),
     )

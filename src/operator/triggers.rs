@@ -1,6 +1,8 @@
 //! Which watch events call for a reconcile. A rollout updates a Deployment's
 //! status many times; each update re-running the pass of the set that wires
-//! it would cost reads for nothing. Deletions always count.
+//! it would cost reads for nothing: a set waiting for a rollout is passed
+//! only when the rollout reaches a step the set reports. Deletions always
+//! count.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -12,11 +14,14 @@ use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::watcher::{self, Event};
 
 /// The objects whose `property` changed since they were last seen, unless
-/// `echo` says the change is one certpin itself just made; every change of
-/// a `followed` object; and the deleted ones.
+/// `echo` says the change is one certpin itself just made; a `followed`
+/// object whose `stage` changed (a rollout a set waits for, at a step that
+/// changes what the set reports; `None`: the status does not describe the
+/// current spec yet, so it says nothing new); and the deleted ones.
 pub fn changed_or_deleted<K, S>(
     events: S,
     property: fn(&K) -> u64,
+    stage: fn(&K) -> Option<u64>,
     mut echo: impl FnMut(&str, u64) -> bool + Send + 'static,
     followed: impl Fn(&str) -> bool + Send + 'static,
 ) -> impl Stream<Item = Result<K, watcher::Error>>
@@ -25,23 +30,29 @@ where
     S: Stream<Item = Result<Event<K>, watcher::Error>> + Send,
 {
     let mut seen: HashMap<String, u64> = HashMap::new();
+    let mut stages: HashMap<String, u64> = HashMap::new();
     events.flat_map(move |event| {
         let out: Vec<Result<K, watcher::Error>> = match event {
             Err(e) => vec![Err(e)],
             Ok(Event::Apply(o) | Event::InitApply(o)) => {
                 let value = property(&o);
                 let key = key(&o);
-                let unchanged = seen.insert(key.clone(), value) == Some(value);
-                if followed(&key) {
+                let changed = seen.insert(key.clone(), value) != Some(value);
+                let spec_news = changed && !echo(&key, value);
+                // Every object's stage is kept, so that following starts
+                // from what was last seen.
+                let stage_news =
+                    stage(&o).is_some_and(|s| stages.insert(key.clone(), s) != Some(s));
+                if spec_news || (stage_news && followed(&key)) {
                     vec![Ok(o)]
-                } else if unchanged || echo(&key, value) {
-                    vec![]
                 } else {
-                    vec![Ok(o)]
+                    vec![]
                 }
             }
             Ok(Event::Delete(o)) => {
-                seen.remove(&key(&o));
+                let key = key(&o);
+                seen.remove(&key);
+                stages.remove(&key);
                 vec![Ok(o)]
             }
             Ok(Event::Init | Event::InitDone) => vec![],
@@ -169,17 +180,42 @@ mod tests {
         assert_eq!(passed(events, |_, _| false).await, ["1", "3", "5", "6"]);
     }
 
+    /// A Deployment at `generation` whose status has seen `observed`, with
+    /// `updated` of 2 replicas updated.
+    fn rolling(generation: i64, rv: &str, observed: i64, updated: i32) -> Deployment {
+        let mut o = d(generation, rv);
+        o.spec = Some(k8s_openapi::api::apps::v1::DeploymentSpec {
+            replicas: Some(2),
+            ..Default::default()
+        });
+        o.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+            observed_generation: Some(observed),
+            replicas: Some(2),
+            updated_replicas: Some(updated),
+            available_replicas: Some(2),
+            ..Default::default()
+        });
+        o
+    }
+
     #[tokio::test]
-    async fn every_update_of_a_followed_rollout_passes() {
+    async fn a_followed_rollout_passes_when_its_stage_changes() {
         let events = futures::stream::iter(vec![
-            Ok(Event::Apply(d(1, "1"))),
-            Ok(Event::Apply(d(1, "2"))), // status update, followed
-            Ok(Event::Apply(d(1, "3"))), // status update, followed
+            Ok(Event::Apply(rolling(1, "1", 1, 2))),
+            Ok(Event::Apply(rolling(2, "2", 1, 2))), // certpin's write (echo)
+            Ok(Event::Apply(rolling(2, "3", 1, 2))), // status not yet of generation 2
+            Ok(Event::Apply(rolling(2, "4", 2, 0))), // seen: pods being created
+            Ok(Event::Apply(rolling(2, "5", 2, 1))), // same stage, other counts
+            Ok(Event::Apply(rolling(2, "6", 2, 2))), // complete
+            Ok(Event::Apply(rolling(2, "7", 2, 2))), // nothing new
         ]);
+        let own = std::sync::Arc::new(crate::operator::context::OwnWrites::default());
+        own.expect("Deployment/ns/app".into(), spec_and_annotations(&d(2, "")));
         let passed: Vec<String> = changed_or_deleted(
             events,
             spec_and_annotations,
-            |_, _| false,
+            crate::operator::reconcile::deployment_stage,
+            move |k, v| own.is_echo(k, v),
             |key| key == "Deployment/ns/app",
         )
         .map(|r| r.map(|o| o.metadata.resource_version.unwrap_or_default()))
@@ -188,14 +224,37 @@ mod tests {
         .into_iter()
         .collect::<Result<_, _>>()
         .unwrap_or_default();
-        assert_eq!(passed, ["1", "2", "3"]);
+        assert_eq!(passed, ["1", "4", "6"]);
+    }
+
+    #[tokio::test]
+    async fn stage_changes_of_a_rollout_nobody_follows_are_dropped() {
+        let events = futures::stream::iter(vec![
+            Ok(Event::Apply(rolling(1, "1", 1, 2))),
+            Ok(Event::Apply(rolling(1, "2", 1, 0))),
+            Ok(Event::Apply(rolling(1, "3", 1, 2))),
+        ]);
+        let passed: Vec<String> = changed_or_deleted(
+            events,
+            spec_and_annotations,
+            crate::operator::reconcile::deployment_stage,
+            |_, _| false,
+            |_| false,
+        )
+        .map(|r| r.map(|o| o.metadata.resource_version.unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap_or_default();
+        assert_eq!(passed, ["1"]);
     }
 
     async fn passed(
         events: impl Stream<Item = Result<Event<Deployment>, watcher::Error>> + Send,
         echo: impl FnMut(&str, u64) -> bool + Send + 'static,
     ) -> Vec<String> {
-        changed_or_deleted(events, spec_and_annotations, echo, |_| false)
+        changed_or_deleted(events, spec_and_annotations, |_| None, echo, |_| false)
             .map(|r| r.map(|o| o.metadata.resource_version.unwrap_or_default()))
             .collect::<Vec<_>>()
             .await

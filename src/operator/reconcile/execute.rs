@@ -157,8 +157,9 @@ async fn apply(ctx: &Context, ns: &str, w: &Wire, d: &Workload) -> Result<()> {
     )
     .await?;
     faults::after("apply-deployment");
-    ctx.own_writes
-        .expect(key, triggers::spec_and_annotations(&written));
+    let property = triggers::spec_and_annotations(&written);
+    ctx.waits.wrote(key.clone(), property);
+    ctx.own_writes.expect(key, property);
     Ok(())
 }
 

@@ -17,10 +17,13 @@ mod rollout;
 mod status;
 mod trust;
 mod validate;
+pub(crate) mod waiting;
 mod workload;
 
 #[cfg(test)]
 mod scenarios;
+
+pub use rollout::{deployment_stage, stateful_set_stage};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +52,7 @@ pub async fn reconcile(set: Arc<ClientCertificateSet>, ctx: Arc<Context>) -> Res
         // Deleted and already released: nothing of certpin's is left.
         Ok(Action::await_change())
     } else if deleting {
+        waiting::forget(&ctx, &set, &ns);
         match cleanup::cleanup(&set, &ctx, &ns).await {
             Ok(action) => finalizer::remove(&api, &set).await.map(|()| action),
             Err(e) => Err(e),
@@ -82,7 +86,12 @@ async fn reconcile_set(
     ns: &str,
     api: &Api<ClientCertificateSet>,
 ) -> Result<Action> {
+    if let Some(action) = waiting::pass(ctx, set, ns).await? {
+        return Ok(action);
+    }
+    let inputs_seen = waiting::begin(ctx, set, ns);
     let now = Utc::now();
+    let t0 = std::time::Instant::now();
     // The finalizer goes on while the inputs are read: both must succeed
     // before anything is written, and neither needs the other.
     let (finalized, inputs) = futures::join!(
@@ -92,10 +101,12 @@ async fn reconcile_set(
     finalized?;
     let inputs = inputs?;
     faults::after("dereference");
+    let t_read = t0.elapsed();
     // What is under the rendered names: this set's (to reuse), or another's.
     let (earlier, live_cm, foreign) = inputs.previous.split(set);
     let mut validation = validate::validate(set, &inputs, earlier.secret, &ctx.cache, now).await;
     faults::after("validate");
+    let t_valid = t0.elapsed();
     let target = inputs.workload.as_ref();
     let (claimant, others) = futures::try_join!(
         async {
@@ -128,6 +139,13 @@ async fn reconcile_set(
     };
     let plan = plan::plan(set, ns, rendering.as_ref().map(|(r, _)| r), &live);
     let writes = rendering.as_ref().map(|(_, w)| w);
+    // Followed before the write: the controller's first status update of
+    // the rollout can arrive before this pass ends, and would otherwise be
+    // dropped as a status-only change, leaving the set to the slow re-check.
+    if rollout::writes_workload(&plan) {
+        let (kind, name) = set.spec.app.target();
+        ctx.rollouts.follow(kind, ns, name, true);
+    }
     let outcome = execute::execute(
         ctx,
         set,
@@ -137,6 +155,7 @@ async fn reconcile_set(
         target,
     )
     .await?;
+    let t_exec = t0.elapsed();
     let rendered_at = rendering.as_ref().map(|(r, _)| r.rendered_at.as_str());
     let restart_due = manual_restart_due(ctx, set, ns, &outcome, target, rendered_at).await?;
     let rollout = rollout::after_pass(&plan, &outcome, target);
@@ -146,6 +165,7 @@ async fn reconcile_set(
         .as_ref()
         .map(|s| s.workloads.as_slice())
         .unwrap_or_default();
+    let restart_is_due = restart_due.is_some();
     let derived = status::derive(status::Pass {
         set,
         validation: &validation,
@@ -155,16 +175,44 @@ async fn reconcile_set(
         workloads: plan::records(old_records, set, &plan, &outcome, target),
         outcome: &outcome,
         restart_due,
-        rollout,
+        rollout: rollout.clone(),
         app_warnings: target
             .map(|d| workload::buildpack_env_warnings(set, d))
             .unwrap_or_default(),
         now: &now_time(),
     });
     publish(ctx, set, ns, &derived, &validation.warnings, target).await?;
+    tracing::debug!(
+        read_ms = t_read.as_millis() as u64,
+        valid_ms = t_valid.as_millis() as u64,
+        exec_ms = t_exec.as_millis() as u64,
+        total_ms = t0.elapsed().as_millis() as u64,
+        "pass timing"
+    );
     faults::after("status");
+    let expiry_check = next_expiry_check(&validation, set, now);
+    waiting::record(
+        ctx,
+        set,
+        ns,
+        waiting::Found {
+            inputs: inputs_seen,
+            plan: &plan,
+            outcome: &outcome,
+            rollout: &rollout,
+            restart_due: restart_is_due,
+            validation: &validation,
+            applied_hash: derived.status.applied_hash.clone(),
+            paths: rendering.as_ref().map(|(r, _)| &r.paths),
+            ca_paths: rendering.as_ref().map(|(r, _)| &r.ca_paths),
+            workloads: derived.status.workloads.clone(),
+            target,
+            written: &derived.status,
+            expiry_check,
+        },
+    );
     let mut requeue = derived.requeue.unwrap_or(ctx.resync).min(ctx.resync);
-    if let Some(wake) = next_expiry_check(&validation, set, now) {
+    if let Some(wake) = expiry_check {
         requeue = requeue.min(wake);
     }
     Ok(Action::requeue(requeue))
@@ -227,7 +275,14 @@ async fn publish(
         futures::future::join_all(due.into_iter().map(|e| status::event(ctx, set, e))),
         status::patch_status(&ctx.client, set, ns, &derived.status),
     );
-    patched.map(|_| ())
+    let written = patched?;
+    tracing::debug!(
+        ready = derived.ready.ok,
+        reason = %derived.ready.reason,
+        status_written = written,
+        "pass done"
+    );
+    Ok(())
 }
 
 fn record_metrics(

@@ -7,7 +7,7 @@ use super::kinds::Workload;
 use super::plan::{Outcome, Plan, Restart, Target};
 
 /// Where the rollout that carries the applied settings stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Rollout {
     /// Every replica runs the current template and is available.
     Complete,
@@ -25,10 +25,7 @@ pub enum Rollout {
 /// object read before the write says nothing about it yet); otherwise the
 /// workload's own status tells.
 pub fn after_pass(plan: &Plan, outcome: &Outcome, live: Option<&Workload>) -> Rollout {
-    let wrote = match &plan.target {
-        Target::Wire(w) => w.change || !matches!(w.restart, Restart::Apply),
-        Target::Refuse { .. } => false,
-    };
+    let wrote = writes_workload(plan);
     let restarted = matches!(outcome, Outcome::Wired { restarted: true });
     match live {
         Some(d) if wrote || restarted => {
@@ -39,12 +36,46 @@ pub fn after_pass(plan: &Plan, outcome: &Outcome, live: Option<&Workload>) -> Ro
     }
 }
 
+/// Whether the plan changes the workload (wiring or a restart): its
+/// rollout starts with this pass.
+pub fn writes_workload(plan: &Plan) -> bool {
+    match &plan.target {
+        Target::Wire(w) => w.change || !matches!(w.restart, Restart::Apply),
+        Target::Refuse { .. } => false,
+    }
+}
+
 /// The rollout state in a workload's status.
 pub fn state(w: &Workload) -> Rollout {
     match w {
         Workload::Deployment(d) => deployment(d),
         Workload::StatefulSet(s) => stateful_set(s),
     }
+}
+
+/// The step a Deployment's rollout is at, as a set would report it, with
+/// its generation; `None` while its status describes an older spec (no
+/// news for a set waiting on this generation).
+pub fn deployment_stage(d: &Deployment) -> Option<u64> {
+    let observed = d.status.as_ref()?.observed_generation?;
+    stage(d.metadata.generation, observed, || deployment(d))
+}
+
+/// `deployment_stage` for a StatefulSet.
+pub fn stateful_set_stage(s: &StatefulSet) -> Option<u64> {
+    let observed = s.status.as_ref()?.observed_generation?;
+    stage(s.metadata.generation, observed, || stateful_set(s))
+}
+
+fn stage(generation: Option<i64>, observed: i64, state: impl FnOnce() -> Rollout) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let generation = generation.unwrap_or(0);
+    if observed < generation {
+        return None;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (generation, state()).hash(&mut h);
+    Some(h.finish())
 }
 
 /// A StatefulSet replaces its pods one ordinal at a time, highest first,

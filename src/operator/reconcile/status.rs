@@ -118,8 +118,11 @@ const MANUAL_RECHECK: Duration = Duration::from_secs(5);
 /// How often a StopStart looks for its pods to go.
 const STOPPING_RECHECK: Duration = Duration::from_secs(2);
 /// How often a rollout is looked at when no status update of the workload
-/// arrived (those of a followed rollout trigger a pass at once).
-const ROLLOUT_RECHECK: Duration = Duration::from_secs(10);
+/// arrived. Every update of a followed rollout's status triggers a pass, so
+/// this is only a safety net: at 10 s, the re-checks of 5000 sets waiting
+/// for slow rollouts were 23 passes per set and took the API server's CPU
+/// from the rollouts themselves.
+const ROLLOUT_RECHECK: Duration = Duration::from_secs(60);
 /// How often a stuck rollout is looked at.
 const STUCK_RECHECK: Duration = Duration::from_secs(60);
 

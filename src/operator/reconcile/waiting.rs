@@ -1,0 +1,259 @@
+//! The pass of a set that waits only for its rollout: read the workload,
+//! re-derive the status from what the last full pass found, write it if it
+//! changed.
+//!
+//! Between the wiring and the end of its rollout a set is passed once per
+//! step of the rollout. A full pass reads every Secret the set names and
+//! its rendered objects again; at 1000 sets created at once those reads
+//! were a third of certpin's requests, on an API server that the rollouts
+//! themselves need. Nothing a full pass reads can have changed unless one
+//! of these did, and each one sends the set back to full passes:
+//! - a Secret or ConfigMap the set names (any watch event of it, including
+//!   a relist, counts as a change: `Waits::touched`);
+//! - the set's uid or generation;
+//! - the workload's uid, spec generation, controlling owner or annotations
+//!   (`triggers::spec_and_annotations_of` against what the wiring left).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+
+use super::kinds::{self, Workload};
+use super::plan::{Outcome, Plan, Restart, Target};
+use super::rollout::Rollout;
+use super::status::{self, Derived};
+use super::validate::Validation;
+use super::{publish, workload};
+use crate::operator::context::Context;
+use crate::operator::error::Result;
+use crate::operator::triggers;
+use crate::resource::{ClientCertificateSet, ClientCertificateSetStatus, WorkloadRecord};
+
+/// What a full pass found, kept while its set waits for the rollout.
+struct Entry {
+    set_uid: String,
+    set_generation: Option<i64>,
+    /// `Waits::touched` count of the set when the full pass began.
+    inputs: u64,
+    workload_uid: String,
+    /// `spec_and_annotations` of the workload as the wiring left it.
+    workload: u64,
+    /// The validation without the decoded certificates (status rows,
+    /// warnings and failure are all a status needs).
+    validation: Validation,
+    applied_hash: Option<String>,
+    paths: Option<std::collections::BTreeMap<String, String>>,
+    ca_paths: Option<std::collections::BTreeMap<String, String>>,
+    workloads: Vec<WorkloadRecord>,
+    /// The status certpin last wrote (the store may not have it yet).
+    written: ClientCertificateSetStatus,
+    /// When a certificate's expiry needs a look.
+    expiry_check: Option<Instant>,
+}
+
+/// The sets waiting for a rollout, and how often each one's inputs
+/// changed.
+#[derive(Default)]
+pub struct Waits {
+    entries: Mutex<HashMap<String, Entry>>,
+    touched: Mutex<HashMap<String, u64>>,
+    /// The workload's `spec_and_annotations` after certpin's last write.
+    wrote: Mutex<HashMap<String, u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn set_key(ns: &str, name: &str) -> String {
+    format!("{ns}/{name}")
+}
+
+impl Waits {
+    /// A Secret or ConfigMap the set `ns/name` names changed: its next pass
+    /// is a full one.
+    pub fn touched(&self, ns: &str, name: &str) {
+        *lock(&self.touched).entry(set_key(ns, name)).or_default() += 1;
+    }
+
+    fn inputs(&self, key: &str) -> u64 {
+        lock(&self.touched).get(key).copied().unwrap_or(0)
+    }
+
+    /// What certpin's write left on the workload `key` (`Kind/ns/name`).
+    pub fn wrote(&self, key: String, property: u64) {
+        lock(&self.wrote).insert(key, property);
+    }
+
+    fn forget(&self, key: &str) {
+        lock(&self.entries).remove(key);
+    }
+}
+
+/// Forgets a set that is going.
+pub fn forget(ctx: &Context, set: &ClientCertificateSet, ns: &str) {
+    let key = set_key(ns, &set.name_any());
+    ctx.waits.forget(&key);
+    lock(&ctx.waits.touched).remove(&key);
+}
+
+/// The count of input changes a full pass starts from.
+pub fn begin(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> u64 {
+    ctx.waits.inputs(&set_key(ns, &set.name_any()))
+}
+
+/// What a full pass leaves for the passes of its rollout.
+pub struct Found<'a> {
+    pub inputs: u64,
+    pub plan: &'a Plan,
+    pub outcome: &'a Outcome,
+    pub rollout: &'a Rollout,
+    pub restart_due: bool,
+    pub validation: &'a Validation,
+    pub applied_hash: Option<String>,
+    pub paths: Option<&'a std::collections::BTreeMap<String, String>>,
+    pub ca_paths: Option<&'a std::collections::BTreeMap<String, String>>,
+    pub workloads: Vec<WorkloadRecord>,
+    pub target: Option<&'a Workload>,
+    pub written: &'a ClientCertificateSetStatus,
+    pub expiry_check: Option<Duration>,
+}
+
+/// Keeps what a full pass found when its set now waits only for a rolling
+/// update (not a StopStart, a Manual restart or an error); forgets it
+/// otherwise.
+pub fn record(ctx: &Context, set: &ClientCertificateSet, ns: &str, f: Found) {
+    let key = set_key(ns, &set.name_any());
+    let rolling = matches!(&f.plan.target, Target::Wire(w) if matches!(w.restart, Restart::Apply));
+    let waits = matches!(f.outcome, Outcome::Wired { .. })
+        && matches!(f.rollout, Rollout::InProgress(_))
+        && !f.restart_due
+        && rolling;
+    let workload = match (waits, f.target) {
+        (true, Some(t)) => {
+            let wkey = triggers::key_for(t.kind().as_str(), ns, t.name());
+            let wrote = lock(&ctx.waits.wrote).remove(&wkey);
+            if super::rollout::writes_workload(f.plan) {
+                wrote
+            } else {
+                Some(triggers::spec_and_annotations_of(t.meta()))
+            }
+            .zip(t.meta().uid.clone())
+        }
+        _ => None,
+    };
+    let Some((workload, workload_uid)) = workload else {
+        ctx.waits.forget(&key);
+        return;
+    };
+    let v = f.validation;
+    let entry = Entry {
+        set_uid: set.uid().unwrap_or_default(),
+        set_generation: set.metadata.generation,
+        inputs: f.inputs,
+        workload_uid,
+        workload,
+        validation: Validation {
+            rows: v.rows.clone(),
+            ca_rows: v.ca_rows.clone(),
+            valid: None,
+            cas: Vec::new(),
+            ca_warnings: v.ca_warnings.clone(),
+            known: v.known,
+            failure: v.failure.clone(),
+            warnings: v.warnings.clone(),
+        },
+        applied_hash: f.applied_hash,
+        paths: f.paths.cloned(),
+        ca_paths: f.ca_paths.cloned(),
+        workloads: f.workloads,
+        written: f.written.clone(),
+        expiry_check: f.expiry_check.map(|d| Instant::now() + d),
+    };
+    lock(&ctx.waits.entries).insert(key, entry);
+}
+
+/// The pass of a set that waits only for its rollout, when nothing else
+/// can have changed; `None`: a full pass is needed.
+pub async fn pass(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result<Option<Action>> {
+    let key = set_key(ns, &set.name_any());
+    let (kind, name) = set.spec.app.target();
+    let current = {
+        let entries = lock(&ctx.waits.entries);
+        entries.get(&key).map(|e| {
+            e.set_uid == set.uid().unwrap_or_default()
+                && e.set_generation == set.metadata.generation
+                && e.inputs == ctx.waits.inputs(&key)
+                && set.metadata.deletion_timestamp.is_none()
+        })
+    };
+    match current {
+        None => return Ok(None),
+        Some(false) => {
+            ctx.waits.forget(&key);
+            return Ok(None);
+        }
+        Some(true) => {}
+    }
+    let live = kinds::get_opt(&ctx.client, &ctx.marks, ns, kind, name).await?;
+    let Some(live) = live else {
+        ctx.waits.forget(&key);
+        return Ok(None);
+    };
+    let Some(entry) = lock(&ctx.waits.entries).remove(&key) else {
+        return Ok(None);
+    };
+    let unchanged = live.meta().uid.as_deref() == Some(entry.workload_uid.as_str())
+        && triggers::spec_and_annotations_of(live.meta()) == entry.workload;
+    if !unchanged {
+        return Ok(None);
+    }
+    let rollout = super::rollout::state(&live);
+    // The set as the last full pass left it: its status is what certpin
+    // wrote, whether or not the watch has delivered it yet.
+    let mut view = set.clone();
+    view.status = Some(entry.written.clone());
+    let outcome = Outcome::Wired { restarted: false };
+    let derived: Derived = status::derive(status::Pass {
+        set: &view,
+        validation: &entry.validation,
+        applied_hash: entry.applied_hash.clone(),
+        paths: entry.paths.as_ref(),
+        ca_paths: entry.ca_paths.as_ref(),
+        workloads: entry.workloads.clone(),
+        outcome: &outcome,
+        restart_due: None,
+        rollout: rollout.clone(),
+        app_warnings: workload::buildpack_env_warnings(&view, &live),
+        now: &super::now_time(),
+    });
+    publish(
+        ctx,
+        &view,
+        ns,
+        &derived,
+        &entry.validation.warnings,
+        Some(&live),
+    )
+    .await?;
+    super::follow(ctx, ns, set, &outcome, &rollout);
+    let mut requeue = derived.requeue.unwrap_or(ctx.resync).min(ctx.resync);
+    if let Some(at) = entry.expiry_check {
+        requeue = requeue.min(
+            at.saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(1)),
+        );
+    }
+    if matches!(rollout, Rollout::InProgress(_)) {
+        let entry = Entry {
+            written: derived.status,
+            ..entry
+        };
+        lock(&ctx.waits.entries).insert(key, entry);
+    }
+    tracing::debug!(ready = derived.ready.ok, reason = %derived.ready.reason, "rollout pass done");
+    Ok(Some(Action::requeue(requeue)))
+}
