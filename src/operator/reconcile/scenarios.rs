@@ -17,4 +17,5 @@ mod restart;
 mod secrets;
 mod stop_start;
 mod trust;
+mod waiting;
 mod wiring;

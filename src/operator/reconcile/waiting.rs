@@ -93,6 +93,15 @@ impl Waits {
     }
 }
 
+#[cfg(test)]
+impl Waits {
+    /// What the watch does for the sets a changed Secret or ConfigMap
+    /// concerns, for every set: scenario tests change inputs without one.
+    pub fn inputs_changed_everywhere(&self) {
+        lock(&self.entries).clear();
+    }
+}
+
 /// Forgets a set that is going.
 pub fn forget(ctx: &Context, set: &ClientCertificateSet, ns: &str) {
     let key = set_key(ns, &set.name_any());

@@ -24,7 +24,7 @@ fn stateful_set_with(w: &World, name: &str, replicas: i32, spec: Value) {
     });
     json_patch::merge(&mut s["spec"], &spec);
     let s: StatefulSet = serde_json::from_value(s).expect("a StatefulSet");
-    w.fake.insert(&s);
+    w.input(&s);
 }
 
 fn stateful_set_now(w: &World, name: &str) -> StatefulSet {

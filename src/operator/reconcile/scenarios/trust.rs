@@ -16,7 +16,7 @@ fn ca_fixture(name: &str) -> Vec<u8> {
 
 fn bundle_config_map(w: &World, name: &str, file: &str) {
     let text = String::from_utf8(ca_fixture(file)).expect("PEM text");
-    w.fake.insert(&ConfigMap {
+    w.input(&ConfigMap {
         metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
             name: Some(name.into()),
             namespace: Some(NS.into()),
@@ -28,7 +28,7 @@ fn bundle_config_map(w: &World, name: &str, file: &str) {
 }
 
 fn ca_secret(w: &World, name: &str, file: &str) {
-    w.fake.insert(&Secret {
+    w.input(&Secret {
         metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
             name: Some(name.into()),
             namespace: Some(NS.into()),

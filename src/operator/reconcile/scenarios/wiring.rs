@@ -32,7 +32,7 @@ async fn a_new_set_is_finalized_rendered_wired_and_ready_and_an_idle_pass_writes
         "a new set costs seven writes (an Event about the set, one about the Deployment it restarted)"
     );
     // Not Ready until the rollout that carries the settings is complete.
-    assert_eq!(action, Action::requeue(Duration::from_secs(10)));
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
     let s = w.set("s");
     assert_eq!(ready(&s).1, "RolloutInProgress");
     assert_eq!(condition(&s, "Reconciling").reason, "RolloutInProgress");

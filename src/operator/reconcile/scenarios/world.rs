@@ -63,7 +63,14 @@ impl World {
             ])),
             ..Default::default()
         };
-        self.fake.insert(&secret);
+        self.input(&secret);
+    }
+
+    /// A Secret or ConfigMap a set may name, created or changed, as the
+    /// watch would report it.
+    pub fn input<K: serde::Serialize + kube::Resource<DynamicType = ()>>(&self, o: &K) {
+        self.fake.insert(o);
+        self.ctx.waits.inputs_changed_everywhere();
     }
 
     /// A Deployment as tests/support makes them (containers with only an image).

@@ -1,0 +1,136 @@
+//! A set waiting for its rollout: short passes that read only the workload,
+//! and the changes that send it back to full passes.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use serde_json::json;
+
+use super::world::*;
+
+/// Every request of a pass, as `describe` names them.
+fn requests_since(w: &World, mark: usize) -> Vec<String> {
+    w.fake.since(mark, |log| log.iter().map(describe).collect())
+}
+
+#[tokio::test]
+async fn a_pass_while_the_rollout_runs_reads_only_the_workload_and_leaves_what_a_full_pass_would() {
+    let mut w = World::new();
+    w.deployment("app", 2, &["mendix"]);
+    w.create_set("s", json!({"app": {"deployment": "app"}}));
+    w.pass_ok("s").await;
+    assert_eq!(ready(&w.set("s")).1, "RolloutInProgress");
+
+    // The Deployment controller has not seen the new template yet: what
+    // the set reports changes ("rollout started" before).
+    let mark = w.fake.mark();
+    w.pass_ok("s").await;
+    assert_eq!(
+        requests_since(&w, mark),
+        [
+            "GET deployments/app - -",
+            "PATCH clientcertificatesets/s/status apply certpin",
+        ]
+    );
+    // Again: nothing new to report, nothing written, no Secret read.
+    let mark = w.fake.mark();
+    w.pass_ok("s").await;
+    assert_eq!(requests_since(&w, mark), ["GET deployments/app - -"]);
+
+    let mark = w.fake.mark();
+    w.pass_rolled_out("s", "app").await;
+    assert_eq!(
+        requests_since(&w, mark),
+        [
+            "GET deployments/app - -",
+            "PATCH clientcertificatesets/s/status apply certpin",
+        ]
+    );
+    let s = w.set("s");
+    assert!(is_ready(&s), "{:?}", ready(&s));
+    assert_eq!(records(&s), ["app"]);
+
+    // A full pass (nothing remembered) finds the same status: it writes
+    // nothing and decodes nothing more.
+    let decodes = w.decodes();
+    w.restart_operator();
+    let mark = w.fake.mark();
+    w.pass_ok("s").await;
+    assert_eq!(w.writes_since(mark), Vec::<String>::new());
+    assert!(
+        requests_since(&w, mark)
+            .iter()
+            .any(|r| r.starts_with("GET secrets/cert")),
+        "a full pass reads the Secrets"
+    );
+    assert_eq!(
+        w.decodes(),
+        0,
+        "known from the rendering ({decodes} before)"
+    );
+}
+
+#[tokio::test]
+async fn a_rotation_during_the_rollout_is_applied_by_a_full_pass() {
+    let w = World::new();
+    w.deployment("app", 2, &["mendix"]);
+    w.create_set("s", json!({"app": {"deployment": "app"}}));
+    w.pass_ok("s").await;
+    let first = w.set("s").status.unwrap().applied_hash.unwrap();
+    let (secret, template) = (
+        w.version_of_secret("s-certpin"),
+        template_hash(&w.deployment_now("app")),
+    );
+
+    w.put_cert("openssl-ec384-modern.p12", PASSWORD);
+    w.pass_ok("s").await;
+    let s = w.set("s");
+    assert_ne!(s.status.unwrap().applied_hash.unwrap(), first);
+    assert_ne!(w.version_of_secret("s-certpin"), secret);
+    assert_ne!(template_hash(&w.deployment_now("app")), template);
+    w.rolls_then_ready("s", "app").await;
+}
+
+#[tokio::test]
+async fn an_edit_of_the_workload_during_the_rollout_gets_a_full_pass() {
+    let w = World::new();
+    w.deployment("app", 2, &["mendix"]);
+    w.create_set("s", json!({"app": {"deployment": "app"}}));
+    w.pass_ok("s").await;
+    let mark = w.fake.mark();
+    w.pass_ok("s").await;
+    assert!(
+        !reads_secrets(&w, mark),
+        "waiting: {:?}",
+        requests_since(&w, mark)
+    );
+
+    // Someone else's annotation (the claim and the StopStart record live
+    // among them): whatever certpin's wiring rests on is read again.
+    let mut d = w.deployment_now("app");
+    d.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("team.example/owner".into(), "payments".into());
+    w.fake.insert(&d);
+    let mark = w.fake.mark();
+    w.pass_ok("s").await;
+    assert!(reads_secrets(&w, mark), "{:?}", requests_since(&w, mark));
+    assert!(wired(&containers(&w.deployment_now("app"))[0]));
+    w.rolls_then_ready("s", "app").await;
+}
+
+fn reads_secrets(w: &World, mark: usize) -> bool {
+    requests_since(w, mark)
+        .iter()
+        .any(|r| r.starts_with("GET secrets/cert"))
+}
+
+#[tokio::test]
+async fn a_workload_gone_during_the_rollout_gets_a_full_pass() {
+    let w = World::new();
+    w.deployment("app", 2, &["mendix"]);
+    w.create_set("s", json!({"app": {"deployment": "app"}}));
+    w.pass_ok("s").await;
+    w.fake.with(|st| st.remove::<Deployment>(NS, "app"));
+    w.pass_ok("s").await;
+    assert_eq!(ready(&w.set("s")).1, "DeploymentNotFound");
+}
