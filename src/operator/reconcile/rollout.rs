@@ -29,7 +29,7 @@ pub fn after_pass(plan: &Plan, outcome: &Outcome, live: Option<&Workload>) -> Ro
     let restarted = matches!(outcome, Outcome::Wired { restarted: true });
     match live {
         Some(d) if wrote || restarted => {
-            Rollout::InProgress(format!("{}: rollout started", d.describe()))
+            Rollout::InProgress(not_yet_seen(d.kind().as_str(), d.name()))
         }
         Some(d) => state(d),
         None => Rollout::InProgress("the workload is not there".into()),
@@ -43,6 +43,13 @@ pub fn writes_workload(plan: &Plan) -> bool {
         Target::Wire(w) => w.change || !matches!(w.restart, Restart::Apply),
         Target::Refuse { .. } => false,
     }
+}
+
+/// One text for a rollout just started and one whose controller has not
+/// yet seen the template: a set reports the same step, and writes nothing,
+/// when a late status update of the older template arrives.
+fn not_yet_seen(kind: &str, name: &str) -> String {
+    format!("{kind} {name:?}: waiting for the {kind} controller to see the new template")
 }
 
 /// The rollout state in a workload's status.
@@ -84,12 +91,10 @@ fn stage(generation: Option<i64>, observed: i64, state: impl FnOnce() -> Rollout
 fn stateful_set(s: &StatefulSet) -> Rollout {
     let name = s.metadata.name.as_deref().unwrap_or_default();
     let Some(status) = &s.status else {
-        return Rollout::InProgress(format!("StatefulSet {name:?} has no status yet"));
+        return Rollout::InProgress(not_yet_seen("StatefulSet", name));
     };
     if status.observed_generation.unwrap_or(0) < s.metadata.generation.unwrap_or(0) {
-        return Rollout::InProgress(format!(
-            "StatefulSet {name:?}: waiting for the StatefulSet controller to see the new template"
-        ));
+        return Rollout::InProgress(not_yet_seen("StatefulSet", name));
     }
     let spec = s.spec.as_ref();
     let want = spec.and_then(|s| s.replicas).unwrap_or(1);
@@ -145,13 +150,11 @@ fn stateful_set(s: &StatefulSet) -> Rollout {
 fn deployment(d: &Deployment) -> Rollout {
     let name = d.metadata.name.as_deref().unwrap_or_default();
     let Some(status) = &d.status else {
-        return Rollout::InProgress(format!("Deployment {name:?} has no status yet"));
+        return Rollout::InProgress(not_yet_seen("Deployment", name));
     };
     let generation = d.metadata.generation.unwrap_or(0);
     if status.observed_generation.unwrap_or(0) < generation {
-        return Rollout::InProgress(format!(
-            "Deployment {name:?}: waiting for the Deployment controller to see the new template"
-        ));
+        return Rollout::InProgress(not_yet_seen("Deployment", name));
     }
     let deadline_passed = status.conditions.iter().flatten().any(|c| {
         c.type_ == "Progressing"
