@@ -141,17 +141,18 @@ pub fn record(ctx: &Context, set: &ClientCertificateSet, ns: &str, f: Found) {
         && matches!(f.rollout, Rollout::InProgress(_))
         && !f.restart_due
         && rolling;
+    // What this pass's write left, taken whether or not the set now waits:
+    // the map holds a write only until the pass that made it ends.
+    let wrote = f.target.and_then(|t| {
+        lock(&ctx.waits.wrote).remove(&triggers::key_for(t.kind().as_str(), ns, t.name()))
+    });
     let workload = match (waits, f.target) {
-        (true, Some(t)) => {
-            let wkey = triggers::key_for(t.kind().as_str(), ns, t.name());
-            let wrote = lock(&ctx.waits.wrote).remove(&wkey);
-            if super::rollout::writes_workload(f.plan) {
-                wrote
-            } else {
-                Some(triggers::spec_and_annotations_of(t.meta()))
-            }
-            .zip(t.meta().uid.clone())
+        (true, Some(t)) => if super::rollout::writes_workload(f.plan) {
+            wrote
+        } else {
+            Some(triggers::spec_and_annotations_of(t.meta()))
         }
+        .zip(t.meta().uid.clone()),
         _ => None,
     };
     let Some((workload, workload_uid)) = workload else {
