@@ -181,8 +181,12 @@ async fn reconcile_set(
             .unwrap_or_default(),
         now: &now_time(),
     });
-    publish(ctx, set, ns, &derived, &validation.warnings, target).await?;
+    let deferred = waiting::defers_status(&plan, &outcome, &rollout, restart_is_due);
+    if !deferred {
+        publish(ctx, set, ns, &derived, &validation.warnings, target).await?;
+    }
     tracing::debug!(
+        status_deferred = deferred,
         read_ms = t_read.as_millis() as u64,
         valid_ms = t_valid.as_millis() as u64,
         exec_ms = t_exec.as_millis() as u64,
@@ -191,6 +195,7 @@ async fn reconcile_set(
     );
     faults::after("status");
     let expiry_check = next_expiry_check(&validation, set, now);
+    let unwritten = set.status.clone().unwrap_or_default();
     waiting::record(
         ctx,
         set,
@@ -207,11 +212,20 @@ async fn reconcile_set(
             ca_paths: rendering.as_ref().map(|(r, _)| &r.ca_paths),
             workloads: derived.status.workloads.clone(),
             target,
-            written: &derived.status,
+            // A deferred status is still the one on the server.
+            written: if deferred {
+                &unwritten
+            } else {
+                &derived.status
+            },
             expiry_check,
+            deferred,
         },
     );
     let mut requeue = derived.requeue.unwrap_or(ctx.resync).min(ctx.resync);
+    if deferred {
+        requeue = requeue.min(waiting::FIRST_LOOK);
+    }
     if let Some(wake) = expiry_check {
         requeue = requeue.min(wake);
     }

@@ -52,6 +52,27 @@ fn not_yet_seen(kind: &str, name: &str) -> String {
     format!("{kind} {name:?}: waiting for the {kind} controller to see the new template")
 }
 
+/// Pods of the old template still run, or not every pod of the new one
+/// exists yet.
+fn replacing(kind: &str, name: &str) -> String {
+    format!("{kind} {name:?}: pods are being replaced by pods with the new settings")
+}
+
+/// Whether the workload's controller has seen its current spec.
+pub fn seen(w: &Workload) -> bool {
+    let (observed, generation) = match w {
+        Workload::Deployment(d) => (
+            d.status.as_ref().and_then(|s| s.observed_generation),
+            d.metadata.generation,
+        ),
+        Workload::StatefulSet(s) => (
+            s.status.as_ref().and_then(|s| s.observed_generation),
+            s.metadata.generation,
+        ),
+    };
+    observed.unwrap_or(0) >= generation.unwrap_or(0)
+}
+
 /// The rollout state in a workload's status.
 pub fn state(w: &Workload) -> Rollout {
     match w {
@@ -119,15 +140,8 @@ fn stateful_set(s: &StatefulSet) -> Rollout {
              settings until the partition is lowered"
         ));
     }
-    if updated < want {
-        return Rollout::InProgress(format!(
-            "StatefulSet {name:?}: pods with the new settings are being created"
-        ));
-    }
-    if status.replicas > want {
-        return Rollout::InProgress(format!(
-            "StatefulSet {name:?}: pods with the old settings are terminating"
-        ));
+    if updated < want || status.replicas > want {
+        return Rollout::InProgress(replacing("StatefulSet", name));
     }
     if ready < want || available < want {
         return Rollout::InProgress(format!(
@@ -177,16 +191,11 @@ fn deployment(d: &Deployment) -> Rollout {
         ));
     }
     // Stages, not counts: each change of the message is a status write,
-    // and `kubectl rollout status` gives the counts.
-    if updated < want {
-        return Rollout::InProgress(format!(
-            "Deployment {name:?}: pods with the new settings are being created"
-        ));
-    }
-    if total > updated {
-        return Rollout::InProgress(format!(
-            "Deployment {name:?}: pods with the old settings are terminating"
-        ));
+    // and `kubectl rollout status` gives the counts. Creating new pods and
+    // terminating old ones alternate through a rolling update (one surge
+    // pod at a time), so they are one stage.
+    if updated < want || total > updated {
+        return Rollout::InProgress(replacing("Deployment", name));
     }
     if available < updated {
         return Rollout::InProgress(format!(
@@ -243,7 +252,7 @@ mod tests {
                 rolling.clone(),
                 json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 1,
                 "readyReplicas": 3, "currentRevision": "r1", "updateRevision": "r2"}),
-                "being created",
+                "being replaced",
             ),
             (
                 rolling.clone(),
@@ -297,11 +306,11 @@ mod tests {
             ),
             (
                 json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 2}),
-                "being created",
+                "being replaced",
             ),
             (
                 json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2}),
-                "old settings are terminating",
+                "being replaced",
             ),
             (
                 json!({"observedGeneration": 4, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}),

@@ -52,7 +52,16 @@ struct Entry {
     written: ClientCertificateSetStatus,
     /// When a certificate's expiry needs a look.
     expiry_check: Option<Instant>,
+    /// The full pass left its status to the rollout's first step
+    /// (`defers_status`): `written` is still the older one, and the status
+    /// still has to say whether that pass restarted the app.
+    deferred: Option<(Outcome, Instant)>,
 }
+
+/// How long a status is left to the controller's first look at the new
+/// template: beyond this (a controller manager down or far behind) the
+/// status says that the controller has not seen it.
+pub const FIRST_LOOK: Duration = Duration::from_secs(30);
 
 /// The sets waiting for a rollout, and how often each one's inputs
 /// changed.
@@ -100,6 +109,13 @@ impl Waits {
     pub fn inputs_changed_everywhere(&self) {
         lock(&self.entries).clear();
     }
+
+    /// Whether the set's last full pass left its status to the rollout.
+    pub fn status_deferred(&self, ns: &str, name: &str) -> bool {
+        lock(&self.entries)
+            .get(&set_key(ns, name))
+            .is_some_and(|e| e.deferred.is_some())
+    }
 }
 
 /// Forgets a set that is going.
@@ -129,6 +145,34 @@ pub struct Found<'a> {
     pub target: Option<&'a Workload>,
     pub written: &'a ClientCertificateSetStatus,
     pub expiry_check: Option<Duration>,
+    pub deferred: bool,
+}
+
+/// Whether a pass leaves its set waiting only for a rolling update (not a
+/// StopStart, a Manual restart or an error).
+pub fn waits_for_rollout(
+    plan: &Plan,
+    outcome: &Outcome,
+    rollout: &Rollout,
+    restart_due: bool,
+) -> bool {
+    let rolling = matches!(&plan.target, Target::Wire(w) if matches!(w.restart, Restart::Apply));
+    matches!(outcome, Outcome::Wired { .. })
+        && matches!(rollout, Rollout::InProgress(_))
+        && !restart_due
+        && rolling
+}
+
+/// Whether the pass that starts a rolling update leaves its status to the
+/// rollout's first step. Written now, it would say only "waiting for the
+/// controller to see the new template", and the controller's first status
+/// update (for an app of zero replicas or one that rolls quickly, already
+/// "complete") would need a second write: one status write per rollout
+/// fewer, on an API server the rollouts themselves load. The controller's
+/// first update is normally milliseconds away; if it has not come within
+/// `FIRST_LOOK`, the status is written saying so.
+pub fn defers_status(plan: &Plan, outcome: &Outcome, rollout: &Rollout, restart_due: bool) -> bool {
+    waits_for_rollout(plan, outcome, rollout, restart_due) && super::rollout::writes_workload(plan)
 }
 
 /// Keeps what a full pass found when its set now waits only for a rolling
@@ -136,11 +180,7 @@ pub struct Found<'a> {
 /// otherwise.
 pub fn record(ctx: &Context, set: &ClientCertificateSet, ns: &str, f: Found) {
     let key = set_key(ns, &set.name_any());
-    let rolling = matches!(&f.plan.target, Target::Wire(w) if matches!(w.restart, Restart::Apply));
-    let waits = matches!(f.outcome, Outcome::Wired { .. })
-        && matches!(f.rollout, Rollout::InProgress(_))
-        && !f.restart_due
-        && rolling;
+    let waits = waits_for_rollout(f.plan, f.outcome, f.rollout, f.restart_due);
     // What this pass's write left, taken whether or not the set now waits:
     // the map holds a write only until the pass that made it ends.
     let wrote = f.target.and_then(|t| {
@@ -182,6 +222,7 @@ pub fn record(ctx: &Context, set: &ClientCertificateSet, ns: &str, f: Found) {
         workloads: f.workloads,
         written: f.written.clone(),
         expiry_check: f.expiry_check.map(|d| Instant::now() + d),
+        deferred: f.deferred.then(|| (f.outcome.clone(), Instant::now())),
     };
     lock(&ctx.waits.entries).insert(key, entry);
 }
@@ -222,11 +263,22 @@ pub async fn pass(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result
         return Ok(None);
     }
     let rollout = super::rollout::state(&live);
+    if let Some((_, since)) = &entry.deferred {
+        let waited = since.elapsed();
+        if !super::rollout::seen(&live) && waited < FIRST_LOOK {
+            lock(&ctx.waits.entries).insert(key, entry);
+            return Ok(Some(Action::requeue(FIRST_LOOK - waited)));
+        }
+    }
     // The set as the last full pass left it: its status is what certpin
     // wrote, whether or not the watch has delivered it yet.
     let mut view = set.clone();
     view.status = Some(entry.written.clone());
-    let outcome = Outcome::Wired { restarted: false };
+    let outcome = entry
+        .deferred
+        .as_ref()
+        .map(|(o, _)| o.clone())
+        .unwrap_or(Outcome::Wired { restarted: false });
     let derived: Derived = status::derive(status::Pass {
         set: &view,
         validation: &entry.validation,
@@ -260,6 +312,7 @@ pub async fn pass(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result
     if matches!(rollout, Rollout::InProgress(_)) {
         let entry = Entry {
             written: derived.status,
+            deferred: None,
             ..entry
         };
         lock(&ctx.waits.entries).insert(key, entry);

@@ -125,3 +125,101 @@ async fn a_workload_gone_during_the_rollout_gets_a_full_pass() {
     w.pass_ok("s").await;
     assert_eq!(ready(&w.set("s")).1, "DeploymentNotFound");
 }
+
+#[tokio::test]
+async fn the_pass_that_starts_a_rollout_leaves_the_status_to_the_controllers_first_look() {
+    let w = World::new();
+    w.deployment("app", 2, &["mendix"]);
+    w.create_set("s", json!({"app": {"deployment": "app"}}));
+    let mark = w.fake.mark();
+    w.pass_alone_ok("s").await;
+    let mut writes = w.writes_since(mark);
+    writes.sort();
+    assert_eq!(
+        writes,
+        [
+            "PATCH clientcertificatesets/s json-patch -",
+            "PATCH configmaps/s-certpin apply certpin",
+            "PATCH deployments/app apply certpin",
+            "PATCH secrets/s-certpin apply certpin",
+        ],
+        "no status and no Event before the controller has seen the template"
+    );
+    assert!(w.set("s").status.is_none());
+
+    // A late status update of the older template says nothing new: the
+    // status waits still.
+    let mark = w.fake.mark();
+    w.pass_alone_ok("s").await;
+    assert_eq!(requests_since(&w, mark), ["GET deployments/app - -"]);
+
+    // The controller's first look: one status write, and the Events of the
+    // pass that restarted the app.
+    w.controller_sees(crate::resource::WorkloadKind::Deployment, "app");
+    let mark = w.fake.mark();
+    w.pass_alone_ok("s").await;
+    let mut writes = w.writes_since(mark);
+    writes.sort();
+    assert_eq!(
+        writes,
+        [
+            "PATCH clientcertificatesets/s/status apply certpin",
+            "POST events json -",
+            "POST events json -",
+        ]
+    );
+    let s = w.set("s");
+    assert_eq!(ready(&s).1, "RolloutInProgress");
+    let st = s.status.clone().unwrap();
+    assert!(st.applied_hash.is_some());
+    assert!(
+        st.last_restart.is_some(),
+        "the deferred status says it restarted"
+    );
+    w.rolls_then_ready("s", "app").await;
+}
+
+#[tokio::test]
+async fn an_app_of_zero_replicas_is_ready_with_one_status_write() {
+    let w = World::new();
+    w.deployment("app", 0, &["mendix"]);
+    w.create_set("s", json!({"app": {"deployment": "app"}}));
+    w.pass_alone_ok("s").await;
+    w.controller_sees(crate::resource::WorkloadKind::Deployment, "app");
+    let mark = w.fake.mark();
+    w.pass_alone_ok("s").await;
+    let status_writes = w
+        .writes_since(mark)
+        .into_iter()
+        .filter(|r| r.contains("/status"))
+        .count();
+    assert_eq!(status_writes, 1);
+    let s = w.set("s");
+    assert!(is_ready(&s), "{:?}", ready(&s));
+}
+
+#[tokio::test]
+async fn a_deferred_status_is_written_by_a_full_pass_when_an_input_changes_first() {
+    let w = World::new();
+    w.deployment("app", 2, &["mendix"]);
+    w.create_set("s", json!({"app": {"deployment": "app"}}));
+    w.pass_alone_ok("s").await;
+    assert!(w.set("s").status.is_none());
+    // A rotation before the controller looked: the full pass writes the
+    // status for the newer rendering (it starts a rollout too, and defers).
+    w.put_cert("openssl-ec384-modern.p12", PASSWORD);
+    w.pass_ok("s").await;
+    let s = w.set("s");
+    assert_eq!(ready(&s).1, "RolloutInProgress");
+    assert_eq!(
+        s.status.unwrap().applied_hash,
+        w.deployment_now("app")
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations)
+            .and_then(|a| a
+                .get(crate::operator::reconcile::names::ANN_CONFIG_HASH)
+                .cloned()),
+        "the status describes what the template carries"
+    );
+}

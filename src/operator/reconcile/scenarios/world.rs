@@ -196,11 +196,60 @@ impl World {
         self.ctx.metrics.decodes.get()
     }
 
-    /// A pass that must succeed.
+    /// A pass that must succeed. One that starts a rolling update leaves
+    /// the set's status to the controller's first look at the new template
+    /// (a watch event milliseconds later); that look, and the pass it
+    /// triggers, are part of this one.
     pub async fn pass_ok(&self, name: &str) -> Action {
+        let action = self.pass_alone_ok(name).await;
+        if !self.ctx.waits.status_deferred(NS, name) {
+            return action;
+        }
+        let set = self.set(name);
+        let (kind, app) = set.spec.app.target();
+        self.controller_sees(kind, app);
+        self.pass_alone_ok(name).await
+    }
+
+    /// A pass that must succeed, and nothing more.
+    pub async fn pass_alone_ok(&self, name: &str) -> Action {
         match self.pass(name).await {
             Ok(a) => a,
             Err(e) => panic!("the pass over {name} failed: {e}"),
+        }
+    }
+
+    /// The workload controller's first status update after a template
+    /// change: it has seen the new generation and updated no pod yet.
+    pub fn controller_sees(&self, kind: crate::resource::WorkloadKind, app: &str) {
+        use k8s_openapi::api::apps::v1::StatefulSet;
+        let status_of = |o: Option<Value>, generation: Option<i64>| {
+            let mut status = o.unwrap_or_else(|| json!({}));
+            status["observedGeneration"] = json!(generation);
+            status["updatedReplicas"] = json!(0);
+            status
+        };
+        match kind {
+            crate::resource::WorkloadKind::Deployment => {
+                let d = self.deployment_now(app);
+                let status = status_of(
+                    d.status.map(|s| serde_json::to_value(s).expect("a status")),
+                    d.metadata.generation,
+                );
+                self.fake
+                    .with(|s| s.set_status::<Deployment>(NS, app, status));
+            }
+            crate::resource::WorkloadKind::StatefulSet => {
+                let d: StatefulSet = self.fake.get(NS, app).expect("the StatefulSet");
+                let mut status = status_of(
+                    d.status.map(|s| serde_json::to_value(s).expect("a status")),
+                    d.metadata.generation,
+                );
+                status["updateRevision"] =
+                    json!(format!("{app}-{}", d.metadata.generation.unwrap_or(0)));
+                self.fake
+                    .with(|s| s.set_status::<StatefulSet>(NS, app, status));
+            }
         }
     }
 
