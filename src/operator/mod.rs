@@ -47,15 +47,14 @@ pub struct RunArgs {
     #[arg(long, env = "CERTPIN_RESYNC_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub resync_seconds: u64,
     /// After a change to a Secret that sets use, wait this long (ms) for
-    /// more changes before reconciling those sets, so that a burst of
-    /// rotations restarts an app once. Each further change within the wait
-    /// starts it again. Changes to a set or its Deployment are not delayed.
-    /// 200 ms holds a burst whose changes come up to about 150 ms apart
-    /// (a pipeline applying a file and its password Secret, 20 rotations
-    /// in 2 s) and is all a single rotation waits. A pipeline that rotates
-    /// several Secrets of one set seconds apart can set e.g. 2000; 0 reacts
-    /// to every change at once.
-    #[arg(long, env = "CERTPIN_DEBOUNCE_MS", default_value_t = 200)]
+    /// more changes before reconciling those sets, so that changes that
+    /// arrive together restart an app once. Each further change within the
+    /// wait starts it again. Changes to a set are not delayed. 50 ms holds
+    /// changes made back to back (one `kubectl apply` of a file and its
+    /// password Secret, a script's loop of API calls) and is all a single
+    /// rotation waits. A pipeline that rotates several Secrets of one set
+    /// seconds apart can set e.g. 2000; 0 reacts to every change at once.
+    #[arg(long, env = "CERTPIN_DEBOUNCE_MS", default_value_t = 50)]
     pub debounce_ms: u64,
     /// How many certificate files are decoded at once, on threads of their
     /// own (default: the CPUs the process may use).
