@@ -166,6 +166,7 @@ async fn reconcile_set(
         .map(|s| s.workloads.as_slice())
         .unwrap_or_default();
     let restart_is_due = restart_due.is_some();
+    let recorded = waiting::to_record(ctx, set, ns, &outcome);
     let derived = status::derive(status::Pass {
         set,
         validation: &validation,
@@ -173,7 +174,7 @@ async fn reconcile_set(
         paths: rendering.as_ref().map(|(r, _)| &r.paths),
         ca_paths: rendering.as_ref().map(|(r, _)| &r.ca_paths),
         workloads: plan::records(old_records, set, &plan, &outcome, target),
-        outcome: &outcome,
+        outcome: &recorded,
         restart_due,
         rollout: rollout.clone(),
         app_warnings: target
@@ -185,6 +186,7 @@ async fn reconcile_set(
     if !deferred {
         publish(ctx, set, ns, &derived, &validation.warnings, target).await?;
     }
+    waiting::status_written(ctx, set, ns, &recorded, deferred);
     tracing::debug!(
         status_deferred = deferred,
         read_ms = t_read.as_millis() as u64,
@@ -203,7 +205,7 @@ async fn reconcile_set(
         waiting::Found {
             inputs: inputs_seen,
             plan: &plan,
-            outcome: &outcome,
+            outcome: &recorded,
             rollout: &rollout,
             restart_due: restart_is_due,
             validation: &validation,

@@ -71,6 +71,10 @@ pub struct Waits {
     touched: Mutex<HashMap<String, u64>>,
     /// The workload's `spec_and_annotations` after certpin's last write.
     wrote: Mutex<HashMap<String, u64>>,
+    /// Sets whose restart no written status records yet: a pass that
+    /// deferred its status restarted the app, and whichever pass writes the
+    /// status next (a full one, if an input changed meanwhile) says so.
+    unrecorded_restart: Mutex<std::collections::HashSet<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -123,6 +127,45 @@ pub fn forget(ctx: &Context, set: &ClientCertificateSet, ns: &str) {
     let key = set_key(ns, &set.name_any());
     ctx.waits.forget(&key);
     lock(&ctx.waits.touched).remove(&key);
+    lock(&ctx.waits.unrecorded_restart).remove(&key);
+}
+
+/// The outcome a status should record: a pass that did not restart the
+/// app still records the restart of an earlier pass that deferred its
+/// status and never wrote it.
+pub fn to_record(
+    ctx: &Context,
+    set: &ClientCertificateSet,
+    ns: &str,
+    outcome: &Outcome,
+) -> Outcome {
+    let pending = lock(&ctx.waits.unrecorded_restart).contains(&set_key(ns, &set.name_any()));
+    match outcome {
+        Outcome::Wired { restarted: false } if pending => Outcome::Wired { restarted: true },
+        other => other.clone(),
+    }
+}
+
+/// After a status write (`deferred`: the pass left it to the rollout):
+/// whether a restart still waits to be recorded.
+pub fn status_written(
+    ctx: &Context,
+    set: &ClientCertificateSet,
+    ns: &str,
+    recorded: &Outcome,
+    deferred: bool,
+) {
+    let key = set_key(ns, &set.name_any());
+    let mut pending = lock(&ctx.waits.unrecorded_restart);
+    match (deferred, recorded) {
+        (true, Outcome::Wired { restarted: true }) => {
+            pending.insert(key);
+        }
+        (true, _) => {}
+        (false, _) => {
+            pending.remove(&key);
+        }
+    }
 }
 
 /// The count of input changes a full pass starts from.
@@ -301,6 +344,7 @@ pub async fn pass(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result
         Some(&live),
     )
     .await?;
+    status_written(ctx, set, ns, &outcome, false);
     super::follow(ctx, ns, set, &outcome, &rollout);
     let mut requeue = derived.requeue.unwrap_or(ctx.resync).min(ctx.resync);
     if let Some(at) = entry.expiry_check {

@@ -223,3 +223,39 @@ async fn a_deferred_status_is_written_by_a_full_pass_when_an_input_changes_first
         "the status describes what the template carries"
     );
 }
+
+#[tokio::test]
+async fn a_full_pass_before_the_first_look_still_records_the_restart() {
+    let w = World::new();
+    w.deployment("app", 2, &["mendix"]);
+    w.create_set("s", json!({"app": {"deployment": "app"}}));
+    w.pass_alone_ok("s").await;
+    // A watch event of an input with the same content (certpin's own write
+    // of a Secret the set names, a relist): the next pass is a full one,
+    // and it has nothing to write but the status.
+    w.put_cert("openssl-ec256-modern.p12", PASSWORD);
+    w.controller_sees(crate::resource::WorkloadKind::Deployment, "app");
+    let mark = w.fake.mark();
+    w.pass_alone_ok("s").await;
+    let mut writes = w.writes_since(mark);
+    writes.sort();
+    assert_eq!(
+        writes,
+        [
+            "PATCH clientcertificatesets/s/status apply certpin",
+            "POST events json -",
+            "POST events json -",
+        ],
+        "the status and both Events of the restart the first pass made"
+    );
+    let st = w.set("s").status.unwrap();
+    assert!(st.last_restart.is_some());
+    // Recorded once: the next passes owe nothing.
+    let mark = w.fake.mark();
+    w.pass_rolled_out("s", "app").await;
+    assert_eq!(
+        w.writes_since(mark),
+        ["PATCH clientcertificatesets/s/status apply certpin"]
+    );
+    assert_eq!(w.set("s").status.unwrap().last_restart, st.last_restart);
+}
