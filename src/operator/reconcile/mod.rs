@@ -197,7 +197,7 @@ async fn reconcile_set(
     );
     faults::after("status");
     let expiry_check = next_expiry_check(&validation, set, now);
-    let unwritten = set.status.clone().unwrap_or_default();
+    let unwritten = deferred.then(|| set.status.clone().unwrap_or_default());
     waiting::record(
         ctx,
         set,
@@ -215,11 +215,7 @@ async fn reconcile_set(
             workloads: derived.status.workloads.clone(),
             target,
             // A deferred status is still the one on the server.
-            written: if deferred {
-                &unwritten
-            } else {
-                &derived.status
-            },
+            written: unwritten.as_ref().unwrap_or(&derived.status),
             expiry_check,
             deferred,
         },

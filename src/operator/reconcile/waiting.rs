@@ -52,10 +52,10 @@ struct Entry {
     written: ClientCertificateSetStatus,
     /// When a certificate's expiry needs a look.
     expiry_check: Option<Instant>,
-    /// The full pass left its status to the rollout's first step
-    /// (`defers_status`): `written` is still the older one, and the status
-    /// still has to say whether that pass restarted the app.
-    deferred: Option<(Outcome, Instant)>,
+    /// When the full pass left its status to the rollout's first step
+    /// (`defers_status`): `written` is still the older one, and a restart it
+    /// made is in `Waits::unrecorded_restart`.
+    deferred: Option<Instant>,
 }
 
 /// How long a status is left to the controller's first look at the new
@@ -265,7 +265,7 @@ pub fn record(ctx: &Context, set: &ClientCertificateSet, ns: &str, f: Found) {
         workloads: f.workloads,
         written: f.written.clone(),
         expiry_check: f.expiry_check.map(|d| Instant::now() + d),
-        deferred: f.deferred.then(|| (f.outcome.clone(), Instant::now())),
+        deferred: f.deferred.then(Instant::now),
     };
     lock(&ctx.waits.entries).insert(key, entry);
 }
@@ -306,7 +306,7 @@ pub async fn pass(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result
         return Ok(None);
     }
     let rollout = super::rollout::state(&live);
-    if let Some((_, since)) = &entry.deferred {
+    if let Some(since) = &entry.deferred {
         let waited = since.elapsed();
         if !super::rollout::seen(&live) && waited < FIRST_LOOK {
             lock(&ctx.waits.entries).insert(key, entry);
@@ -317,11 +317,7 @@ pub async fn pass(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result
     // wrote, whether or not the watch has delivered it yet.
     let mut view = set.clone();
     view.status = Some(entry.written.clone());
-    let outcome = entry
-        .deferred
-        .as_ref()
-        .map(|(o, _)| o.clone())
-        .unwrap_or(Outcome::Wired { restarted: false });
+    let outcome = to_record(ctx, set, ns, &Outcome::Wired { restarted: false });
     let derived: Derived = status::derive(status::Pass {
         set: &view,
         validation: &entry.validation,

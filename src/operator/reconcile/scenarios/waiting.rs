@@ -109,6 +109,13 @@ async fn an_edit_of_the_workload_during_the_rollout_gets_a_full_pass() {
     w.rolls_then_ready("s", "app").await;
 }
 
+/// The writes since `mark`, in name order (concurrent ones come in any).
+fn sorted_writes_since(w: &World, mark: usize) -> Vec<String> {
+    let mut writes = w.writes_since(mark);
+    writes.sort();
+    writes
+}
+
 fn reads_secrets(w: &World, mark: usize) -> bool {
     requests_since(w, mark)
         .iter()
@@ -133,10 +140,8 @@ async fn the_pass_that_starts_a_rollout_leaves_the_status_to_the_controllers_fir
     w.create_set("s", json!({"app": {"deployment": "app"}}));
     let mark = w.fake.mark();
     w.pass_alone_ok("s").await;
-    let mut writes = w.writes_since(mark);
-    writes.sort();
     assert_eq!(
-        writes,
+        sorted_writes_since(&w, mark),
         [
             "PATCH clientcertificatesets/s json-patch -",
             "PATCH configmaps/s-certpin apply certpin",
@@ -158,10 +163,8 @@ async fn the_pass_that_starts_a_rollout_leaves_the_status_to_the_controllers_fir
     w.controller_sees(crate::resource::WorkloadKind::Deployment, "app");
     let mark = w.fake.mark();
     w.pass_alone_ok("s").await;
-    let mut writes = w.writes_since(mark);
-    writes.sort();
     assert_eq!(
-        writes,
+        sorted_writes_since(&w, mark),
         [
             "PATCH clientcertificatesets/s/status apply certpin",
             "POST events json -",
@@ -237,10 +240,8 @@ async fn a_full_pass_before_the_first_look_still_records_the_restart() {
     w.controller_sees(crate::resource::WorkloadKind::Deployment, "app");
     let mark = w.fake.mark();
     w.pass_alone_ok("s").await;
-    let mut writes = w.writes_since(mark);
-    writes.sort();
     assert_eq!(
-        writes,
+        sorted_writes_since(&w, mark),
         [
             "PATCH clientcertificatesets/s/status apply certpin",
             "POST events json -",
