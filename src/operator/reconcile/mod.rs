@@ -156,8 +156,10 @@ async fn reconcile_set(
     )
     .await?;
     let t_exec = t0.elapsed();
-    let rendered_at = rendering.as_ref().map(|(r, _)| r.rendered_at.as_str());
-    let restart_due = manual_restart_due(ctx, set, ns, &outcome, target, rendered_at).await?;
+    let rendered = rendering
+        .as_ref()
+        .map(|(r, _)| (r.rendered_at.as_str(), r.config_hash.as_str()));
+    let restart_due = manual_restart_due(ctx, set, ns, &outcome, target, rendered).await?;
     let rollout = rollout::after_pass(&plan, &outcome, target);
     follow(ctx, ns, set, &outcome, &rollout);
     let old_records = set
@@ -361,30 +363,32 @@ fn next_expiry_check(
 }
 
 /// For a Manual set that is wired: what its user still has to restart.
+/// `rendered`: when the settings were rendered, and their hash.
 async fn manual_restart_due(
     ctx: &Context,
     set: &ClientCertificateSet,
     ns: &str,
     outcome: &plan::Outcome,
     target: Option<&Workload>,
-    rendered_at: Option<&str>,
+    rendered: Option<(&str, &str)>,
 ) -> Result<Option<String>> {
-    match (outcome, target, rendered_at) {
-        (plan::Outcome::Wired { .. }, Some(d), Some(at))
+    match (outcome, target, rendered) {
+        (plan::Outcome::Wired { .. }, Some(d), Some((at, hash)))
             if set.spec.restart == RestartStrategy::Manual =>
         {
-            restart_due(ctx, ns, d, at).await
+            restart_due(ctx, ns, d, at, hash).await
         }
         _ => Ok(None),
     }
 }
 
-/// Manual: pods created before the content was rendered run old settings.
+/// Manual: the pods that may run settings older than the rendering.
 async fn restart_due(
     ctx: &Context,
     ns: &str,
     d: &Workload,
     rendered_at: &str,
+    config_hash: &str,
 ) -> Result<Option<String>> {
     let Ok(rendered) = rendered_at.parse::<k8s_openapi::jiff::Timestamp>() else {
         return Ok(None);
@@ -392,13 +396,7 @@ async fn restart_due(
     let pods = restart::pods_of(&ctx.client, ns, d).await?;
     let stale = pods
         .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            p.metadata
-                .creation_timestamp
-                .as_ref()
-                .is_some_and(|t| t.0 < rendered)
-        })
+        .filter(|p| restart::may_run_older_settings(&p.metadata, rendered, config_hash))
         .count();
     Ok((stale > 0).then(|| {
         format!(

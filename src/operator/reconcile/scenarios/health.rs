@@ -118,6 +118,32 @@ async fn the_rollout_is_followed_until_it_completes() {
     assert!(!w.ctx.rollouts.is_followed(&key));
 }
 
+/// Pod creation times have second precision: a Manual rotation made in the
+/// second in which the first wiring's rollout created the pod still finds
+/// that pod running the earlier settings.
+#[tokio::test]
+async fn a_manual_rotation_right_after_the_rollout_is_a_restart_due() {
+    let w = World::new();
+    w.deployment("app", 1, &["mendix"]);
+    w.create_set(
+        "s",
+        json!({"app": {"deployment": "app"}, "restart": "Manual"}),
+    );
+    w.pass_ok("s").await;
+    w.pod_of_template("app", "app-new");
+    w.pass_rolled_out("s", "app").await;
+    assert_eq!(ready(&w.set("s")).1, "Applied", "{:?}", ready(&w.set("s")));
+    w.put_cert("openssl-ec384-modern.p12", PASSWORD);
+    w.pass_ok("s").await;
+    let s = w.set("s");
+    assert_eq!(ready(&s).1, "RestartDue", "{:?}", ready(&s));
+    assert!(
+        condition(&s, "RestartDue").message.starts_with("1 pod(s)"),
+        "{:?}",
+        condition(&s, "RestartDue")
+    );
+}
+
 #[tokio::test]
 async fn a_manual_set_waiting_for_the_users_restart_is_neither_reconciling_nor_stalled() {
     let w = World::new();

@@ -138,6 +138,24 @@ impl World {
         self.fake.insert(&pod);
     }
 
+    /// A pod that Deployment `app`'s controller made from its current
+    /// template (it carries the template's annotations), created now.
+    pub fn pod_of_template(&self, app: &str, name: &str) {
+        let annotations = self
+            .deployment_now(app)
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations)
+            .unwrap_or_default();
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": NS, "labels": {"app": app},
+                "annotations": annotations},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}
+        }))
+        .expect("a Pod");
+        self.fake.insert(&pod);
+    }
+
     pub fn remove_pod(&self, name: &str) {
         self.fake
             .with(|s| s.remove::<k8s_openapi::api::core::v1::Pod>(NS, name));
