@@ -8,6 +8,7 @@ use kube::Client;
 
 use super::decoding::{DecodeCache, Limits};
 use super::metrics::Metrics;
+use super::reconcile::kinds::Workload;
 use super::workarounds::freshness::Marks;
 
 /// The field manager for every write certpin makes (server-side apply).
@@ -40,16 +41,24 @@ impl OwnWrites {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        self.expected.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.expected)
     }
 }
 
-/// The workloads, by `namespace/name`, whose rollout a set waits for:
+/// The workloads, by `Kind/namespace/name`, whose rollout a set waits for:
 /// their status updates trigger a pass (everyone else's are dropped), so
 /// Ready follows the rollout without a watch on every Deployment's status.
+/// The watch's latest object of each is kept while it is followed, so that
+/// the pass of a set waiting for it need not read it again (a read per
+/// rollout step and set, on an API server the rollouts load).
 #[derive(Default)]
 pub struct Rollouts {
     followed: Mutex<std::collections::HashSet<String>>,
+    latest: Mutex<HashMap<String, Workload>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Rollouts {
@@ -57,19 +66,43 @@ impl Rollouts {
     /// it (`triggers::key`).
     pub fn follow(&self, kind: crate::resource::WorkloadKind, ns: &str, name: &str, on: bool) {
         let key = super::triggers::key_for(kind.as_str(), ns, name);
-        let mut followed = self.followed.lock().unwrap_or_else(|p| p.into_inner());
         if on {
-            followed.insert(key);
+            lock(&self.followed).insert(key);
         } else {
-            followed.remove(&key);
+            lock(&self.followed).remove(&key);
+            lock(&self.latest).remove(&key);
         }
     }
 
     pub fn is_followed(&self, key: &str) -> bool {
-        self.followed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(key)
+        lock(&self.followed).contains(key)
+    }
+
+    /// The watch saw the workload `key` (`object` makes it, without its
+    /// field managers' records): kept if followed.
+    pub fn saw(&self, key: &str, object: impl FnOnce() -> Workload) {
+        if self.is_followed(key) {
+            let mut w = object();
+            w.meta_mut().managed_fields = None;
+            lock(&self.latest).insert(key.to_string(), w);
+        }
+    }
+
+    /// The watch saw the workload `key` deleted.
+    pub fn gone(&self, key: &str) {
+        lock(&self.latest).remove(key);
+    }
+
+    /// The watch's latest object of a followed workload, if it has seen one
+    /// since the workload was followed.
+    pub fn latest(
+        &self,
+        kind: crate::resource::WorkloadKind,
+        ns: &str,
+        name: &str,
+    ) -> Option<Workload> {
+        let key = super::triggers::key_for(kind.as_str(), ns, name);
+        lock(&self.latest).get(&key).cloned()
     }
 }
 
@@ -115,5 +148,44 @@ impl Context {
             cache: DecodeCache::new(decoding, metrics.decodes.clone()),
             metrics,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::WorkloadKind;
+
+    fn app() -> Workload {
+        Workload::from_value(
+            WorkloadKind::Deployment,
+            serde_json::json!({"metadata": {"name": "app", "namespace": "ns",
+                "managedFields": [{"manager": "kubectl", "operation": "Update"}]}}),
+        )
+        .expect("a Deployment")
+    }
+
+    #[test]
+    fn only_a_followed_workload_is_kept_and_only_while_it_is_followed() {
+        let r = Rollouts::default();
+        let key = "Deployment/ns/app";
+        r.saw(key, app);
+        assert!(r.latest(WorkloadKind::Deployment, "ns", "app").is_none());
+        r.follow(WorkloadKind::Deployment, "ns", "app", true);
+        r.saw(key, app);
+        let kept = r
+            .latest(WorkloadKind::Deployment, "ns", "app")
+            .expect("kept");
+        assert_eq!(
+            kept.meta().managed_fields,
+            None,
+            "kept without field managers"
+        );
+        assert!(r.latest(WorkloadKind::StatefulSet, "ns", "app").is_none());
+        r.gone(key);
+        assert!(r.latest(WorkloadKind::Deployment, "ns", "app").is_none());
+        r.saw(key, app);
+        r.follow(WorkloadKind::Deployment, "ns", "app", false);
+        assert!(r.latest(WorkloadKind::Deployment, "ns", "app").is_none());
     }
 }

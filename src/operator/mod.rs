@@ -31,6 +31,7 @@ use tracing::{error, info, warn};
 use crate::resource::{ClientCertificateSet, WorkloadKind};
 use context::Context;
 use error::Error;
+use reconcile::kinds::Workload;
 use secret_index::SecretIndex;
 use workarounds::{arenas, client, repoll};
 
@@ -323,8 +324,20 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
     let secrets = referenced_events::<Secret>(client, ns, ctx.clone(), |m| &m.secrets);
     let config_maps = referenced_events::<ConfigMap>(client, ns, ctx.clone(), |m| &m.config_maps);
     let cm_store = store.clone();
-    let deployments = workload_events(client, ns, ctx.clone(), reconcile::deployment_stage);
-    let stateful_sets = workload_events(client, ns, ctx.clone(), reconcile::stateful_set_stage);
+    let deployments = workload_events(
+        client,
+        ns,
+        ctx.clone(),
+        reconcile::deployment_stage,
+        Workload::Deployment,
+    );
+    let stateful_sets = workload_events(
+        client,
+        ns,
+        ctx.clone(),
+        reconcile::stateful_set_stage,
+        Workload::StatefulSet,
+    );
     let secret_store = store.clone();
     info!(
         namespace = ns.unwrap_or("<all>"),
@@ -476,12 +489,14 @@ where
 /// not on each status update of a rollout (only on those that change the
 /// step a set waiting for that rollout reports), nor when the change is the
 /// echo of certpin's own wiring patch. Watched whole (the status tells the
-/// step), but nothing of it is kept.
+/// step); only the latest object of a workload whose rollout a set waits
+/// for is kept (`Rollouts::saw`).
 fn workload_events<K>(
     client: &Client,
     ns: Option<&str>,
     ctx: Arc<Context>,
     stage: fn(&K) -> Option<u64>,
+    workload: fn(K) -> Workload,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + use<K>
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -498,16 +513,18 @@ where
     triggers::changed_or_deleted(
         watcher(api::<K>(client, ns), list_config())
             .backoff(triggers::watch_backoff())
-            // Every event raises the read mark, the filtered ones included.
-            .inspect(move |e| {
-                if let Ok(
-                    watcher::Event::Apply(d)
-                    | watcher::Event::InitApply(d)
-                    | watcher::Event::Delete(d),
-                ) = e
-                {
+            // Every event raises the read mark and updates the kept object,
+            // the filtered ones included.
+            .inspect(move |e| match e {
+                Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d)) => {
                     reconcile::kinds::mark(&seen.marks, kind).observe_object(d);
+                    seen.rollouts.saw(&triggers::key(d), || workload(d.clone()));
                 }
+                Ok(watcher::Event::Delete(d)) => {
+                    reconcile::kinds::mark(&seen.marks, kind).observe_object(d);
+                    seen.rollouts.gone(&triggers::key(d));
+                }
+                _ => {}
             }),
         triggers::spec_and_annotations,
         stage,

@@ -1,6 +1,6 @@
-//! The pass of a set that waits only for its rollout: read the workload,
-//! re-derive the status from what the last full pass found, write it if it
-//! changed.
+//! The pass of a set that waits only for its rollout: take the workload as
+//! the watch last delivered it (or read it), re-derive the status from what
+//! the last full pass found, write it if it changed.
 //!
 //! Between the wiring and the end of its rollout a set is passed once per
 //! step of the rollout. A full pass reads every Secret the set names and
@@ -278,21 +278,32 @@ pub async fn pass(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result
     let current = {
         let entries = lock(&ctx.waits.entries);
         entries.get(&key).map(|e| {
-            e.set_uid == set.uid().unwrap_or_default()
+            let current = e.set_uid == set.uid().unwrap_or_default()
                 && e.set_generation == set.metadata.generation
                 && e.inputs == ctx.waits.inputs(&key)
-                && set.metadata.deletion_timestamp.is_none()
+                && set.metadata.deletion_timestamp.is_none();
+            (current, (e.workload_uid.clone(), e.workload))
         })
     };
-    match current {
+    let expected = match current {
         None => return Ok(None),
-        Some(false) => {
+        Some((false, _)) => {
             ctx.waits.forget(&key);
             return Ok(None);
         }
-        Some(true) => {}
-    }
-    let live = kinds::get_opt(&ctx.client, &ctx.marks, ns, kind, name).await?;
+        Some((true, expected)) => expected,
+    };
+    let unchanged = |w: &Workload| {
+        w.meta().uid.as_deref() == Some(expected.0.as_str())
+            && triggers::spec_and_annotations_of(w.meta()) == expected.1
+    };
+    // The watch's latest object, if it shows what the wiring left: the
+    // event that triggered this pass updated it. Older (the echo of
+    // certpin's write not yet seen) or changed: read it.
+    let live = match ctx.rollouts.latest(kind, ns, name).filter(unchanged) {
+        Some(w) => Some(w),
+        None => kinds::get_opt(&ctx.client, &ctx.marks, ns, kind, name).await?,
+    };
     let Some(live) = live else {
         ctx.waits.forget(&key);
         return Ok(None);
@@ -300,9 +311,7 @@ pub async fn pass(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result
     let Some(entry) = lock(&ctx.waits.entries).remove(&key) else {
         return Ok(None);
     };
-    let unchanged = live.meta().uid.as_deref() == Some(entry.workload_uid.as_str())
-        && triggers::spec_and_annotations_of(live.meta()) == entry.workload;
-    if !unchanged {
+    if !unchanged(&live) {
         return Ok(None);
     }
     let rollout = super::rollout::state(&live);

@@ -260,3 +260,71 @@ async fn a_full_pass_before_the_first_look_still_records_the_restart() {
     );
     assert_eq!(w.set("s").status.unwrap().last_restart, st.last_restart);
 }
+
+/// What the workload watch does for a followed workload: keeps its object.
+fn watch_delivers(w: &World, d: &Deployment) {
+    let key = crate::operator::triggers::key_for("Deployment", NS, "app");
+    w.ctx.rollouts.saw(&key, || {
+        crate::operator::reconcile::kinds::Workload::Deployment(d.clone())
+    });
+}
+
+#[tokio::test]
+async fn a_rollout_step_the_watch_delivered_is_passed_without_reading_the_workload() {
+    let w = World::new();
+    w.deployment("app", 0, &["mendix"]);
+    w.create_set("s", json!({"app": {"deployment": "app"}}));
+    w.pass_alone_ok("s").await;
+    w.controller_sees(crate::resource::WorkloadKind::Deployment, "app");
+    watch_delivers(&w, &w.deployment_now("app"));
+    let mark = w.fake.mark();
+    w.pass_alone_ok("s").await;
+    // No pod to replace: the Applied Event only.
+    assert_eq!(
+        sorted_writes_since(&w, mark),
+        [
+            "PATCH clientcertificatesets/s/status apply certpin",
+            "POST events json -",
+        ]
+    );
+    assert!(
+        !requests_since(&w, mark)
+            .iter()
+            .any(|r| r.starts_with("GET")),
+        "{:?}",
+        requests_since(&w, mark)
+    );
+    assert!(is_ready(&w.set("s")), "{:?}", ready(&w.set("s")));
+    // Complete: the set no longer follows the Deployment, nor keeps it.
+    let key = crate::operator::triggers::key_for("Deployment", NS, "app");
+    assert!(!w.ctx.rollouts.is_followed(&key));
+    assert!(
+        w.ctx
+            .rollouts
+            .latest(crate::resource::WorkloadKind::Deployment, NS, "app")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_kept_object_older_than_certpins_write_is_read_again() {
+    let w = World::new();
+    w.deployment("app", 2, &["mendix"]);
+    let before = w.deployment_now("app");
+    w.create_set("s", json!({"app": {"deployment": "app"}}));
+    w.pass_alone_ok("s").await;
+    // The watch has not delivered the echo of the wiring yet.
+    watch_delivers(&w, &before);
+    w.controller_sees(crate::resource::WorkloadKind::Deployment, "app");
+    let mark = w.fake.mark();
+    w.pass_alone_ok("s").await;
+    assert_eq!(
+        requests_since(&w, mark)
+            .iter()
+            .filter(|r| r.starts_with("GET"))
+            .collect::<Vec<_>>(),
+        ["GET deployments/app - -"],
+        "read once, and no full pass"
+    );
+    assert_eq!(ready(&w.set("s")).1, "RolloutInProgress");
+}
