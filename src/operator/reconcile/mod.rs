@@ -158,7 +158,7 @@ async fn reconcile_set(
     let t_exec = t0.elapsed();
     let rendered = rendering
         .as_ref()
-        .map(|(r, _)| (r.rendered_at.as_str(), r.config_hash.as_str()));
+        .and_then(|(r, w)| manual_rendering(ctx, r, w, earlier.secret));
     let restart_due = manual_restart_due(ctx, set, ns, &outcome, target, rendered).await?;
     let rollout = rollout::after_pass(&plan, &outcome, target);
     follow(ctx, ns, set, &outcome, &rollout);
@@ -362,21 +362,41 @@ fn next_expiry_check(
         .map(|d| d.max(Duration::from_secs(1)))
 }
 
+/// What a Manual set's pods are compared with: the rendering, and the
+/// resourceVersion of the Secret that held it before this pass (not when
+/// this pass wrote the rendering: the version read is older than the write).
+fn manual_rendering<'a>(
+    ctx: &Context,
+    r: &'a build::Rendered,
+    writes: &execute::RenderedWrites,
+    secret: Option<&k8s_openapi::api::core::v1::Secret>,
+) -> Option<restart::Rendering<'a>> {
+    let at = r.rendered_at.parse().ok()?;
+    let unwritten = writes.secret.is_none() && writes.config_map.is_none();
+    let version = secret
+        .filter(|_| unwritten && ctx.marks.comparable())
+        .and_then(|s| s.metadata.resource_version.as_deref()?.parse().ok());
+    Some(restart::Rendering {
+        at,
+        config_hash: &r.config_hash,
+        version,
+    })
+}
+
 /// For a Manual set that is wired: what its user still has to restart.
-/// `rendered`: when the settings were rendered, and their hash.
 async fn manual_restart_due(
     ctx: &Context,
     set: &ClientCertificateSet,
     ns: &str,
     outcome: &plan::Outcome,
     target: Option<&Workload>,
-    rendered: Option<(&str, &str)>,
+    rendered: Option<restart::Rendering<'_>>,
 ) -> Result<Option<String>> {
     match (outcome, target, rendered) {
-        (plan::Outcome::Wired { .. }, Some(d), Some((at, hash)))
+        (plan::Outcome::Wired { .. }, Some(d), Some(r))
             if set.spec.restart == RestartStrategy::Manual =>
         {
-            restart_due(ctx, ns, d, at, hash).await
+            restart_due(ctx, ns, d, &r).await
         }
         _ => Ok(None),
     }
@@ -387,16 +407,12 @@ async fn restart_due(
     ctx: &Context,
     ns: &str,
     d: &Workload,
-    rendered_at: &str,
-    config_hash: &str,
+    rendering: &restart::Rendering<'_>,
 ) -> Result<Option<String>> {
-    let Ok(rendered) = rendered_at.parse::<k8s_openapi::jiff::Timestamp>() else {
-        return Ok(None);
-    };
     let pods = restart::pods_of(&ctx.client, ns, d).await?;
     let stale = pods
         .iter()
-        .filter(|p| restart::may_run_older_settings(&p.metadata, rendered, config_hash))
+        .filter(|p| restart::may_run_older_settings(&p.metadata, rendering))
         .count();
     Ok((stale > 0).then(|| {
         format!(

@@ -165,19 +165,27 @@ fn controlled_by(d: &Workload, pod: &PartialObjectMeta<Pod>) -> bool {
     }
 }
 
-/// Whether a pod may run settings older than those rendered at `rendered`
-/// (hash `config_hash`), which a Manual set leaves to its user to restart.
-/// Creation timestamps, and so `rendered`, have second precision: a pod
-/// created in the second of the rendering may have started before it, and
-/// counts as stale unless its template carries this rendering's hash (it
-/// was created for it). A rotation seconds after a restart is common; a
-/// pod created in the same second after a Manual rotation is rare, and a
-/// restart clears it.
-pub fn may_run_older_settings(
-    pod: &kube::core::ObjectMeta,
-    rendered: k8s_openapi::jiff::Timestamp,
-    config_hash: &str,
-) -> bool {
+/// The rendering a Manual set's pods are compared with.
+pub struct Rendering<'a> {
+    /// When it was rendered (second precision).
+    pub at: k8s_openapi::jiff::Timestamp,
+    pub config_hash: &'a str,
+    /// The resourceVersion of the rendered Secret that holds it, when it
+    /// was written before this pass and resourceVersions compare as
+    /// numbers (Kubernetes 1.35+).
+    pub version: Option<u64>,
+}
+
+/// Whether a pod may run settings older than the rendering, which a Manual
+/// set leaves to its user to restart. Creation timestamps have second
+/// precision, as `at` has: a pod created in an earlier second is stale, one
+/// created in a later second is not. In the same second, a pod whose
+/// template carries the rendering's hash was created for it; otherwise its
+/// resourceVersion tells (every change after the Secret's write has a
+/// higher one: a pod changed last before it was created before it), and
+/// without one to compare it counts as stale (a restart too many rather
+/// than settings silently left old).
+pub fn may_run_older_settings(pod: &kube::core::ObjectMeta, r: &Rendering) -> bool {
     if pod.deletion_timestamp.is_some() {
         return false;
     }
@@ -185,9 +193,24 @@ pub fn may_run_older_settings(
         .annotations
         .as_ref()
         .and_then(|a| a.get(ANN_CONFIG_HASH))
-        .is_some_and(|h| h == config_hash);
-    let created = pod.creation_timestamp.as_ref().map(|t| t.0);
-    !created_for_it && created.is_some_and(|t| t <= rendered)
+        .is_some_and(|h| h == r.config_hash);
+    let Some(created) = pod.creation_timestamp.as_ref().map(|t| t.0) else {
+        return false;
+    };
+    if created_for_it || created > r.at {
+        return false;
+    }
+    if created < r.at {
+        return true;
+    }
+    let pod_version = pod
+        .resource_version
+        .as_deref()
+        .and_then(|v| v.parse::<u64>().ok());
+    match (r.version, pod_version) {
+        (Some(secret), Some(pod)) => pod < secret,
+        _ => true,
+    }
 }
 
 /// Progress of a StopStart.
@@ -268,7 +291,6 @@ pub async fn start(
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    use k8s_openapi::jiff::Timestamp;
     use kube::core::ObjectMeta;
 
     const RENDERED: &str = "2026-12-01T04:58:54Z";
@@ -277,28 +299,44 @@ mod tests {
         ObjectMeta {
             creation_timestamp: Some(Time(created.parse().expect("a time"))),
             annotations: hash.map(|h| [(ANN_CONFIG_HASH.to_string(), h.to_string())].into()),
+            resource_version: Some("500".into()),
             ..ObjectMeta::default()
         }
     }
 
+    fn stale_against(p: &ObjectMeta, version: Option<u64>) -> bool {
+        let r = Rendering {
+            at: RENDERED.parse().expect("a time"),
+            config_hash: "new",
+            version,
+        };
+        may_run_older_settings(p, &r)
+    }
+
     fn stale(p: &ObjectMeta) -> bool {
-        let rendered: Timestamp = RENDERED.parse().expect("a time");
-        may_run_older_settings(p, rendered, "new")
+        stale_against(p, None)
     }
 
     #[test]
     fn a_pod_created_in_an_earlier_second_runs_older_settings() {
         assert!(stale(&pod("2026-12-01T04:58:53Z", Some("old"))));
         assert!(stale(&pod("2026-12-01T04:58:53Z", None)));
+        assert!(stale_against(&pod("2026-12-01T04:58:53Z", None), Some(100)));
     }
 
     #[test]
-    fn a_pod_created_in_the_second_of_the_rendering_counts_unless_made_for_it() {
-        // Created by the rollout of the previous rendering, a few hundred
-        // milliseconds before this one: the timestamps cannot tell.
+    fn in_the_second_of_the_rendering_the_hash_then_the_resource_version_tell() {
+        // Made for this rendering.
+        assert!(!stale(&pod(RENDERED, Some("new"))));
+        // Last changed before the Secret's write (version 600): made
+        // before it, by the rollout of the previous rendering.
+        assert!(stale_against(&pod(RENDERED, Some("old")), Some(600)));
+        // Changed after it: a restart right after the rotation.
+        assert!(!stale_against(&pod(RENDERED, Some("old")), Some(400)));
+        // Nothing to compare (this pass wrote the Secret; an API server
+        // before 1.35): counted.
         assert!(stale(&pod(RENDERED, Some("old"))));
         assert!(stale(&pod(RENDERED, None)));
-        assert!(!stale(&pod(RENDERED, Some("new"))));
     }
 
     #[test]

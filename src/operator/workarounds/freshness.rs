@@ -74,6 +74,11 @@ pub struct Marks {
 }
 
 impl Marks {
+    /// Whether resourceVersions compare as numbers on this API server.
+    pub fn comparable(&self) -> bool {
+        !self.secrets.1.load(Ordering::Relaxed)
+    }
+
     /// Every read becomes a quorum read: for API servers whose
     /// resourceVersions are not promised to be comparable.
     pub fn disable(&self) {

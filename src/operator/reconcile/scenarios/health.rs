@@ -142,6 +142,14 @@ async fn a_manual_rotation_right_after_the_rollout_is_a_restart_due() {
         "{:?}",
         condition(&s, "RestartDue")
     );
+
+    // The user restarts at once (still in that second, most likely): the
+    // new pod, made after the Secret's write, runs the new settings.
+    w.remove_pod("app-new");
+    w.pod_of_template("app", "app-restarted");
+    w.pass_ok("s").await;
+    let s = w.set("s");
+    assert_eq!(ready(&s).1, "Applied", "{:?}", ready(&s));
 }
 
 #[tokio::test]
