@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use kube::Client;
 
 use super::decoding::{DecodeCache, Limits};
+use super::lock::lock;
 use super::metrics::Metrics;
 use super::reconcile::kinds::Workload;
 use super::workarounds::freshness::Marks;
@@ -55,10 +56,6 @@ impl OwnWrites {
 pub struct Rollouts {
     followed: Mutex<std::collections::HashSet<String>>,
     latest: Mutex<HashMap<String, Workload>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Rollouts {

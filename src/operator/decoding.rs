@@ -13,7 +13,7 @@
 //! and the watches, never waits on a decode.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt as _;
@@ -21,6 +21,7 @@ use futures::future::{BoxFuture, Shared};
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
+use super::lock::lock;
 use crate::pkcs12::{self, Decoded, Problem, Reason};
 
 type Outcome = Result<Arc<Decoded>, Problem>;
@@ -140,11 +141,6 @@ impl DecodeCache {
         lock(&self.flights).remove(&key);
         value
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves a valid map: keep using it.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs `decode` on a blocking thread once a slot is free. Past the

@@ -12,6 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::lock::lock;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: String,
@@ -129,10 +131,7 @@ impl Metrics {
 
     /// Sets one set's readiness series (`None`: the set is gone).
     pub fn set_ready(&self, ns: &str, set: &str, ready: Option<(bool, &str)>) {
-        let mut exported = self
-            .ready_exported
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut exported = lock(&self.ready_exported);
         let key = (ns.to_string(), set.to_string());
         let now = ready.map(|(ok, reason)| ReadyLabels {
             namespace: ns.into(),
@@ -153,7 +152,7 @@ impl Metrics {
 
     /// Replaces the expiry gauges of one set.
     pub fn set_expiries(&self, ns: &str, set: &str, certs: &[(String, i64)]) {
-        let mut exported = self.exported.lock().unwrap_or_else(|p| p.into_inner());
+        let mut exported = lock(&self.exported);
         let key = (ns.to_string(), set.to_string());
         let labels = |c: &str| CertificateLabels {
             namespace: ns.into(),

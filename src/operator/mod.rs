@@ -6,6 +6,7 @@ mod decoding;
 pub mod error;
 mod faults;
 mod http;
+mod lock;
 mod metrics;
 pub(crate) mod reconcile;
 mod secret_index;

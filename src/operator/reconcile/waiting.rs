@@ -29,6 +29,7 @@ use super::validate::Validation;
 use super::{publish, workload};
 use crate::operator::context::Context;
 use crate::operator::error::Result;
+use crate::operator::lock::lock;
 use crate::operator::triggers;
 use crate::resource::{ClientCertificateSet, ClientCertificateSetStatus, WorkloadRecord};
 
@@ -75,10 +76,6 @@ pub struct Waits {
     /// deferred its status restarted the app, and whichever pass writes the
     /// status next (a full one, if an input changed meanwhile) says so.
     unrecorded_restart: Mutex<std::collections::HashSet<String>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn set_key(ns: &str, name: &str) -> String {

@@ -65,7 +65,7 @@ impl Publisher {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Published>> {
-        self.published.lock().unwrap_or_else(|p| p.into_inner())
+        crate::operator::lock::lock(&self.published)
     }
 
     pub async fn publish(&self, n: Note<'_>) -> kube::Result<()> {
