@@ -404,8 +404,9 @@ fn touched(
     sets: Vec<ObjectRef<ClientCertificateSet>>,
 ) -> Vec<ObjectRef<ClientCertificateSet>> {
     for r in &sets {
-        ctx.waits
-            .touched(r.namespace.as_deref().unwrap_or_default(), &r.name);
+        let ns = r.namespace.as_deref().unwrap_or_default();
+        tracing::debug!(namespace = ns, set = %r.name, "an input of the set changed");
+        ctx.waits.touched(ns, &r.name);
     }
     sets
 }
