@@ -8,8 +8,8 @@ mod faults;
 mod http;
 mod lock;
 mod metrics;
+mod name_index;
 pub(crate) mod reconcile;
-mod secret_index;
 mod triggers;
 pub(crate) mod workarounds;
 
@@ -32,8 +32,8 @@ use tracing::{error, info, warn};
 use crate::resource::{ClientCertificateSet, WorkloadKind};
 use context::Context;
 use error::Error;
+use name_index::NameIndex;
 use reconcile::kinds::Workload;
-use secret_index::SecretIndex;
 use workarounds::{arenas, client, repoll};
 
 #[derive(Args, Debug, Clone)]
@@ -121,25 +121,12 @@ where
     }
 }
 
-/// The sets in `ns` for which `matches` holds.
-fn sets_in(
-    store: &Store<ClientCertificateSet>,
-    ns: &str,
-    matches: impl Fn(&ClientCertificateSet) -> bool,
-) -> Vec<ObjectRef<ClientCertificateSet>> {
-    store
-        .state()
-        .iter()
-        .filter(|s| s.namespace().as_deref() == Some(ns) && matches(s))
-        .map(|s| ObjectRef::from_obj(s.as_ref()))
-        .collect()
-}
-
-/// The sets in `ns` that reference the Secret `name`: the index's
+/// The sets in `ns` that name the object `name` (a Secret, ConfigMap or
+/// workload, by `index`): the index's
 /// candidates, each checked against the store (the index may hold a set
 /// deleted while the watch relisted).
 fn sets_using(
-    index: &SecretIndex,
+    index: &NameIndex,
     store: &Store<ClientCertificateSet>,
     ns: &str,
     name: &str,
@@ -298,22 +285,26 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
     // A set is reconciled when its spec changes or it is deleted, not when
     // its status or finalizers do: certpin's own writes to it must not
     // trigger another pass.
-    let index = Arc::new(SecretIndex::default());
-    let cm_index = Arc::new(SecretIndex::of(secret_index::referenced_config_maps));
-    let indexer = index.clone();
-    let cm_indexer = cm_index.clone();
+    let index = Arc::new(NameIndex::default());
+    let cm_index = Arc::new(NameIndex::of(name_index::referenced_config_maps));
+    let deployment_index = Arc::new(NameIndex::of(name_index::targeted_deployments));
+    let stateful_set_index = Arc::new(NameIndex::of(name_index::targeted_stateful_sets));
+    let indexes = [
+        index.clone(),
+        cm_index.clone(),
+        deployment_index.clone(),
+        stateful_set_index.clone(),
+    ];
     let set_changes = watcher(sets, list_config())
         .backoff(triggers::watch_backoff())
         .modify(slim)
         .reflect(writer)
         .inspect(move |event| match event {
             Ok(watcher::Event::Apply(set) | watcher::Event::InitApply(set)) => {
-                indexer.update(set);
-                cm_indexer.update(set);
+                indexes.iter().for_each(|i| i.update(set));
             }
             Ok(watcher::Event::Delete(set)) => {
-                indexer.remove(set);
-                cm_indexer.remove(set);
+                indexes.iter().for_each(|i| i.remove(set));
             }
             _ => {}
         })
@@ -368,12 +359,12 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
         changes(
             deployments,
             "Deployment",
-            sets_targeting(&store, WorkloadKind::Deployment),
+            sets_targeting(&store, deployment_index),
         ),
         changes(
             stateful_sets,
             "StatefulSet",
-            sets_targeting(&store, WorkloadKind::StatefulSet),
+            sets_targeting(&store, stateful_set_index),
         ),
     );
     let triggered = debounced(
@@ -411,17 +402,20 @@ fn touched(
     sets
 }
 
-/// The sets that target a workload of `kind`, by its watch event.
+/// The sets that target a workload, by its watch event (`index`: the
+/// sets of its kind by the name they target).
 fn sets_targeting<K: kube::Resource>(
     store: &Store<ClientCertificateSet>,
-    kind: WorkloadKind,
+    index: Arc<NameIndex>,
 ) -> impl Fn(K) -> Vec<ObjectRef<ClientCertificateSet>> + Send + 'static + use<K> {
     let store = store.clone();
     move |w| {
-        let name = w.name_any();
-        sets_in(&store, &w.namespace().unwrap_or_default(), |set| {
-            set.spec.app.targets(kind, &name)
-        })
+        sets_using(
+            &index,
+            &store,
+            &w.namespace().unwrap_or_default(),
+            &w.name_any(),
+        )
     }
 }
 

@@ -208,7 +208,7 @@ pub async fn dereference(ctx: &Context, set: &ClientCertificateSet, ns: &str) ->
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let marks = &ctx.marks;
     // Every read at once: a pass waits for one round trip, not one per object.
-    let names = crate::operator::secret_index::referenced_secrets(set);
+    let names = crate::operator::name_index::referenced_secrets(set);
     let names = names.into_iter().filter(|n| names::is_dns_subdomain(n));
     let referenced = futures::future::try_join_all(names.map(|name| {
         let secrets = &secrets;
@@ -260,7 +260,7 @@ async fn read_config_maps(
     ns: &str,
 ) -> Result<BTreeMap<String, Option<ConfigMap>>> {
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    let names = crate::operator::secret_index::referenced_config_maps(set);
+    let names = crate::operator::name_index::referenced_config_maps(set);
     let names = names.into_iter().filter(|n| names::is_dns_subdomain(n));
     let found = futures::future::try_join_all(names.map(|name| {
         let api = &api;
@@ -373,7 +373,7 @@ async fn material(
     cache: &mut BTreeMap<String, Option<Secret>>,
     cert: &CertificateSpec,
 ) -> Result<Material> {
-    if let Some(bad) = crate::operator::secret_index::names_of(cert)
+    if let Some(bad) = crate::operator::name_index::names_of(cert)
         .into_iter()
         .find(|n| !names::is_dns_subdomain(n))
     {

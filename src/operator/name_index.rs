@@ -1,14 +1,15 @@
-//! Which sets reference which Secrets (or ConfigMaps), kept from the set
-//! watch, so that a Secret event finds its sets without scanning every set:
-//! a scan per event grows with sets × Secret events (about 2% of certpin's
-//! CPU at 1000 sets, and 25 times that work at 5000).
+//! Which sets name which objects (the Secrets, ConfigMaps and workloads
+//! they read or target), kept from the set watch, so that an object's event
+//! finds its sets without scanning every set: a scan per event grows with
+//! sets × events (for Secrets about 2% of certpin's CPU at 1000 sets, and
+//! 25 times that work at 5000).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use kube::ResourceExt;
 
-use crate::resource::{CertificateSpec, ClientCertificateSet};
+use crate::resource::{CertificateSpec, ClientCertificateSet, WorkloadKind};
 
 /// The Secrets a set reads: PKCS12 files, passwords, TLS pairs and CA bundles.
 pub fn referenced_secrets(set: &ClientCertificateSet) -> BTreeSet<&str> {
@@ -31,6 +32,24 @@ pub fn referenced_config_maps(set: &ClientCertificateSet) -> BTreeSet<&str> {
         .ca_certificates
         .iter()
         .filter_map(|c| c.config_map.as_ref().map(|m| m.name.as_str()))
+        .collect()
+}
+
+/// The Deployment a set targets.
+pub fn targeted_deployments(set: &ClientCertificateSet) -> BTreeSet<&str> {
+    targeted(set, WorkloadKind::Deployment)
+}
+
+/// The StatefulSet a set targets.
+pub fn targeted_stateful_sets(set: &ClientCertificateSet) -> BTreeSet<&str> {
+    targeted(set, WorkloadKind::StatefulSet)
+}
+
+fn targeted(set: &ClientCertificateSet, kind: WorkloadKind) -> BTreeSet<&str> {
+    let (k, name) = set.spec.app.target();
+    (k == kind && !name.is_empty())
+        .then_some(name)
+        .into_iter()
         .collect()
 }
 
@@ -65,22 +84,22 @@ pub type References = fn(&ClientCertificateSet) -> BTreeSet<&str>;
 /// was relisting leaves its entries), never less: every set the watch has
 /// shown is in it with its latest references. Callers check candidates
 /// against the store.
-pub struct SecretIndex {
+pub struct NameIndex {
     state: Mutex<State>,
     /// The names the index keeps, of each set.
     pub references: References,
 }
 
-impl Default for SecretIndex {
+impl Default for NameIndex {
     fn default() -> Self {
-        SecretIndex::of(referenced_secrets)
+        NameIndex::of(referenced_secrets)
     }
 }
 
-impl SecretIndex {
+impl NameIndex {
     /// An index of what `references` names (Secrets, or ConfigMaps).
     pub fn of(references: References) -> Self {
-        SecretIndex {
+        NameIndex {
             state: Mutex::default(),
             references,
         }
@@ -152,7 +171,7 @@ fn unlink(sets: &mut HashMap<Key, HashSet<String>>, ns: &str, secret: &str, set:
 
 #[cfg(test)]
 mod tests {
-    use super::SecretIndex;
+    use super::NameIndex;
     use crate::resource::ClientCertificateSet;
     use serde_json::json;
 
@@ -178,7 +197,7 @@ mod tests {
 
     #[test]
     fn finds_the_sets_of_a_secret_and_follows_spec_changes_and_deletes() {
-        let index = SecretIndex::default();
+        let index = NameIndex::default();
         index.update(&set("s1", "a", &["x", "y"]));
         index.update(&set("s2", "a", &["y"]));
         index.update(&set("s3", "b", &["y"]));
@@ -199,5 +218,36 @@ mod tests {
         assert_eq!(index.sets_using("a", "y"), ["s2"]);
         assert_eq!(index.sets_using("a", "pw"), ["s2"]);
         assert_eq!(index.sets_using("b", "y"), ["s3"]);
+    }
+
+    fn targeting(name: &str, ns: &str, app: serde_json::Value) -> ClientCertificateSet {
+        let mut s = set(name, ns, &["x"]);
+        s.spec.app = serde_json::from_value(app).unwrap();
+        s
+    }
+
+    #[test]
+    fn finds_the_sets_of_a_workload_by_kind_and_follows_a_changed_target() {
+        let deployments = NameIndex::of(super::targeted_deployments);
+        let stateful_sets = NameIndex::of(super::targeted_stateful_sets);
+        let both = [&deployments, &stateful_sets];
+        let d = targeting("s1", "a", json!({"deployment": "web"}));
+        let st = targeting("s2", "a", json!({"statefulSet": "web"}));
+        both.iter().for_each(|i| {
+            i.update(&d);
+            i.update(&st);
+        });
+        assert_eq!(deployments.sets_using("a", "web"), ["s1"]);
+        assert_eq!(stateful_sets.sets_using("a", "web"), ["s2"]);
+        assert!(deployments.sets_using("b", "web").is_empty());
+
+        // s1 moves from the Deployment web to the StatefulSet db.
+        let moved = targeting("s1", "a", json!({"statefulSet": "db"}));
+        both.iter().for_each(|i| i.update(&moved));
+        assert!(deployments.sets_using("a", "web").is_empty());
+        assert_eq!(stateful_sets.sets_using("a", "db"), ["s1"]);
+
+        both.iter().for_each(|i| i.remove(&st));
+        assert!(stateful_sets.sets_using("a", "web").is_empty());
     }
 }
