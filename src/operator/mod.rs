@@ -122,9 +122,8 @@ where
 }
 
 /// The sets in `ns` that name the object `name` (a Secret, ConfigMap or
-/// workload, by `index`): the index's
-/// candidates, each checked against the store (the index may hold a set
-/// deleted while the watch relisted).
+/// workload, by `index`): the index's candidates, each checked against the
+/// store (the index may hold a set deleted while the watch relisted).
 fn sets_using(
     index: &NameIndex,
     store: &Store<ClientCertificateSet>,

@@ -70,11 +70,11 @@ type Key = (String, String);
 
 #[derive(Default)]
 struct State {
-    /// Secret → the sets that reference it.
+    /// Object name → the sets that name it.
     sets: HashMap<Key, HashSet<String>>,
-    /// Set → the Secrets it referenced when last seen (to drop them when
-    /// its spec changes).
-    secrets: HashMap<Key, Vec<String>>,
+    /// Set → the names it named when last seen (to drop them when its
+    /// spec changes).
+    names: HashMap<Key, Vec<String>>,
 }
 
 /// What a set references, of one kind of object.
@@ -97,7 +97,8 @@ impl Default for NameIndex {
 }
 
 impl NameIndex {
-    /// An index of what `references` names (Secrets, or ConfigMaps).
+    /// An index of what `references` names (Secrets, ConfigMaps or a
+    /// workload).
     pub fn of(references: References) -> Self {
         NameIndex {
             state: Mutex::default(),
@@ -116,8 +117,8 @@ impl NameIndex {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
-        let State { sets, secrets } = &mut *state;
-        let before = secrets
+        let State { sets, names } = &mut *state;
+        let before = names
             .insert((ns.clone(), name.clone()), now.clone())
             .unwrap_or_default();
         for s in before.iter().filter(|s| !now.contains(s)) {
@@ -137,8 +138,8 @@ impl NameIndex {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
-        let State { sets, secrets } = &mut *state;
-        for s in secrets
+        let State { sets, names } = &mut *state;
+        for s in names
             .remove(&(ns.clone(), name.clone()))
             .unwrap_or_default()
         {
@@ -146,21 +147,21 @@ impl NameIndex {
         }
     }
 
-    /// The names of the sets in `ns` that reference the Secret `secret`.
-    pub fn sets_using(&self, ns: &str, secret: &str) -> Vec<String> {
+    /// The names of the sets in `ns` that name the object `name`.
+    pub fn sets_using(&self, ns: &str, name: &str) -> Vec<String> {
         let Ok(state) = self.state.lock() else {
             return Vec::new();
         };
         state
             .sets
-            .get(&(ns.to_string(), secret.to_string()))
+            .get(&(ns.to_string(), name.to_string()))
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default()
     }
 }
 
-fn unlink(sets: &mut HashMap<Key, HashSet<String>>, ns: &str, secret: &str, set: &str) {
-    let key = (ns.to_string(), secret.to_string());
+fn unlink(sets: &mut HashMap<Key, HashSet<String>>, ns: &str, name: &str, set: &str) {
+    let key = (ns.to_string(), name.to_string());
     if let Some(users) = sets.get_mut(&key) {
         users.remove(set);
         if users.is_empty() {
