@@ -31,7 +31,9 @@ use crate::operator::context::Context;
 use crate::operator::error::Result;
 use crate::operator::lock::lock;
 use crate::operator::triggers;
-use crate::resource::{ClientCertificateSet, ClientCertificateSetStatus, WorkloadRecord};
+use crate::resource::{
+    ClientCertificateSet, ClientCertificateSetStatus, WorkloadKind, WorkloadRecord,
+};
 
 /// What a full pass found, kept while its set waits for the rollout.
 struct Entry {
@@ -60,9 +62,26 @@ struct Entry {
 }
 
 /// How long a status is left to the controller's first look at the new
-/// template: beyond this (a controller manager down or far behind) the
-/// status says that the controller has not seen it.
+/// template while the controller looks at none of the templates certpin
+/// changed: beyond this (a controller manager down or stalled) the status
+/// says that the controller has not seen it.
 pub const FIRST_LOOK: Duration = Duration::from_secs(30);
+
+/// How long a status is left to the first look at most, however busy the
+/// controller: one that keeps looking at other templates certpin changed is
+/// working through a backlog (a thousand sets created at once), and a
+/// status written meanwhile would be written again when it looks, on an
+/// API server that backlog already loads.
+pub const LONGEST_FIRST_LOOK: Duration = Duration::from_secs(300);
+
+/// How much longer a deferred status waits for the controller's first look,
+/// or `None` to write it now. `waited`: since the deferral; `quiet`: since
+/// the controller last looked at a template certpin changed, or since the
+/// deferral if that is later.
+pub fn first_look_wait(waited: Duration, quiet: Duration) -> Option<Duration> {
+    (waited < LONGEST_FIRST_LOOK && quiet < FIRST_LOOK)
+        .then(|| (FIRST_LOOK - quiet).min(LONGEST_FIRST_LOOK - waited))
+}
 
 /// The sets waiting for a rollout, and how often each one's inputs
 /// changed.
@@ -76,6 +95,9 @@ pub struct Waits {
     /// deferred its status restarted the app, and whichever pass writes the
     /// status next (a full one, if an input changed meanwhile) says so.
     unrecorded_restart: Mutex<std::collections::HashSet<String>>,
+    /// When the controller of each kind last looked at a template whose
+    /// status certpin had left to that look (`first_look_wait`).
+    looked: Mutex<HashMap<WorkloadKind, Instant>>,
 }
 
 fn set_key(ns: &str, name: &str) -> String {
@@ -100,6 +122,18 @@ impl Waits {
 
     fn forget(&self, key: &str) {
         lock(&self.entries).remove(key);
+    }
+
+    /// The controller of `kind` looked at a template certpin changed.
+    fn looked(&self, kind: WorkloadKind) {
+        lock(&self.looked).insert(kind, Instant::now());
+    }
+
+    /// Since the controller of `kind` last looked at a template certpin
+    /// changed, or since `deferred` if that is later.
+    fn quiet(&self, kind: WorkloadKind, deferred: Instant) -> Duration {
+        let last = lock(&self.looked).get(&kind).copied();
+        last.map_or(deferred, |l| l.max(deferred)).elapsed()
     }
 }
 
@@ -209,8 +243,10 @@ pub fn waits_for_rollout(
 /// update (for an app of zero replicas or one that rolls quickly, already
 /// "complete") would need a second write: one status write per rollout
 /// fewer, on an API server the rollouts themselves load. The controller's
-/// first update is normally milliseconds away; if it has not come within
-/// `FIRST_LOOK`, the status is written saying so.
+/// first update is normally milliseconds away; the status is written saying
+/// that it has not come when the controller has looked at none of the
+/// templates certpin changed for `FIRST_LOOK`, or after
+/// `LONGEST_FIRST_LOOK` (`first_look_wait`).
 pub fn defers_status(plan: &Plan, outcome: &Outcome, rollout: &Rollout, restart_due: bool) -> bool {
     waits_for_rollout(plan, outcome, rollout, restart_due) && super::rollout::writes_workload(plan)
 }
@@ -312,11 +348,12 @@ pub async fn pass(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result
         return Ok(None);
     }
     let rollout = super::rollout::state(&live);
-    if let Some(since) = &entry.deferred {
-        let waited = since.elapsed();
-        if !super::rollout::seen(&live) && waited < FIRST_LOOK {
+    if let Some(since) = entry.deferred {
+        if super::rollout::seen(&live) {
+            ctx.waits.looked(kind);
+        } else if let Some(wait) = first_look_wait(since.elapsed(), ctx.waits.quiet(kind, since)) {
             lock(&ctx.waits.entries).insert(key, entry);
-            return Ok(Some(Action::requeue(FIRST_LOOK - waited)));
+            return Ok(Some(Action::requeue(wait)));
         }
     }
     // The set as the last full pass left it: its status is what certpin
@@ -365,4 +402,27 @@ pub async fn pass(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result
     }
     tracing::debug!(ready = derived.ready.ok, reason = %derived.ready.reason, "rollout pass done");
     Ok(Some(Action::requeue(requeue)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn a_controller_that_looks_at_nothing_gets_the_first_look_and_no_more() {
+        assert_eq!(first_look_wait(S(0), S(0)), Some(FIRST_LOOK));
+        assert_eq!(first_look_wait(S(10), S(10)), Some(S(20)));
+        assert_eq!(first_look_wait(S(30), S(30)), None);
+    }
+
+    #[test]
+    fn a_controller_busy_with_other_templates_is_waited_for_up_to_the_longest_first_look() {
+        assert_eq!(first_look_wait(S(45), S(2)), Some(S(28)));
+        assert_eq!(first_look_wait(S(290), S(0)), Some(S(10)));
+        assert_eq!(first_look_wait(LONGEST_FIRST_LOOK, S(0)), None);
+        // It looked at another template, then went quiet.
+        assert_eq!(first_look_wait(S(100), S(31)), None);
+    }
 }
