@@ -453,10 +453,14 @@ async fn run(args: RunArgs) -> Result<()> {
         let mut scope = vec!["bench-noise".to_string(), ns.to_string()];
         scope.extend(args.sizes.iter().map(|n| format!("bench-{n}-certpin")));
         let cli: Vec<String> = reloader_args(&scope);
-        let program = Program::spawn("reloader", bin, &cli, &env, &dir)?;
+        let mut program = Program::spawn("reloader", bin, &cli, &env, &dir)?;
         // Warm-up rotation, not counted: Reloader has synced its caches once it reacts.
         let mut warm = Err(anyhow::anyhow!("not tried"));
         for _ in 0..6 {
+            // Reloader exits at once when its metrics port is taken (seen:
+            // "listen tcp :9090: bind: address already in use"); a rotation
+            // timed against a Reloader that is gone only times out.
+            program.check_running()?;
             warm = workload::rotate(
                 &client,
                 ns,
@@ -470,6 +474,7 @@ async fn run(args: RunArgs) -> Result<()> {
             }
         }
         warm.context("Reloader never reacted to a Secret change")?;
+        program.check_running()?;
         reloader = Some(program);
     }
 
@@ -588,7 +593,8 @@ async fn run(args: RunArgs) -> Result<()> {
                 )
                 .await?,
             );
-            if reloader.is_some() {
+            if let Some(program) = reloader.as_mut() {
+                program.check_running()?;
                 let (a, b) = (rotation_file(r)?, rotation_file(r + args.rotations)?);
                 rot_rl.push(
                     workload::rotate(
