@@ -62,23 +62,24 @@ struct Entry {
 }
 
 /// How long a status is left to the controller's first look at the new
-/// template while the controller looks at none of the templates certpin
-/// changed: beyond this (a controller manager down or stalled) the status
+/// template while the controller looks at none of the templates whose
+/// status certpin holds back: beyond this (a controller manager down or stalled) the status
 /// says that the controller has not seen it.
 pub const FIRST_LOOK: Duration = Duration::from_secs(30);
 
 /// How long a status is left to the first look at most, however busy the
-/// controller: one that keeps looking at other templates certpin changed is
+/// controller: one that keeps looking at other templates whose status
+/// certpin holds back is
 /// working through a backlog (a thousand sets created at once), and a
 /// status written meanwhile would be written again when it looks, on an
 /// API server that backlog already loads.
-pub const LONGEST_FIRST_LOOK: Duration = Duration::from_secs(300);
+const LONGEST_FIRST_LOOK: Duration = Duration::from_secs(300);
 
 /// How much longer a deferred status waits for the controller's first look,
 /// or `None` to write it now. `waited`: since the deferral; `quiet`: since
-/// the controller last looked at a template certpin changed, or since the
-/// deferral if that is later.
-pub fn first_look_wait(waited: Duration, quiet: Duration) -> Option<Duration> {
+/// the controller last looked at a template whose status certpin had left
+/// to that look, or since the deferral if that is later.
+fn first_look_wait(waited: Duration, quiet: Duration) -> Option<Duration> {
     (waited < LONGEST_FIRST_LOOK && quiet < FIRST_LOOK)
         .then(|| (FIRST_LOOK - quiet).min(LONGEST_FIRST_LOOK - waited))
 }
@@ -124,13 +125,14 @@ impl Waits {
         lock(&self.entries).remove(key);
     }
 
-    /// The controller of `kind` looked at a template certpin changed.
+    /// The controller of `kind` looked at a template whose status certpin
+    /// had left to that look.
     fn looked(&self, kind: WorkloadKind) {
         lock(&self.looked).insert(kind, Instant::now());
     }
 
-    /// Since the controller of `kind` last looked at a template certpin
-    /// changed, or since `deferred` if that is later.
+    /// Since the controller of `kind` last looked at a template whose status
+    /// certpin had left to that look, or since `deferred` if that is later.
     fn quiet(&self, kind: WorkloadKind, deferred: Instant) -> Duration {
         let last = lock(&self.looked).get(&kind).copied();
         last.map_or(deferred, |l| l.max(deferred)).elapsed()
@@ -245,7 +247,7 @@ pub fn waits_for_rollout(
 /// fewer, on an API server the rollouts themselves load. The controller's
 /// first update is normally milliseconds away; the status is written saying
 /// that it has not come when the controller has looked at none of the
-/// templates certpin changed for `FIRST_LOOK`, or after
+/// templates whose status certpin holds back for `FIRST_LOOK`, or after
 /// `LONGEST_FIRST_LOOK` (`first_look_wait`).
 pub fn defers_status(plan: &Plan, outcome: &Outcome, rollout: &Rollout, restart_due: bool) -> bool {
     waits_for_rollout(plan, outcome, rollout, restart_due) && super::rollout::writes_workload(plan)
