@@ -63,16 +63,15 @@ struct Entry {
 
 /// How long a status is left to the controller's first look at the new
 /// template while the controller looks at none of the templates whose
-/// status certpin holds back: beyond this (a controller manager down or stalled) the status
-/// says that the controller has not seen it.
+/// status certpin holds back: beyond this (a controller manager down or
+/// stalled) the status says that the controller has not seen it.
 pub const FIRST_LOOK: Duration = Duration::from_secs(30);
 
 /// How long a status is left to the first look at most, however busy the
 /// controller: one that keeps looking at other templates whose status
-/// certpin holds back is
-/// working through a backlog (a thousand sets created at once), and a
-/// status written meanwhile would be written again when it looks, on an
-/// API server that backlog already loads.
+/// certpin holds back is working through a backlog (a thousand sets created
+/// at once), and a status written meanwhile would be written again when it
+/// looks, on an API server that backlog already loads.
 const LONGEST_FIRST_LOOK: Duration = Duration::from_secs(300);
 
 /// How much longer a deferred status waits for the controller's first look,
