@@ -56,6 +56,12 @@ impl OwnWrites {
 pub struct Rollouts {
     followed: Mutex<std::collections::HashSet<String>>,
     latest: Mutex<HashMap<String, Workload>>,
+    /// When the controller of each kind last acted on a followed workload
+    /// (its observed generation rose), as the watch saw it: the sign that a
+    /// controller is working through certpin's templates, taken when the
+    /// event arrives rather than when certpin's own backlog of passes gets
+    /// to it (`waiting::first_look_wait`).
+    looked: Mutex<HashMap<crate::resource::WorkloadKind, std::time::Instant>>,
 }
 
 impl Rollouts {
@@ -81,8 +87,34 @@ impl Rollouts {
         if self.is_followed(key) {
             let mut w = object();
             w.meta_mut().managed_fields = None;
-            lock(&self.latest).insert(key.to_string(), w);
+            let (observed, kind) = (w.observed_generation(), w.kind());
+            let before = lock(&self.latest).insert(key.to_string(), w);
+            if before.is_some_and(|b| observed > b.observed_generation()) {
+                self.looked(kind);
+            }
         }
+    }
+
+    /// The controller of `kind` acted on a workload whose rollout a set
+    /// waits for.
+    pub fn looked(&self, kind: crate::resource::WorkloadKind) {
+        lock(&self.looked).insert(kind, std::time::Instant::now());
+    }
+
+    /// Since the controller of `kind` last acted on a followed workload, or
+    /// since `since` if that is later.
+    pub fn quiet(
+        &self,
+        kind: crate::resource::WorkloadKind,
+        since: std::time::Instant,
+    ) -> std::time::Duration {
+        self.last_look(kind)
+            .map_or(since, |l| l.max(since))
+            .elapsed()
+    }
+
+    fn last_look(&self, kind: crate::resource::WorkloadKind) -> Option<std::time::Instant> {
+        lock(&self.looked).get(&kind).copied()
     }
 
     /// The watch saw the workload `key` deleted.
@@ -184,5 +216,42 @@ mod tests {
         r.saw(key, app);
         r.follow(WorkloadKind::Deployment, "ns", "app", false);
         assert!(r.latest(WorkloadKind::Deployment, "ns", "app").is_none());
+    }
+
+    fn at(kind: WorkloadKind, generation: i64, observed: i64) -> Workload {
+        Workload::from_value(
+            kind,
+            serde_json::json!({"metadata": {"name": "app", "namespace": "ns", "generation": generation},
+                "status": {"observedGeneration": observed}}),
+        )
+        .expect("a workload")
+    }
+
+    #[test]
+    fn a_controller_looks_when_a_followed_workloads_observed_generation_rises() {
+        let r = Rollouts::default();
+        let key = "Deployment/ns/app";
+        let quiet = |kind| r.last_look(kind).is_none();
+        // Not followed: nothing kept, so nothing to compare.
+        r.saw(key, || at(WorkloadKind::Deployment, 1, 0));
+        r.saw(key, || at(WorkloadKind::Deployment, 1, 1));
+        assert!(quiet(WorkloadKind::Deployment));
+        r.follow(WorkloadKind::Deployment, "ns", "app", true);
+        // The first event after following, and certpin's own template change
+        // (a new generation the controller has not observed): no look.
+        r.saw(key, || at(WorkloadKind::Deployment, 1, 1));
+        r.saw(key, || at(WorkloadKind::Deployment, 2, 1));
+        // Another status update for the old generation: no look either.
+        r.saw(key, || at(WorkloadKind::Deployment, 2, 1));
+        assert!(quiet(WorkloadKind::Deployment));
+        r.saw(key, || at(WorkloadKind::Deployment, 2, 2));
+        assert!(!quiet(WorkloadKind::Deployment), "the controller looked");
+        assert!(quiet(WorkloadKind::StatefulSet), "a look is per kind");
+        // Quiet counts from the later of the look and the start given.
+        let later = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        assert_eq!(
+            r.quiet(WorkloadKind::Deployment, later),
+            std::time::Duration::ZERO
+        );
     }
 }

@@ -77,6 +77,14 @@ impl Workload {
         }
     }
 
+    /// The generation its controller last acted on (`status.observedGeneration`).
+    pub fn observed_generation(&self) -> Option<i64> {
+        match self {
+            Workload::Deployment(d) => d.status.as_ref().and_then(|s| s.observed_generation),
+            Workload::StatefulSet(s) => s.status.as_ref().and_then(|s| s.observed_generation),
+        }
+    }
+
     pub fn meta(&self) -> &ObjectMeta {
         match self {
             Workload::Deployment(d) => &d.metadata,

@@ -60,17 +60,7 @@ fn replacing(kind: &str, name: &str) -> String {
 
 /// Whether the workload's controller has seen its current spec.
 pub fn seen(w: &Workload) -> bool {
-    let (observed, generation) = match w {
-        Workload::Deployment(d) => (
-            d.status.as_ref().and_then(|s| s.observed_generation),
-            d.metadata.generation,
-        ),
-        Workload::StatefulSet(s) => (
-            s.status.as_ref().and_then(|s| s.observed_generation),
-            s.metadata.generation,
-        ),
-    };
-    observed.unwrap_or(0) >= generation.unwrap_or(0)
+    w.observed_generation().unwrap_or(0) >= w.meta().generation.unwrap_or(0)
 }
 
 /// The rollout state in a workload's status.

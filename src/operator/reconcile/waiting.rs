@@ -31,9 +31,7 @@ use crate::operator::context::Context;
 use crate::operator::error::Result;
 use crate::operator::lock::lock;
 use crate::operator::triggers;
-use crate::resource::{
-    ClientCertificateSet, ClientCertificateSetStatus, WorkloadKind, WorkloadRecord,
-};
+use crate::resource::{ClientCertificateSet, ClientCertificateSetStatus, WorkloadRecord};
 
 /// What a full pass found, kept while its set waits for the rollout.
 struct Entry {
@@ -62,22 +60,23 @@ struct Entry {
 }
 
 /// How long a status is left to the controller's first look at the new
-/// template while the controller looks at none of the templates whose
-/// status certpin holds back: beyond this (a controller manager down or
+/// template while the controller acts on none of the workloads whose
+/// rollouts sets wait for: beyond this (a controller manager down or
 /// stalled) the status says that the controller has not seen it.
 pub const FIRST_LOOK: Duration = Duration::from_secs(30);
 
 /// How long a status is left to the first look at most, however busy the
-/// controller: one that keeps looking at other templates whose status
-/// certpin holds back is working through a backlog (a thousand sets created
-/// at once), and a status written meanwhile would be written again when it
+/// controller: one that keeps acting on other workloads whose rollouts sets
+/// wait for is working through a backlog (thousands of sets created at
+/// once), and a status written meanwhile would be written again when it
 /// looks, on an API server that backlog already loads.
 const LONGEST_FIRST_LOOK: Duration = Duration::from_secs(300);
 
 /// How much longer a deferred status waits for the controller's first look,
 /// or `None` to write it now. `waited`: since the deferral; `quiet`: since
-/// the controller last looked at a template whose status certpin had left
-/// to that look, or since the deferral if that is later.
+/// the controller last acted on a workload whose rollout a set waits for
+/// (`Rollouts::quiet`, from the watch), or since the deferral if that is
+/// later.
 fn first_look_wait(waited: Duration, quiet: Duration) -> Option<Duration> {
     (waited < LONGEST_FIRST_LOOK && quiet < FIRST_LOOK)
         .then(|| (FIRST_LOOK - quiet).min(LONGEST_FIRST_LOOK - waited))
@@ -95,9 +94,6 @@ pub struct Waits {
     /// deferred its status restarted the app, and whichever pass writes the
     /// status next (a full one, if an input changed meanwhile) says so.
     unrecorded_restart: Mutex<std::collections::HashSet<String>>,
-    /// When the controller of each kind last looked at a template whose
-    /// status certpin had left to that look (`first_look_wait`).
-    looked: Mutex<HashMap<WorkloadKind, Instant>>,
 }
 
 fn set_key(ns: &str, name: &str) -> String {
@@ -122,19 +118,6 @@ impl Waits {
 
     fn forget(&self, key: &str) {
         lock(&self.entries).remove(key);
-    }
-
-    /// The controller of `kind` looked at a template whose status certpin
-    /// had left to that look.
-    fn looked(&self, kind: WorkloadKind) {
-        lock(&self.looked).insert(kind, Instant::now());
-    }
-
-    /// Since the controller of `kind` last looked at a template whose status
-    /// certpin had left to that look, or since `deferred` if that is later.
-    fn quiet(&self, kind: WorkloadKind, deferred: Instant) -> Duration {
-        let last = lock(&self.looked).get(&kind).copied();
-        last.map_or(deferred, |l| l.max(deferred)).elapsed()
     }
 }
 
@@ -245,8 +228,8 @@ pub fn waits_for_rollout(
 /// "complete") would need a second write: one status write per rollout
 /// fewer, on an API server the rollouts themselves load. The controller's
 /// first update is normally milliseconds away; the status is written saying
-/// that it has not come when the controller has looked at none of the
-/// templates whose status certpin holds back for `FIRST_LOOK`, or after
+/// that it has not come when the controller has acted on none of the
+/// workloads whose rollouts sets wait for during `FIRST_LOOK`, or after
 /// `LONGEST_FIRST_LOOK` (`first_look_wait`).
 pub fn defers_status(plan: &Plan, outcome: &Outcome, rollout: &Rollout, restart_due: bool) -> bool {
     waits_for_rollout(plan, outcome, rollout, restart_due) && super::rollout::writes_workload(plan)
@@ -351,8 +334,9 @@ pub async fn pass(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result
     let rollout = super::rollout::state(&live);
     if let Some(since) = entry.deferred {
         if super::rollout::seen(&live) {
-            ctx.waits.looked(kind);
-        } else if let Some(wait) = first_look_wait(since.elapsed(), ctx.waits.quiet(kind, since)) {
+            ctx.rollouts.looked(kind);
+        } else if let Some(wait) = first_look_wait(since.elapsed(), ctx.rollouts.quiet(kind, since))
+        {
             lock(&ctx.waits.entries).insert(key, entry);
             return Ok(Some(Action::requeue(wait)));
         }
