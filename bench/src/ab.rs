@@ -152,7 +152,7 @@ pub async fn ab(args: AbArgs) -> Result<()> {
     let namespaces: Vec<String> = (0..order.len()).map(|k| format!("ab-{tag}-{k}")).collect();
     for ns in &namespaces {
         eprintln!("bench ab: {} apps in {ns}", args.sets);
-        workload::apps(&client, ns, args.sets, &pool, 1).await?;
+        workload::apps(&client, &workload::Spread::one(ns), args.sets, &pool, 1).await?;
     }
 
     let mut runs = Vec::new();
@@ -178,11 +178,11 @@ pub async fn ab(args: AbArgs) -> Result<()> {
         )
         .await?;
         let pid = cp.program.pid()?;
-        let obs = workload::observe(&client, ns).await?;
+        let obs = workload::observe(&client, &workload::Spread::one(ns)).await?;
         let (w0, r0) = (cp.proxy.counts.writes(), cp.proxy.counts.reads());
         let (c0, a0, e0) = (cpu_seconds(pid)?, cpu_of(apiserver), cpu_of(etcd));
         let t0 = Instant::now();
-        workload::create_sets(&client, ns, args.sets, &obs.clocks).await?;
+        workload::create_sets(&client, &workload::Spread::one(ns), args.sets, &obs.clocks).await?;
         let n = args.sets;
         let clocks = obs.clocks.clone();
         let timeout = Duration::from_secs(120 + n as u64);

@@ -32,7 +32,8 @@ pub enum FloorError {
 
 struct Ctx {
     client: Client,
-    ns: String,
+    /// The namespaces whose sets the floor handles.
+    namespaces: HashSet<String>,
     /// (uid, generation) already written: the store may lag behind the
     /// floor's own writes, and the floor must not write twice.
     done: Mutex<HashSet<(String, i64)>>,
@@ -41,12 +42,18 @@ struct Ctx {
 /// The floor's own finalizer (a write of the same kind as certpin's).
 const FINALIZER: &str = "bench.certpin.dev/floor";
 
-pub async fn run(ns: String, concurrency: u16) -> Result<()> {
+/// `namespaces`: one, or several separated by commas (the floor then
+/// watches sets in every namespace and handles only theirs).
+pub async fn run(namespaces: String, concurrency: u16) -> Result<()> {
     let client = certpin::testing::client().await?;
-    let sets: Api<ClientCertificateSet> = Api::namespaced(client.clone(), &ns);
+    let namespaces: HashSet<String> = namespaces.split(',').map(str::to_string).collect();
+    let sets: Api<ClientCertificateSet> = match namespaces.iter().next() {
+        Some(ns) if namespaces.len() == 1 => Api::namespaced(client.clone(), ns),
+        _ => Api::all(client.clone()),
+    };
     let ctx = Arc::new(Ctx {
         client,
-        ns,
+        namespaces,
         done: Mutex::new(HashSet::new()),
     });
     Controller::new(sets, watcher::Config::default().any_semantic())
@@ -80,10 +87,14 @@ async fn reconcile(set: Arc<ClientCertificateSet>, ctx: Arc<Ctx>) -> Result<Acti
         set.uid().unwrap_or_default(),
         set.metadata.generation.unwrap_or(0),
     );
-    if ready(&set) || ctx.done.lock().map(|d| d.contains(&key)).unwrap_or(false) {
+    let ns = set.namespace().unwrap_or_default();
+    if !ctx.namespaces.contains(&ns)
+        || ready(&set)
+        || ctx.done.lock().map(|d| d.contains(&key)).unwrap_or(false)
+    {
         return Ok(Action::await_change());
     }
-    let ns = ctx.ns.as_str();
+    let ns = ns.as_str();
     let name = set.name_any();
     let apply = PatchParams::apply(MANAGER).force();
     let sets: Api<ClientCertificateSet> = Api::namespaced(ctx.client.clone(), ns);

@@ -2,7 +2,7 @@
 //! with a write-only floor and with Stakater Reloader, in one run.
 //!
 //!   certpin-bench run --sizes 1,100,1000 --out bench/results.json
-//!   certpin-bench floor --namespace NS      (the floor program; run by `run`)
+//!   certpin-bench floor --namespace NS[,NS]  (the floor program; run by `run`)
 //!   certpin-bench ab --a OLD --b NEW        (two certpin binaries, A B B A)
 
 mod ab;
@@ -46,6 +46,7 @@ enum Command {
     Ab(ab::AbArgs),
     /// The floor program (started by `run`).
     Floor {
+        /// One namespace, or several separated by commas.
         #[arg(long)]
         namespace: String,
         #[arg(long, default_value_t = 16)]
@@ -123,6 +124,12 @@ struct RunArgs {
     /// Cache for the generated PKCS12 files, logs and kubeconfigs.
     #[arg(long, env = "CERTPIN_BENCH_CACHE")]
     cache: PathBuf,
+    /// Apps (and sets) per namespace; 0: each tool's N apps in one
+    /// namespace. The Deployment controller's work per sync grows with the
+    /// apps in a namespace, which at N = 10,000 in one namespace is most of
+    /// what a run would measure.
+    #[arg(long, default_value_t = 0)]
+    apps_per_namespace: usize,
 }
 
 fn main() -> Result<()> {
@@ -205,6 +212,9 @@ struct Idle {
 struct SizeResult {
     n: usize,
     replicas: i32,
+    /// Apps per namespace (0: all N in one).
+    #[serde(skip_serializing_if = "is_zero")]
+    apps_per_namespace: usize,
     floor: Convergence,
     certpin: Convergence,
     ready_ratio_median: f64,
@@ -219,6 +229,10 @@ struct SizeResult {
     certpin_cpu_seconds_per_1000_reconciles: f64,
     certpin_reconciles_convergence: u64,
     certpin_decodes_per_reconcile_steady: f64,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize)]
@@ -400,7 +414,7 @@ async fn populate(ns: &str, n: usize, noise: usize, cache: &Path) -> Result<()> 
     install_crd(&client).await?;
     let pool = pool::ensure(cache, 2 * n).await?;
     workload::noise(&client, "bench-noise", noise).await?;
-    workload::apps(&client, ns, n, &pool, 1).await?;
+    workload::apps(&client, &workload::Spread::one(ns), n, &pool, 1).await?;
     let sets: Api<certpin::resource::ClientCertificateSet> = Api::namespaced(client.clone(), ns);
     for i in 0..n {
         workload::create_ignoring_exists(&sets, &workload::set(i)?).await?;
@@ -451,7 +465,11 @@ async fn run(args: RunArgs) -> Result<()> {
         // Scoped as certpin is: the unrelated Secrets' namespace, its own,
         // and each size's certpin namespace.
         let mut scope = vec!["bench-noise".to_string(), ns.to_string()];
-        scope.extend(args.sizes.iter().map(|n| format!("bench-{n}-certpin")));
+        for &n in &args.sizes {
+            let spread =
+                workload::Spread::new(&format!("bench-{n}-certpin"), n, args.apps_per_namespace);
+            scope.extend(spread.namespaces);
+        }
         let cli: Vec<String> = reloader_args(&scope);
         let mut program = Program::spawn("reloader", bin, &cli, &env, &dir)?;
         // Warm-up rotation, not counted: Reloader has synced its caches once it reacts.
@@ -481,15 +499,18 @@ async fn run(args: RunArgs) -> Result<()> {
     let mut sizes = Vec::new();
     for &n in &args.sizes {
         eprintln!("bench: N={n}");
-        let ns_floor = format!("bench-{n}-floor");
-        let ns_cp = format!("bench-{n}-certpin");
+        let per = args.apps_per_namespace;
+        let ns_floor = workload::Spread::new(&format!("bench-{n}-floor"), n, per);
+        let ns_cp = workload::Spread::new(&format!("bench-{n}-certpin"), n, per);
+        let both: Vec<&str> = ns_floor.names().into_iter().chain(ns_cp.names()).collect();
         // Left over from an interrupted run.
-        workload::teardown(&client, &[&ns_floor, &ns_cp]).await?;
+        workload::teardown(&client, &both).await?;
         workload::apps(&client, &ns_floor, n, &pool, args.replicas).await?;
         workload::apps(&client, &ns_cp, n, &pool, args.replicas).await?;
         let mut result = SizeResult {
             n,
             replicas: args.replicas,
+            apps_per_namespace: if ns_cp.namespaces.len() > 1 { per } else { 0 },
             ..Default::default()
         };
 
@@ -501,7 +522,7 @@ async fn run(args: RunArgs) -> Result<()> {
             &exe,
             &[
                 "floor".into(),
-                format!("--namespace={ns_floor}"),
+                format!("--namespace={}", ns_floor.namespaces.join(",")),
                 format!("--concurrency={}", args.concurrency),
             ],
             &[(
@@ -548,7 +569,7 @@ async fn run(args: RunArgs) -> Result<()> {
             args.concurrency,
             &dir,
             &format!("certpin-{n}"),
-            &["bench-noise", &ns_cp],
+            &[&["bench-noise"], ns_cp.names().as_slice()].concat(),
             None,
         )
         .await?;
@@ -586,7 +607,7 @@ async fn run(args: RunArgs) -> Result<()> {
             rot_cp.push(
                 workload::rotate(
                     &client,
-                    &ns_cp,
+                    ns_cp.of(i),
                     &workload::secret_name(i, which),
                     &workload::app_name(i),
                     [&rotation_file(r)?, &rotation_file(r + args.rotations)?],
@@ -614,16 +635,17 @@ async fn run(args: RunArgs) -> Result<()> {
         // The last rotation's rollout has completed (rotate waits for it);
         // certpin says so on the set's status. Waited for here, so that the
         // restarted operator's writes are its own and not this one's tail.
-        let sets: Api<ClientCertificateSet> = Api::namespaced(client.clone(), &ns_cp);
         wait_for(
             "every set Ready after the rotations",
             Duration::from_secs(120),
-            || {
-                let sets = sets.clone();
-                async move {
+            || async {
+                let mut ready = 0;
+                for ns in &ns_cp.namespaces {
+                    let sets: Api<ClientCertificateSet> = Api::namespaced(client.clone(), ns);
                     let list = sets.list(&Default::default()).await?;
-                    Ok(list.items.iter().filter(|s| workload::set_ready(s)).count() >= n)
+                    ready += list.items.iter().filter(|s| workload::set_ready(s)).count();
                 }
+                Ok(ready >= n)
             },
         )
         .await?;
@@ -644,7 +666,7 @@ async fn run(args: RunArgs) -> Result<()> {
             args.concurrency,
             &dir,
             &format!("certpin-{n}-restarted"),
-            &["bench-noise", &ns_cp],
+            &[&["bench-noise"], ns_cp.names().as_slice()].concat(),
             Some(args.resync_seconds),
         )
         .await?;
@@ -694,7 +716,7 @@ async fn run(args: RunArgs) -> Result<()> {
             &sizes,
             args.merge || sizes.len() > 1,
         )?;
-        workload::teardown(&client, &[&ns_floor, &ns_cp]).await?;
+        workload::teardown(&client, &both).await?;
     }
     if let Some(p) = reloader {
         p.stop().await?;
@@ -732,6 +754,8 @@ fn write_report(
             report.sizes.iter().any(|r| {
                 Some(r.n as u64) == s["n"].as_u64()
                     && Some(r.replicas as i64) == s["replicas"].as_i64().or(Some(1))
+                    && Some(r.apps_per_namespace as u64)
+                        == s["apps_per_namespace"].as_u64().or(Some(0))
             })
         };
         let mut sizes: Vec<serde_json::Value> = old["sizes"]
@@ -742,7 +766,13 @@ fn write_report(
             .filter(|s| !measured(s))
             .collect();
         sizes.extend(value["sizes"].as_array().cloned().unwrap_or_default());
-        sizes.sort_by_key(|s| (s["replicas"].as_i64().unwrap_or(1) == 0, s["n"].as_u64()));
+        sizes.sort_by_key(|s| {
+            (
+                s["replicas"].as_i64().unwrap_or(1) == 0,
+                s["n"].as_u64(),
+                s["apps_per_namespace"].as_u64(),
+            )
+        });
         value["sizes"] = json!(sizes);
         for k in ["scenarios", "scenarios_reloader_kind"] {
             if !old[k].is_null() {

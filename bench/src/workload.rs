@@ -31,6 +31,62 @@ pub fn secret_name(i: usize, which: char) -> String {
     format!("cert-{i}-{which}")
 }
 
+/// Where one tool's N apps (and their sets) live: one namespace, or spread
+/// over several, app i in namespace i / per. The Deployment controller lists
+/// every ReplicaSet of a Deployment's namespace in each sync, so with all N
+/// apps in one namespace its work per rollout grows with N; spread, N =
+/// 10,000 measures certpin and not that.
+#[derive(Clone, Debug)]
+pub struct Spread {
+    pub namespaces: Vec<String>,
+    per: usize,
+}
+
+impl Spread {
+    /// All apps in `ns`.
+    pub fn one(ns: &str) -> Spread {
+        Spread {
+            namespaces: vec![ns.to_string()],
+            per: usize::MAX,
+        }
+    }
+
+    /// `n` apps, `per` to a namespace (`base-0`, `base-1`, ...); with `per`
+    /// 0 or at least `n`, all in `base`.
+    pub fn new(base: &str, n: usize, per: usize) -> Spread {
+        if per == 0 || per >= n {
+            return Spread::one(base);
+        }
+        Spread {
+            namespaces: (0..n.div_ceil(per))
+                .map(|j| format!("{base}-{j}"))
+                .collect(),
+            per,
+        }
+    }
+
+    /// The namespace of app (and set) `i`.
+    pub fn of(&self, i: usize) -> &str {
+        let j = (i / self.per).min(self.namespaces.len() - 1);
+        &self.namespaces[j]
+    }
+
+    /// How many of `n` apps live in each namespace.
+    fn counts(&self, n: usize) -> Vec<(&str, usize)> {
+        let mut counts: Vec<(&str, usize)> =
+            self.namespaces.iter().map(|ns| (ns.as_str(), 0)).collect();
+        for i in 0..n {
+            let j = (i / self.per).min(self.namespaces.len() - 1);
+            counts[j].1 += 1;
+        }
+        counts
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.namespaces.iter().map(String::as_str).collect()
+    }
+}
+
 /// Runs `f(i)` for i in 0..n with bounded concurrency.
 pub async fn for_each<F, Fut>(n: usize, concurrency: usize, f: F) -> Result<()>
 where
@@ -118,12 +174,20 @@ where
 /// With zero replicas a rollout has no pods to wait for: the Deployment
 /// controller completes it as soon as it observes the new template, so
 /// convergence at N = 5000 and more is measured without the rollouts.
-pub async fn apps(client: &Client, ns: &str, n: usize, pool: &Pool, replicas: i32) -> Result<()> {
-    namespace(client, ns).await?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+pub async fn apps(
+    client: &Client,
+    spread: &Spread,
+    n: usize,
+    pool: &Pool,
+    replicas: i32,
+) -> Result<()> {
+    for ns in &spread.namespaces {
+        namespace(client, ns).await?;
+    }
     for_each(n, CREATE_CONCURRENCY, |i| {
-        let (secrets, deployments) = (secrets.clone(), deployments.clone());
+        let ns = spread.of(i);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
         async move {
             for (k, which) in ['a', 'b'].into_iter().enumerate() {
                 let s = pkcs12_secret(&secret_name(i, which), &pool.file(2 * i + k)?)?;
@@ -137,7 +201,10 @@ pub async fn apps(client: &Client, ns: &str, n: usize, pool: &Pool, replicas: i3
         }
     })
     .await?;
-    wait_available(client, ns, n, Duration::from_secs(120 + n as u64 / 2)).await
+    for (ns, count) in spread.counts(n) {
+        wait_available(client, ns, count, Duration::from_secs(120 + n as u64 / 2)).await?;
+    }
+    Ok(())
 }
 
 /// Unrelated Secrets (2 KiB each), as a busy namespace has.
@@ -238,11 +305,32 @@ impl Drop for Observer {
     }
 }
 
-pub async fn observe(client: &Client, ns: &str) -> Result<Observer> {
+pub async fn observe(client: &Client, spread: &Spread) -> Result<Observer> {
     let clocks = Arc::new(Clocks::default());
+    let watches = 2 * spread.namespaces.len();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(watches);
+    let mut tasks = Vec::new();
+    for ns in &spread.namespaces {
+        tasks.extend(observe_namespace(client, ns, &clocks, tx.clone()));
+    }
+    for _ in 0..watches {
+        tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .context("the bench's own watches did not start")?;
+    }
+    Ok(Observer { clocks, tasks })
+}
+
+/// The two watches of one namespace (sets and Deployments); each sends on
+/// `tx` once it has listed.
+fn observe_namespace(
+    client: &Client,
+    ns: &str,
+    clocks: &Arc<Clocks>,
+    tx: tokio::sync::mpsc::Sender<()>,
+) -> [tokio::task::JoinHandle<()>; 2] {
     let sets: Api<ClientCertificateSet> = Api::namespaced(client.clone(), ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(2);
     let c = clocks.clone();
     let tx1 = tx.clone();
     let t1 = tokio::spawn(async move {
@@ -286,22 +374,19 @@ pub async fn observe(client: &Client, ns: &str) -> Result<Observer> {
             }
         }
     });
-    for _ in 0..2 {
-        tokio::time::timeout(Duration::from_secs(60), rx.recv())
-            .await
-            .context("the bench's own watches did not start")?;
-    }
-    Ok(Observer {
-        clocks,
-        tasks: vec![t1, t2],
-    })
+    [t1, t2]
 }
 
 /// Creates N sets, noting when each create was sent.
-pub async fn create_sets(client: &Client, ns: &str, n: usize, clocks: &Arc<Clocks>) -> Result<()> {
-    let api: Api<ClientCertificateSet> = Api::namespaced(client.clone(), ns);
+pub async fn create_sets(
+    client: &Client,
+    spread: &Spread,
+    n: usize,
+    clocks: &Arc<Clocks>,
+) -> Result<()> {
     for_each(n, CREATE_CONCURRENCY, |i| {
-        let (api, clocks) = (api.clone(), clocks.clone());
+        let api: Api<ClientCertificateSet> = Api::namespaced(client.clone(), spread.of(i));
+        let clocks = clocks.clone();
         async move {
             let s = set(i)?;
             let t0 = Instant::now();
@@ -316,8 +401,9 @@ pub async fn create_sets(client: &Client, ns: &str, n: usize, clocks: &Arc<Clock
 }
 
 /// Creates N sets, then waits until every set is Ready and every app rolled out.
-pub async fn converge(client: &Client, ns: &str, n: usize, obs: &Observer) -> Result<()> {
-    create_sets(client, ns, n, &obs.clocks).await?;
+pub async fn converge(client: &Client, spread: &Spread, n: usize, obs: &Observer) -> Result<()> {
+    create_sets(client, spread, n, &obs.clocks).await?;
+    let ns = spread.namespaces.join(",");
     let timeout = Duration::from_secs(120 + n as u64);
     let deadline = Instant::now() + timeout;
     loop {
@@ -480,4 +566,33 @@ pub async fn teardown(client: &Client, namespaces: &[&str]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Spread;
+
+    #[test]
+    fn a_spread_puts_per_apps_in_each_namespace_and_the_rest_in_the_last() {
+        let s = Spread::new("b", 2500, 1000);
+        assert_eq!(s.names(), ["b-0", "b-1", "b-2"]);
+        assert_eq!(
+            (s.of(0), s.of(999), s.of(1000), s.of(2499)),
+            ("b-0", "b-0", "b-1", "b-2")
+        );
+        assert_eq!(s.counts(2500), [("b-0", 1000), ("b-1", 1000), ("b-2", 500)]);
+    }
+
+    #[test]
+    fn without_a_spread_every_app_is_in_the_one_namespace() {
+        for s in [
+            Spread::new("b", 1000, 0),
+            Spread::new("b", 1000, 1000),
+            Spread::one("b"),
+        ] {
+            assert_eq!(s.names(), ["b"]);
+            assert_eq!((s.of(0), s.of(999)), ("b", "b"));
+            assert_eq!(s.counts(1000), [("b", 1000)]);
+        }
+    }
 }

@@ -284,7 +284,7 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
     // A set is reconciled when its spec changes or it is deleted, not when
     // its status or finalizers do: certpin's own writes to it must not
     // trigger another pass.
-    let index = Arc::new(NameIndex::default());
+    let index = Arc::new(NameIndex::of(name_index::referenced_secrets));
     let cm_index = Arc::new(NameIndex::of(name_index::referenced_config_maps));
     let deployment_index = Arc::new(NameIndex::of(name_index::targeted_deployments));
     let stateful_set_index = Arc::new(NameIndex::of(name_index::targeted_stateful_sets));

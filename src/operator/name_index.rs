@@ -90,12 +90,6 @@ pub struct NameIndex {
     pub references: References,
 }
 
-impl Default for NameIndex {
-    fn default() -> Self {
-        NameIndex::of(referenced_secrets)
-    }
-}
-
 impl NameIndex {
     /// An index of what `references` names (Secrets, ConfigMaps or a
     /// workload).
@@ -198,7 +192,7 @@ mod tests {
 
     #[test]
     fn finds_the_sets_of_a_secret_and_follows_spec_changes_and_deletes() {
-        let index = NameIndex::default();
+        let index = NameIndex::of(super::referenced_secrets);
         index.update(&set("s1", "a", &["x", "y"]));
         index.update(&set("s2", "a", &["y"]));
         index.update(&set("s3", "b", &["y"]));
