@@ -435,9 +435,9 @@ async fn run(args: RunArgs) -> Result<()> {
     let rotation_file = |r: usize| pool.file(2 * max_n + r);
     workload::noise(&client, "bench-noise", args.noise).await?;
 
-    // Reloader: its own namespace of annotated apps, watching every namespace.
-    let mut reloader = None;
-    if let Some(bin) = &args.reloader {
+    // Reloader's own namespace of annotated apps; Reloader itself starts
+    // for each size once certpin has converged (`start_reloader`).
+    if args.reloader.is_some() {
         let ns = "bench-reloader";
         workload::namespace(&client, ns).await?;
         let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
@@ -455,45 +455,6 @@ async fn run(args: RunArgs) -> Result<()> {
             workload::create_ignoring_exists(&secrets, &s).await?;
             workload::create_ignoring_exists(&deployments, &d).await?;
         }
-        // Straight to the API server (the bench's own kubeconfig): through the
-        // counting proxy its watches went quiet after a while, and its write
-        // count is not a figure here.
-        let env = [(
-            "KUBECONFIG",
-            std::env::var("KUBECONFIG").context("KUBECONFIG must name the test bed")?,
-        )];
-        // Scoped as certpin is: the unrelated Secrets' namespace, its own,
-        // and each size's certpin namespace.
-        let mut scope = vec!["bench-noise".to_string(), ns.to_string()];
-        for &n in &args.sizes {
-            let spread =
-                workload::Spread::new(&format!("bench-{n}-certpin"), n, args.apps_per_namespace);
-            scope.extend(spread.namespaces);
-        }
-        let cli: Vec<String> = reloader_args(&scope);
-        let mut program = Program::spawn("reloader", bin, &cli, &env, &dir)?;
-        // Warm-up rotation, not counted: Reloader has synced its caches once it reacts.
-        let mut warm = Err(anyhow::anyhow!("not tried"));
-        for _ in 0..6 {
-            // Reloader exits at once when its metrics port is taken (seen:
-            // "listen tcp :9090: bind: address already in use"); a rotation
-            // timed against a Reloader that is gone only times out.
-            program.check_running()?;
-            warm = workload::rotate(
-                &client,
-                ns,
-                "rl-0",
-                "rl-app-0",
-                [&rotation_file(0)?, &rotation_file(1)?],
-            )
-            .await;
-            if warm.is_ok() {
-                break;
-            }
-        }
-        warm.context("Reloader never reacted to a Secret change")?;
-        program.check_running()?;
-        reloader = Some(program);
     }
 
     let mut sizes = Vec::new();
@@ -597,6 +558,24 @@ async fn run(args: RunArgs) -> Result<()> {
         result.ready_ratio_p99 = result.certpin.ready.p99_ms / result.floor.ready.p99_ms;
         result.rollout_ratio_median =
             result.certpin.rollout.median_ms / result.floor.rollout.median_ms;
+
+        // Reloader, scoped as certpin is (the unrelated Secrets' namespace,
+        // its own, this size's certpin namespaces), from here to the end of
+        // the size: running through certpin's convergence it would load the
+        // API server (its informers take every Secret certpin writes) in
+        // certpin's phase and not in the floor's.
+        let mut reloader = match &args.reloader {
+            Some(bin) => {
+                let mut scope = vec!["bench-noise".to_string(), "bench-reloader".to_string()];
+                scope.extend(ns_cp.namespaces.iter().cloned());
+                let files = [rotation_file(0)?, rotation_file(1)?];
+                Some(
+                    start_reloader(&client, bin, &scope, &dir, &format!("reloader-{n}"), &files)
+                        .await?,
+                )
+            }
+            None => None,
+        };
 
         // Rotation, alternating certpin and Reloader.
         let mut rot_cp = Vec::new();
@@ -702,8 +681,9 @@ async fn run(args: RunArgs) -> Result<()> {
         result.certpin_decodes_per_reconcile_steady = (d2 - d1) as f64 / (r2 - r1).max(1) as f64;
         result.certpin_memory_steady = procs::memory(cp.program.pid()?)?;
         cp.program.stop().await?;
-        if let Some(p) = &reloader {
+        if let Some(p) = reloader.take() {
             result.reloader_memory = Some(procs::memory(p.pid()?)?);
+            p.stop().await?;
         }
         eprintln!("bench: N={n}: {}", serde_json::to_string(&result)?);
         sizes.push(result);
@@ -718,10 +698,47 @@ async fn run(args: RunArgs) -> Result<()> {
         )?;
         workload::teardown(&client, &both).await?;
     }
-    if let Some(p) = reloader {
-        p.stop().await?;
-    }
     Ok(())
+}
+
+/// Starts Reloader straight to the API server (the bench's own kubeconfig:
+/// through the counting proxy its watches went quiet after a while, and its
+/// write count is not a figure here), and returns once it has reacted to a
+/// warm-up rotation (not counted): its caches are synced then.
+async fn start_reloader(
+    client: &Client,
+    bin: &Path,
+    scope: &[String],
+    dir: &Path,
+    tag: &str,
+    files: &[Vec<u8>; 2],
+) -> Result<Program> {
+    let env = [(
+        "KUBECONFIG",
+        std::env::var("KUBECONFIG").context("KUBECONFIG must name the test bed")?,
+    )];
+    let mut program = Program::spawn(tag, bin, &reloader_args(scope), &env, dir)?;
+    let mut warm = Err(anyhow::anyhow!("not tried"));
+    for _ in 0..6 {
+        // Reloader exits at once when its metrics port is taken (seen:
+        // "listen tcp :9090: bind: address already in use"); a rotation
+        // timed against a Reloader that is gone only times out.
+        program.check_running()?;
+        warm = workload::rotate(
+            client,
+            "bench-reloader",
+            "rl-0",
+            "rl-app-0",
+            [&files[0], &files[1]],
+        )
+        .await;
+        if warm.is_ok() {
+            break;
+        }
+    }
+    warm.context("Reloader never reacted to a Secret change")?;
+    program.check_running()?;
+    Ok(program)
 }
 
 /// Writes this run's sizes to `--out`; with `merge`, the sizes there that
