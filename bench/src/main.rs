@@ -464,6 +464,11 @@ async fn run(args: RunArgs) -> Result<()> {
         let ns_floor = workload::Spread::new(&format!("bench-{n}-floor"), n, per);
         let ns_cp = workload::Spread::new(&format!("bench-{n}-certpin"), n, per);
         let both: Vec<&str> = ns_floor.names().into_iter().chain(ns_cp.names()).collect();
+        // What certpin (and Reloader) watch: the unrelated Secrets' namespace
+        // and this size's certpin namespaces.
+        let watched: Vec<&str> = std::iter::once("bench-noise")
+            .chain(ns_cp.names())
+            .collect();
         // Left over from an interrupted run.
         workload::teardown(&client, &both).await?;
         workload::apps(&client, &ns_floor, n, &pool, args.replicas).await?;
@@ -530,7 +535,7 @@ async fn run(args: RunArgs) -> Result<()> {
             args.concurrency,
             &dir,
             &format!("certpin-{n}"),
-            &[&["bench-noise"], ns_cp.names().as_slice()].concat(),
+            &watched,
             None,
         )
         .await?;
@@ -559,15 +564,18 @@ async fn run(args: RunArgs) -> Result<()> {
         result.rollout_ratio_median =
             result.certpin.rollout.median_ms / result.floor.rollout.median_ms;
 
-        // Reloader, scoped as certpin is (the unrelated Secrets' namespace,
-        // its own, this size's certpin namespaces), from here to the end of
+        // Reloader, scoped as certpin is (`watched`) and to its own
+        // namespace, from here to the end of
         // the size: running through certpin's convergence it would load the
         // API server (its informers take every Secret certpin writes) in
         // certpin's phase and not in the floor's.
         let mut reloader = match &args.reloader {
             Some(bin) => {
-                let mut scope = vec!["bench-noise".to_string(), "bench-reloader".to_string()];
-                scope.extend(ns_cp.namespaces.iter().cloned());
+                let scope: Vec<String> = watched
+                    .iter()
+                    .chain(&["bench-reloader"])
+                    .map(|ns| ns.to_string())
+                    .collect();
                 let files = [rotation_file(0)?, rotation_file(1)?];
                 Some(
                     start_reloader(&client, bin, &scope, &dir, &format!("reloader-{n}"), &files)
@@ -645,7 +653,7 @@ async fn run(args: RunArgs) -> Result<()> {
             args.concurrency,
             &dir,
             &format!("certpin-{n}-restarted"),
-            &[&["bench-noise"], ns_cp.names().as_slice()].concat(),
+            &watched,
             Some(args.resync_seconds),
         )
         .await?;

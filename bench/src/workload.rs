@@ -65,10 +65,14 @@ impl Spread {
         }
     }
 
+    /// The index in `namespaces` of app (and set) `i`.
+    fn index(&self, i: usize) -> usize {
+        (i / self.per).min(self.namespaces.len() - 1)
+    }
+
     /// The namespace of app (and set) `i`.
     pub fn of(&self, i: usize) -> &str {
-        let j = (i / self.per).min(self.namespaces.len() - 1);
-        &self.namespaces[j]
+        &self.namespaces[self.index(i)]
     }
 
     /// How many of `n` apps live in each namespace.
@@ -76,8 +80,7 @@ impl Spread {
         let mut counts: Vec<(&str, usize)> =
             self.namespaces.iter().map(|ns| (ns.as_str(), 0)).collect();
         for i in 0..n {
-            let j = (i / self.per).min(self.namespaces.len() - 1);
-            counts[j].1 += 1;
+            counts[self.index(i)].1 += 1;
         }
         counts
     }
