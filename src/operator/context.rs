@@ -148,18 +148,21 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Every set is reconciled at least this often, changed or not.
     pub resync: std::time::Duration,
+    /// How long a set's inputs must be quiet before a pass writes.
+    pub quiet: super::reconcile::quiet::Window,
 }
 
 impl Context {
     #[cfg(test)]
     pub fn new(client: Client, resync: std::time::Duration) -> Arc<Context> {
-        Context::with_limits(client, resync, Limits::default())
+        Context::with_limits(client, resync, Limits::default(), std::time::Duration::ZERO)
     }
 
     pub fn with_limits(
         client: Client,
         resync: std::time::Duration,
         decoding: Limits,
+        quiet: std::time::Duration,
     ) -> Arc<Context> {
         let metrics = Arc::new(Metrics::default());
         Arc::new(Context {
@@ -174,6 +177,7 @@ impl Context {
             waits: Default::default(),
             marks: Marks::default(),
             resync,
+            quiet: super::reconcile::quiet::Window::new(quiet),
             cache: DecodeCache::new(decoding, metrics.decodes.clone()),
             metrics,
         })

@@ -48,15 +48,17 @@ pub struct RunArgs {
     /// changed: re-checks expiry and repairs drift the watches missed.
     #[arg(long, env = "CERTPIN_RESYNC_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub resync_seconds: u64,
-    /// After a change to a Secret that sets use, wait this long (ms) for
-    /// more changes before reconciling those sets, so that changes that
-    /// arrive together restart an app once. Each further change within the
-    /// wait starts it again. Changes to a set are not delayed. 50 ms holds
-    /// changes made back to back (one `kubectl apply` of a file and its
-    /// password Secret, a script's loop of API calls) and is all a single
-    /// rotation waits. A pipeline that rotates several Secrets of one set
-    /// seconds apart can set e.g. 2000; 0 reacts to every change at once.
-    #[arg(long, env = "CERTPIN_DEBOUNCE_MS", default_value_t = 50)]
+    /// After a change to a Secret or ConfigMap that sets use, their passes
+    /// write nothing until those inputs have been quiet this long (ms), or
+    /// twice certpin's recent API write round trip when that is longer (at
+    /// most 1 s), so that changes that arrive together restart an app once.
+    /// Each further change within the wait starts it again. The pass reads
+    /// and validates during the wait. Changes to a set are not delayed.
+    /// 20 ms holds changes made back to back (one `kubectl apply` of a file
+    /// and its password Secret, a script's loop of API calls). A pipeline
+    /// that rotates several Secrets of one set seconds apart can set e.g.
+    /// 2000; 0 reacts to every change at once.
+    #[arg(long, env = "CERTPIN_DEBOUNCE_MS", default_value_t = 20)]
     pub debounce_ms: u64,
     /// How many certificate files are decoded at once, on threads of their
     /// own (default: the CPUs the process may use).
@@ -167,6 +169,7 @@ pub async fn run_operator(args: RunArgs) -> Result<(), Error> {
         client.clone(),
         Duration::from_secs(args.resync_seconds),
         decode_limits(&args),
+        Duration::from_millis(args.debounce_ms),
     );
     use_marks_if_supported(&client, &ctx).await;
     let ready = Arc::new(AtomicBool::new(false));
@@ -335,10 +338,12 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
         "certpin controller starting"
     );
     // Secrets and workloads (their changes, and the status updates of a
-    // rollout a set waits for) go through one debounce per set: a rollout
-    // under way during a burst of rotations must not apply each of them.
-    // An input's change also ends the short passes of a set waiting for
-    // its rollout (`reconcile::waiting`), before the debounce.
+    // rollout a set waits for) go through one short debounce per set. An
+    // input's change is recorded when it arrives: it ends the short passes
+    // of a set waiting for its rollout (`reconcile::waiting`), and a pass
+    // writes only once the set's inputs have been quiet for the window
+    // (`reconcile::quiet`), so that a burst of rotations is one restart
+    // even while the previous rotation is still rolling out.
     let (secret_ctx, cm_ctx) = (ctx.clone(), ctx.clone());
     let secret_sets = changes(secrets, "Secret", move |s| {
         let ns = s.namespace().unwrap_or_default();
@@ -371,7 +376,9 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
             futures::stream::select(secret_sets, config_map_sets),
             workload_sets,
         ),
-        Duration::from_millis(args.debounce_ms),
+        // The quiet wait itself is in the pass (`reconcile::quiet`), after
+        // its reads; this only merges the events that arrive together.
+        Duration::from_millis(args.debounce_ms).min(STREAM_DEBOUNCE),
     );
     let results = controller.reconcile_on(triggered).shutdown_on_signal().run(
         reconcile::reconcile,
@@ -437,8 +444,12 @@ where
         .flat_map(move |o| futures::stream::iter(sets(o)))
 }
 
+/// The longest the trigger stream holds a set (see `debounced`).
+const STREAM_DEBOUNCE: Duration = Duration::from_millis(10);
+
 /// Each set emitted once nothing has concerned it for `wait` (kube's own
-/// trailing-edge scheduler, per set): a burst of rotations is one pass.
+/// trailing-edge scheduler, per set): events that arrive together are one
+/// pass. A burst of rotations is one restart by the pass's quiet wait.
 fn debounced(
     sets: impl futures::Stream<Item = ObjectRef<ClientCertificateSet>> + Send + 'static,
     wait: Duration,

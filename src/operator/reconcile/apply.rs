@@ -18,6 +18,14 @@ fn params() -> PatchParams {
     PatchParams::apply(MANAGER).force()
 }
 
+/// A write, its round trip measured for the quiet window (`quiet`).
+async fn timed<T>(ctx: &Context, write: impl Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let done = write.await;
+    ctx.quiet.observe(started.elapsed());
+    done
+}
+
 // Each write raises its kind's read mark (see `freshness`): a later read
 // must not be older than what certpin wrote.
 
@@ -27,17 +35,15 @@ pub async fn apply_config_map(
     name: &str,
     body: &Value,
 ) -> Result<ConfigMap> {
-    let written = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
-        .patch(name, &params(), &Patch::Apply(body))
-        .await?;
+    let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns);
+    let written = timed(ctx, api.patch(name, &params(), &Patch::Apply(body))).await?;
     ctx.marks.config_maps.observe_object(&written);
     Ok(written)
 }
 
 pub async fn apply_secret(ctx: &Context, ns: &str, name: &str, body: &Value) -> Result<Secret> {
-    let written = Api::<Secret>::namespaced(ctx.client.clone(), ns)
-        .patch(name, &params(), &Patch::Apply(body))
-        .await?;
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), ns);
+    let written = timed(ctx, api.patch(name, &params(), &Patch::Apply(body))).await?;
     ctx.marks.secrets.observe_object(&written);
     Ok(written)
 }
@@ -57,9 +63,8 @@ pub async fn apply_workload(
     if let Some(rv) = precondition {
         body["metadata"]["resourceVersion"] = Value::String(rv.to_string());
     }
-    let written = kinds::api(&ctx.client, ns, kind)
-        .patch(name, &params(), &Patch::Apply(&body))
-        .await?;
+    let api = kinds::api(&ctx.client, ns, kind);
+    let written = timed(ctx, api.patch(name, &params(), &Patch::Apply(&body))).await?;
     kinds::mark(&ctx.marks, kind).observe_object(&written);
     Ok(written)
 }

@@ -12,6 +12,7 @@ pub(crate) mod kinds;
 mod known;
 pub mod names;
 mod plan;
+pub(crate) mod quiet;
 mod restart;
 mod rollout;
 mod status;
@@ -40,6 +41,7 @@ use crate::operator::faults;
 use crate::resource::{ClientCertificateSet, ClientCertificateSetStatus, RestartStrategy};
 use kinds::Workload;
 use names::*;
+use quiet::Settled;
 use status::Cond;
 
 #[instrument(skip_all, fields(namespace = set.namespace().unwrap_or_default(), set = set.name_any()))]
@@ -139,6 +141,12 @@ async fn reconcile_set(
     };
     let plan = plan::plan(set, ns, rendering.as_ref().map(|(r, _)| r), &live);
     let writes = rendering.as_ref().map(|(_, w)| w);
+    let writes_anything = rollout::writes_workload(&plan)
+        || writes.is_some_and(|w| w.config_map.is_some() || w.secret.is_some());
+    if writes_anything && quiet::settle(ctx, set, ns, inputs_seen).await == Settled::Superseded {
+        tracing::debug!("an input changed during the quiet wait; the pass it triggered writes");
+        return Ok(Action::await_change());
+    }
     // Followed before the write: the controller's first status update of
     // the rollout can arrive before this pass ends, and would otherwise be
     // dropped as a status-only change, leaving the set to the slow re-check.

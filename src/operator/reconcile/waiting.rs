@@ -87,7 +87,7 @@ fn first_look_wait(waited: Duration, quiet: Duration) -> Option<Duration> {
 #[derive(Default)]
 pub struct Waits {
     entries: Mutex<HashMap<String, Entry>>,
-    touched: Mutex<HashMap<String, u64>>,
+    pub(crate) touched: super::quiet::Touches,
     /// The workload's `spec_and_annotations` after certpin's last write.
     wrote: Mutex<HashMap<String, u64>>,
     /// Sets whose restart no written status records yet: a pass that
@@ -96,7 +96,7 @@ pub struct Waits {
     unrecorded_restart: Mutex<std::collections::HashSet<String>>,
 }
 
-fn set_key(ns: &str, name: &str) -> String {
+pub(super) fn set_key(ns: &str, name: &str) -> String {
     format!("{ns}/{name}")
 }
 
@@ -104,11 +104,11 @@ impl Waits {
     /// A Secret or ConfigMap the set `ns/name` names changed: its next pass
     /// is a full one.
     pub fn touched(&self, ns: &str, name: &str) {
-        *lock(&self.touched).entry(set_key(ns, name)).or_default() += 1;
+        self.touched.touch(&set_key(ns, name), Instant::now());
     }
 
     fn inputs(&self, key: &str) -> u64 {
-        lock(&self.touched).get(key).copied().unwrap_or(0)
+        self.touched.count(key)
     }
 
     /// What certpin's write left on the workload `key` (`Kind/ns/name`).
@@ -141,7 +141,7 @@ impl Waits {
 pub fn forget(ctx: &Context, set: &ClientCertificateSet, ns: &str) {
     let key = set_key(ns, &set.name_any());
     ctx.waits.forget(&key);
-    lock(&ctx.waits.touched).remove(&key);
+    ctx.waits.touched.forget(&key);
     lock(&ctx.waits.unrecorded_restart).remove(&key);
 }
 

@@ -1,39 +1,59 @@
-//! The Kubernetes client: kube's own stack, with a retry policy that
-//! leaves one answer to the caller (see [`Retry`]). Delete when kube's
-//! retry policy can be told not to retry a status for some requests.
+//! The Kubernetes client, built as kube's `ClientBuilder` builds it except
+//! that its TCP connections set TCP_NODELAY and its retry policy leaves one
+//! answer to the caller (see [`Retry`]).
 //!
-//! This module used to be a copy of kube's client builder that set
-//! TCP_NODELAY (kube leaves Nagle's algorithm on), for writes that waited
-//! on delayed ACKs with kube 0.x. Measured again with kube 5.0
-//! (`certpin-bench workarounds`, 2026-11-30, 200–400 sequential applies per
-//! client, alternating blocks): median 5.6 ms with kube's client against
-//! 6.3 ms with TCP_NODELAY (4 KiB), 9.7 against 9.2 ms (300 B), 10.9
-//! against 11.0 ms (16 KiB): no difference beyond noise, so the copy went.
+//! kube leaves Nagle's algorithm on. A request that leaves in two segments
+//! (TLS records for the headers and the body) then waits for the API
+//! server's delayed ACK, 40 ms on Linux, whenever the server's kernel is
+//! not acknowledging at once. Sequential applies do not show it in their
+//! median (certpin-bench workarounds, 2026-11-30: no difference), but a
+//! rotation's pass does: on the bench bed (2026-12-02, N = 10, 20
+//! rotations) half of the passes took about 45 ms more, in their reads or
+//! their writes, and with the loopback route set to acknowledge at once
+//! (`ip route ... quickack 1`) none did. client-go (and so Reloader) sets
+//! TCP_NODELAY, as Go does for every TCP connection. Delete when kube's
+//! builder sets it or lets a caller set it.
+
+use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
-use kube::client::ClientBuilder;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use kube::client::ConfigExt;
 use kube::client::retry::RetryPolicy;
 use kube::{Client, Config};
-use tower::BoxError;
-use tower::buffer::BufferLayer;
 use tower::retry::{Policy, RetryLayer};
+use tower::{BoxError, ServiceBuilder};
+use tower_http::classify::{ServerErrorsAsFailures, ServerErrorsFailureClass, SharedClassifier};
+use tower_http::trace::{DefaultOnEos, TraceLayer};
+use tracing::Span;
 
 use crate::operator::error::Error;
 
-/// kube's client stack with kube's retries replaced by [`Retry`]. A retry
-/// clones the service it wraps, and kube's stack is boxed, so a buffer (as
-/// kube's `Client` puts in front of any stack) goes between them.
-pub fn build(mut config: Config) -> Result<Client, Error> {
-    let retry = std::mem::replace(&mut config.default_retry, false);
-    let builder = ClientBuilder::try_from(config)?;
-    Ok(if retry {
-        builder
-            .with_layer(&BufferLayer::new(1024))
-            .with_layer(&RetryLayer::new(Retry(RetryPolicy::server_retry())))
-            .build()
-    } else {
-        builder.build()
-    })
+pub fn build(config: Config) -> Result<Client, Error> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let https = config.rustls_https_connector_with_connector(http)?;
+    let mut connector = hyper_timeout::TimeoutConnector::new(https);
+    connector.set_connect_timeout(config.connect_timeout);
+    connector.set_read_timeout(config.read_timeout);
+    connector.set_write_timeout(config.write_timeout);
+    let client: hyper_util::client::legacy::Client<_, kube::client::Body> =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
+    let service = ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(
+            config
+                .default_retry
+                .then(|| RetryLayer::new(Retry(RetryPolicy::server_retry()))),
+        )
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .layer(trace_layer())
+        .map_err(BoxError::from)
+        .service(client);
+    Ok(Client::new(service, config.default_namespace))
 }
 
 /// kube's retry policy (429, 503 and 504 are tried again, up to 15 times),
@@ -76,6 +96,50 @@ fn is_versioned_get<B>(req: &Request<B>) -> bool {
         && req.uri().query().is_some_and(|q| {
             q.split('&')
                 .any(|p| p.starts_with("resourceVersion=") && p != "resourceVersion=0")
+        })
+}
+
+/// Not under `certpin::operator`: its debug log is the passes', and one
+/// line per request would drown them (`RUST_LOG=certpin::http=debug`).
+const HTTP_TARGET: &str = "certpin::http";
+
+/// Requests as kube's client logs them: a debug span per request with its
+/// method and URL (never a body), and an error on failure.
+#[allow(clippy::type_complexity)]
+fn trace_layer() -> TraceLayer<
+    SharedClassifier<ServerErrorsAsFailures>,
+    impl Fn(&Request<kube::client::Body>) -> Span + Clone,
+    impl Fn(&Request<kube::client::Body>, &Span) + Clone,
+    impl Fn(&Response<hyper::body::Incoming>, Duration, &Span) + Clone,
+    (),
+    DefaultOnEos,
+    impl Fn(ServerErrorsFailureClass, Duration, &Span) + Clone,
+> {
+    TraceLayer::new_for_http()
+        .make_span_with(|req: &Request<kube::client::Body>| {
+            tracing::debug_span!(
+                target: HTTP_TARGET,
+                "HTTP",
+                http.method = %req.method(),
+                http.url = %req.uri(),
+                http.status_code = tracing::field::Empty,
+            )
+        })
+        .on_request(|_: &Request<kube::client::Body>, _: &Span| tracing::debug!(target: HTTP_TARGET, "requesting"))
+        .on_response(
+            |res: &Response<hyper::body::Incoming>, latency: Duration, span: &Span| {
+                span.record("http.status_code", res.status().as_u16());
+                tracing::debug!(
+                    target: HTTP_TARGET,
+                    status = res.status().as_u16(),
+                    latency_us = latency.as_micros() as u64,
+                    "response"
+                );
+            },
+        )
+        .on_body_chunk(())
+        .on_failure(|class: ServerErrorsFailureClass, _: Duration, _: &Span| {
+            tracing::error!(target: HTTP_TARGET, %class, "request failed")
         })
 }
 

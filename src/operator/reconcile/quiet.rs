@@ -1,0 +1,256 @@
+//! Step 3c: a pass that is about to write waits until the set's inputs
+//! have been quiet for the window, so that a burst of changes is one
+//! restart. The reads, validation and plan come first and hide in the
+//! window; a change that arrives meanwhile supersedes the pass (the pass
+//! that change triggers writes, from fresher reads).
+//!
+//! The window is `--debounce-ms`, or twice certpin's recent write round
+//! trip when that is longer: a burst's changes come one API round trip of
+//! their writer apart, and on a loaded API server that round trip grows.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kube::ResourceExt;
+
+use crate::operator::context::Context;
+use crate::operator::lock::lock;
+use crate::resource::ClientCertificateSet;
+
+/// A stream of changes that never pauses for the window is applied anyway
+/// once it has gone on this long (and again each time after).
+pub const MAX_HOLD: Duration = Duration::from_secs(10);
+
+/// The longest window the round trip alone makes (a larger `--debounce-ms`
+/// still holds).
+const MAX_ADAPTED: Duration = Duration::from_secs(1);
+
+/// Quiet since this long ends a burst (for `MAX_HOLD`).
+const BURST_GAP: Duration = Duration::from_secs(1);
+
+/// The changes to each set's inputs, by `namespace/name`.
+#[derive(Default)]
+pub struct Touches {
+    by_set: Mutex<HashMap<String, Touch>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Touch {
+    /// How many changes so far.
+    pub count: u64,
+    /// The latest.
+    pub at: Instant,
+    /// The first of the burst the latest belongs to.
+    pub first: Instant,
+}
+
+impl Touches {
+    pub fn touch(&self, key: &str, now: Instant) {
+        let mut by_set = lock(&self.by_set);
+        match by_set.get_mut(key) {
+            Some(t) => {
+                if now.saturating_duration_since(t.at) >= BURST_GAP {
+                    t.first = now;
+                }
+                t.count += 1;
+                t.at = now;
+            }
+            None => {
+                by_set.insert(
+                    key.to_string(),
+                    Touch {
+                        count: 1,
+                        at: now,
+                        first: now,
+                    },
+                );
+            }
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<Touch> {
+        lock(&self.by_set).get(key).copied()
+    }
+
+    pub fn count(&self, key: &str) -> u64 {
+        self.get(key).map_or(0, |t| t.count)
+    }
+
+    pub fn forget(&self, key: &str) {
+        lock(&self.by_set).remove(key);
+    }
+}
+
+/// The quiet window: a floor, and certpin's write round trip as measured.
+pub struct Window {
+    floor: Duration,
+    /// Exponentially weighted mean of the last writes' round trips, in
+    /// seconds (`None` before the first).
+    round_trip: Mutex<Option<f64>>,
+}
+
+impl Window {
+    pub fn new(floor: Duration) -> Self {
+        Window {
+            floor,
+            round_trip: Mutex::new(None),
+        }
+    }
+
+    /// One write's round trip.
+    pub fn observe(&self, took: Duration) {
+        let mut mean = lock(&self.round_trip);
+        let s = took.as_secs_f64();
+        *mean = Some(match *mean {
+            Some(m) => m + 0.25 * (s - m),
+            None => s,
+        });
+    }
+
+    pub fn get(&self) -> Duration {
+        if self.floor.is_zero() {
+            return Duration::ZERO;
+        }
+        let adapted = lock(&self.round_trip)
+            .map(|m| Duration::from_secs_f64(2.0 * m).min(MAX_ADAPTED))
+            .unwrap_or_default();
+        self.floor.max(adapted)
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Settled {
+    /// Write now.
+    Go,
+    /// An input changed after this pass read it: leave the writes to the
+    /// pass that change triggered.
+    Superseded,
+}
+
+/// What to do at `now`, given the set's touches and the count the pass
+/// began with: go, be superseded, or wait until the returned instant.
+pub fn decide(
+    touch: Option<Touch>,
+    began: u64,
+    window: Duration,
+    now: Instant,
+) -> Result<Settled, Instant> {
+    let Some(t) = touch else {
+        return Ok(Settled::Go);
+    };
+    if t.at.saturating_duration_since(t.first) >= MAX_HOLD {
+        return Ok(Settled::Go);
+    }
+    if t.count != began {
+        return Ok(Settled::Superseded);
+    }
+    let until = t.at + window;
+    if now >= until {
+        Ok(Settled::Go)
+    } else {
+        Err(until)
+    }
+}
+
+/// Waits until the set may write (see `decide`); `began`: the set's touch
+/// count when the pass began (`waiting::begin`).
+pub async fn settle(ctx: &Context, set: &ClientCertificateSet, ns: &str, began: u64) -> Settled {
+    let key = super::waiting::set_key(ns, &set.name_any());
+    loop {
+        let touch = ctx.waits.touched.get(&key);
+        match decide(touch, began, ctx.quiet.get(), Instant::now()) {
+            Ok(settled) => return settled,
+            Err(until) => tokio::time::sleep_until(until.into()).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: Duration = Duration::from_millis(20);
+
+    #[test]
+    fn an_untouched_set_and_a_quiet_one_go_at_once() {
+        let t0 = Instant::now();
+        assert_eq!(decide(None, 0, W, t0), Ok(Settled::Go));
+        let touches = Touches::default();
+        touches.touch("ns/s", t0);
+        assert_eq!(
+            decide(touches.get("ns/s"), 1, W, t0 + W),
+            Ok(Settled::Go)
+        );
+    }
+
+    #[test]
+    fn a_pass_waits_for_the_window_after_the_latest_change() {
+        let t0 = Instant::now();
+        let touches = Touches::default();
+        touches.touch("ns/s", t0);
+        let t1 = t0 + Duration::from_millis(5);
+        touches.touch("ns/s", t1);
+        assert_eq!(decide(touches.get("ns/s"), 2, W, t1), Err(t1 + W));
+        assert_eq!(
+            decide(touches.get("ns/s"), 2, W, t1 + W - Duration::from_millis(1)),
+            Err(t1 + W)
+        );
+    }
+
+    #[test]
+    fn a_change_after_the_pass_began_supersedes_it() {
+        let t0 = Instant::now();
+        let touches = Touches::default();
+        touches.touch("ns/s", t0);
+        let began = touches.count("ns/s");
+        touches.touch("ns/s", t0 + Duration::from_millis(5));
+        assert_eq!(
+            decide(touches.get("ns/s"), began, W, t0 + Duration::from_secs(1)),
+            Ok(Settled::Superseded)
+        );
+    }
+
+    #[test]
+    fn a_stream_that_never_pauses_is_applied_after_the_hold() {
+        let t0 = Instant::now();
+        let touches = Touches::default();
+        let mut now = t0;
+        while now < t0 + MAX_HOLD {
+            touches.touch("ns/s", now);
+            now += Duration::from_millis(10);
+        }
+        touches.touch("ns/s", now);
+        // Even a pass that began before the latest change goes.
+        assert_eq!(decide(touches.get("ns/s"), 1, W, now), Ok(Settled::Go));
+        // A second of quiet starts a new burst, held again.
+        let later = now + BURST_GAP;
+        touches.touch("ns/s", later);
+        let began = touches.count("ns/s");
+        assert_eq!(decide(touches.get("ns/s"), began, W, later), Err(later + W));
+    }
+
+    #[test]
+    fn the_window_is_the_floor_or_twice_the_write_round_trip() {
+        let w = Window::new(W);
+        assert_eq!(w.get(), W);
+        w.observe(Duration::from_millis(5));
+        assert_eq!(w.get(), W, "a fast API server: the floor");
+        for _ in 0..40 {
+            w.observe(Duration::from_millis(50));
+        }
+        let got = w.get();
+        assert!(
+            got > Duration::from_millis(95) && got <= Duration::from_millis(100),
+            "{got:?}"
+        );
+        for _ in 0..40 {
+            w.observe(Duration::from_secs(5));
+        }
+        assert_eq!(w.get(), MAX_ADAPTED);
+        assert_eq!(Window::new(Duration::ZERO).get(), Duration::ZERO, "0: no wait");
+        let big = Window::new(Duration::from_secs(2));
+        big.observe(Duration::from_millis(50));
+        assert_eq!(big.get(), Duration::from_secs(2));
+    }
+}
