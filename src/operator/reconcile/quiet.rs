@@ -178,10 +178,7 @@ mod tests {
         assert_eq!(decide(None, 0, W, t0), Ok(Settled::Go));
         let touches = Touches::default();
         touches.touch("ns/s", t0);
-        assert_eq!(
-            decide(touches.get("ns/s"), 1, W, t0 + W),
-            Ok(Settled::Go)
-        );
+        assert_eq!(decide(touches.get("ns/s"), 1, W, t0 + W), Ok(Settled::Go));
     }
 
     #[test]
@@ -248,7 +245,11 @@ mod tests {
             w.observe(Duration::from_secs(5));
         }
         assert_eq!(w.get(), MAX_ADAPTED);
-        assert_eq!(Window::new(Duration::ZERO).get(), Duration::ZERO, "0: no wait");
+        assert_eq!(
+            Window::new(Duration::ZERO).get(),
+            Duration::ZERO,
+            "0: no wait"
+        );
         let big = Window::new(Duration::from_secs(2));
         big.observe(Duration::from_millis(50));
         assert_eq!(big.get(), Duration::from_secs(2));
