@@ -1,6 +1,6 @@
 //! Rotation bursts: changes closer together than `--debounce-ms` are one
 //! restart (20 rotations of a set's Secret 100 ms apart, with a 500 ms
-//! debounce: the default, 50 ms, is for changes that arrive together, such
+//! debounce: the default, 20 ms, is for changes that arrive together, such
 //! as one `kubectl apply` of a file and its password, and a shared CI
 //! machine can stretch those gaps); a single rotation still goes through at
 //! once but for the debounce. The figures are printed.

@@ -50,8 +50,9 @@ pub struct RunArgs {
     pub resync_seconds: u64,
     /// After a change to a Secret or ConfigMap that sets use, their passes
     /// write nothing until those inputs have been quiet this long (ms), or
-    /// twice certpin's recent API write round trip when that is longer (at
-    /// most 1 s), so that changes that arrive together restart an app once.
+    /// longer when certpin's own round trips say the API server is slow
+    /// (at most 1 s), so that changes that arrive together restart an app
+    /// once.
     /// Each further change within the wait starts it again. The pass reads
     /// and validates during the wait. Changes to a set are not delayed.
     /// 20 ms holds changes made back to back (one `kubectl apply` of a file

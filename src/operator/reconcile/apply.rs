@@ -22,7 +22,8 @@ fn params() -> PatchParams {
 async fn timed<T>(ctx: &Context, write: impl Future<Output = T>) -> T {
     let started = std::time::Instant::now();
     let done = write.await;
-    ctx.quiet.observe(started.elapsed());
+    ctx.quiet
+        .observe(started.elapsed(), std::time::Instant::now());
     done
 }
 

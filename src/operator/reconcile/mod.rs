@@ -143,7 +143,9 @@ async fn reconcile_set(
     let writes = rendering.as_ref().map(|(_, w)| w);
     let writes_anything = rollout::writes_workload(&plan)
         || writes.is_some_and(|w| w.config_map.is_some() || w.secret.is_some());
-    if writes_anything && quiet::settle(ctx, set, ns, inputs_seen).await == Settled::Superseded {
+    if writes_anything
+        && quiet::settle(ctx, set, ns, inputs_seen, t_read).await == Settled::Superseded
+    {
         tracing::debug!("an input changed during the quiet wait; the pass it triggered writes");
         return Ok(Action::await_change());
     }

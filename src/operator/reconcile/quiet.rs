@@ -4,9 +4,10 @@
 //! window; a change that arrives meanwhile supersedes the pass (the pass
 //! that change triggers writes, from fresher reads).
 //!
-//! The window is `--debounce-ms`, or twice certpin's recent write round
-//! trip when that is longer: a burst's changes come one API round trip of
-//! their writer apart, and on a loaded API server that round trip grows.
+//! The window is `--debounce-ms`, or longer when certpin's own round trips
+//! say the API server is slow (`Window`): a burst's changes come one API
+//! round trip of their writer apart, and on a loaded API server that round
+//! trip grows.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -82,13 +83,20 @@ impl Touches {
     }
 }
 
-/// The quiet window: a floor, and certpin's write round trip as measured.
+/// The quiet window: the floor, twice certpin's recent write round trip,
+/// or four times the pass's own reads (a write takes two to four reads'
+/// time), whichever is longest. The write estimate's weight halves every
+/// `STALE_HALF_LIFE` without a write: a load that has passed should not
+/// hold rotations for long, and an operator that has not written lately
+/// still has its pass's reads, measured just now.
 pub struct Window {
     floor: Duration,
     /// Exponentially weighted mean of the last writes' round trips, in
-    /// seconds (`None` before the first).
-    round_trip: Mutex<Option<f64>>,
+    /// seconds, and when the last was measured (`None` before the first).
+    round_trip: Mutex<Option<(f64, Instant)>>,
 }
+
+const STALE_HALF_LIFE: Duration = Duration::from_secs(5);
 
 impl Window {
     pub fn new(floor: Duration) -> Self {
@@ -98,23 +106,29 @@ impl Window {
         }
     }
 
-    /// One write's round trip.
-    pub fn observe(&self, took: Duration) {
+    /// One write's round trip, ended at `now`.
+    pub fn observe(&self, took: Duration, now: Instant) {
         let mut mean = lock(&self.round_trip);
         let s = took.as_secs_f64();
-        *mean = Some(match *mean {
-            Some(m) => m + 0.25 * (s - m),
+        let m = match *mean {
+            Some((m, _)) => m + 0.25 * (s - m),
             None => s,
-        });
+        };
+        *mean = Some((m, now));
     }
 
-    pub fn get(&self) -> Duration {
+    /// The window for a pass whose reads took `reads`, at `now`.
+    pub fn get(&self, reads: Duration, now: Instant) -> Duration {
         if self.floor.is_zero() {
             return Duration::ZERO;
         }
-        let adapted = lock(&self.round_trip)
-            .map(|m| Duration::from_secs_f64(2.0 * m).min(MAX_ADAPTED))
-            .unwrap_or_default();
+        let writes = lock(&self.round_trip).map_or(0.0, |(m, at)| {
+            let age = now.saturating_duration_since(at).as_secs_f64();
+            m * 0.5f64.powf(age / STALE_HALF_LIFE.as_secs_f64())
+        });
+        let adapted = Duration::from_secs_f64(2.0 * writes)
+            .max(4 * reads)
+            .min(MAX_ADAPTED);
         self.floor.max(adapted)
     }
 }
@@ -154,12 +168,20 @@ pub fn decide(
 }
 
 /// Waits until the set may write (see `decide`); `began`: the set's touch
-/// count when the pass began (`waiting::begin`).
-pub async fn settle(ctx: &Context, set: &ClientCertificateSet, ns: &str, began: u64) -> Settled {
+/// count when the pass began (`waiting::begin`); `reads`: how long its
+/// reads took.
+pub async fn settle(
+    ctx: &Context,
+    set: &ClientCertificateSet,
+    ns: &str,
+    began: u64,
+    reads: Duration,
+) -> Settled {
     let key = super::waiting::set_key(ns, &set.name_any());
     loop {
         let touch = ctx.waits.touched.get(&key);
-        match decide(touch, began, ctx.quiet.get(), Instant::now()) {
+        let now = Instant::now();
+        match decide(touch, began, ctx.quiet.get(reads, now), now) {
             Ok(settled) => return settled,
             Err(until) => tokio::time::sleep_until(until.into()).await,
         }
@@ -228,30 +250,44 @@ mod tests {
     }
 
     #[test]
-    fn the_window_is_the_floor_or_twice_the_write_round_trip() {
+    fn the_window_is_the_floor_or_the_round_trips_measured() {
+        let t0 = Instant::now();
+        let fast = Duration::from_millis(2);
         let w = Window::new(W);
-        assert_eq!(w.get(), W);
-        w.observe(Duration::from_millis(5));
-        assert_eq!(w.get(), W, "a fast API server: the floor");
+        assert_eq!(w.get(fast, t0), W);
+        w.observe(Duration::from_millis(5), t0);
+        assert_eq!(w.get(fast, t0), W, "a fast API server: the floor");
         for _ in 0..40 {
-            w.observe(Duration::from_millis(50));
+            w.observe(Duration::from_millis(50), t0);
         }
-        let got = w.get();
+        let got = w.get(fast, t0);
         assert!(
             got > Duration::from_millis(95) && got <= Duration::from_millis(100),
-            "{got:?}"
+            "twice the writes' round trip: {got:?}"
+        );
+        // Without writes the estimate fades: half after the half-life.
+        let later = w.get(fast, t0 + STALE_HALF_LIFE);
+        assert!(
+            later > Duration::from_millis(47) && later <= Duration::from_millis(50),
+            "{later:?}"
+        );
+        assert_eq!(w.get(fast, t0 + 10 * STALE_HALF_LIFE), W);
+        // Slow reads in this pass count at once.
+        assert_eq!(
+            w.get(Duration::from_millis(30), t0 + 10 * STALE_HALF_LIFE),
+            Duration::from_millis(120)
         );
         for _ in 0..40 {
-            w.observe(Duration::from_secs(5));
+            w.observe(Duration::from_secs(5), t0);
         }
-        assert_eq!(w.get(), MAX_ADAPTED);
+        assert_eq!(w.get(fast, t0), MAX_ADAPTED);
         assert_eq!(
-            Window::new(Duration::ZERO).get(),
+            Window::new(Duration::ZERO).get(Duration::from_secs(1), t0),
             Duration::ZERO,
             "0: no wait"
         );
         let big = Window::new(Duration::from_secs(2));
-        big.observe(Duration::from_millis(50));
-        assert_eq!(big.get(), Duration::from_secs(2));
+        big.observe(Duration::from_millis(50), t0);
+        assert_eq!(big.get(fast, t0), Duration::from_secs(2));
     }
 }
