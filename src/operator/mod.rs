@@ -52,9 +52,9 @@ pub struct RunArgs {
     /// write nothing until those inputs have been quiet this long (ms), or
     /// longer when certpin's own round trips say the API server is slow
     /// (at most 1 s), so that changes that arrive together restart an app
-    /// once.
-    /// Each further change within the wait starts it again. The pass reads
-    /// and validates during the wait. Changes to a set are not delayed.
+    /// once. Each further change within the wait starts it again. The pass
+    /// reads and validates during the wait. Changes to a set are not
+    /// delayed.
     /// 20 ms holds changes made back to back (one `kubectl apply` of a file
     /// and its password Secret, a script's loop of API calls). A pipeline
     /// that rotates several Secrets of one set seconds apart can set e.g.

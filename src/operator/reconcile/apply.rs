@@ -22,8 +22,8 @@ fn params() -> PatchParams {
 async fn timed<T>(ctx: &Context, write: impl Future<Output = T>) -> T {
     let started = std::time::Instant::now();
     let done = write.await;
-    ctx.quiet
-        .observe(started.elapsed(), std::time::Instant::now());
+    let ended = std::time::Instant::now();
+    ctx.quiet.observe(ended - started, ended);
     done
 }
 
