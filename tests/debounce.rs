@@ -3,15 +3,22 @@
 //! debounce: the default, 20 ms, is for changes that arrive together, such
 //! as one `kubectl apply` of a file and its password, and a shared CI
 //! machine can stretch those gaps); a single rotation still goes through at
-//! once but for the debounce. The figures are printed.
+//! once but for the debounce. The figures are printed. A burst that ends
+//! on bad input changes nothing that runs, though its first rotation was
+//! rendered (and written early, while the window ran).
 
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use certpin::resource::ClientCertificateSet;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 use kube::api::PostParams;
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use support::kube::{TestNamespace, wait_for, wait_until};
 use support::operator::*;
@@ -36,6 +43,16 @@ async fn rotate(ns: &TestNamespace, r: usize) {
     .await;
 }
 
+fn set_s() -> ClientCertificateSet {
+    serde_json::from_value(json!({
+        "apiVersion": "certpin.dev/v1alpha1", "kind": "ClientCertificateSet", "metadata": {"name": "s"},
+        "spec": {"app": {"deployment": "app"}, "certificates": [{"name": "c",
+            "pkcs12": {"secretName": "cert", "key": "certificate.pfx"},
+            "password": {"secretName": "cert", "key": "password"}}]}
+    }))
+    .unwrap()
+}
+
 async fn applied(sets: &Api<ClientCertificateSet>) -> Option<String> {
     sets.get("s").await.ok()?.status?.applied_hash
 }
@@ -48,14 +65,7 @@ async fn a_burst_of_rotations_restarts_the_app_once() {
     create_deployment(&ns, &deployment("app", 1, &["mendix"])).await;
     let op = Operator::start_with(&ns.name, "", &["--debounce-ms=500"]);
     let sets: Api<ClientCertificateSet> = ns.api();
-    let set: ClientCertificateSet = serde_json::from_value(json!({
-        "apiVersion": "certpin.dev/v1alpha1", "kind": "ClientCertificateSet", "metadata": {"name": "s"},
-        "spec": {"app": {"deployment": "app"}, "certificates": [{"name": "c",
-            "pkcs12": {"secretName": "cert", "key": "certificate.pfx"},
-            "password": {"secretName": "cert", "key": "password"}}]}
-    }))
-    .unwrap();
-    sets.create(&PostParams::default(), &set).await.unwrap();
+    sets.create(&PostParams::default(), &set_s()).await.unwrap();
     wait_until(&sets, "s", T, "Ready", ready).await;
     let wired = replica_sets(&ns, "app").await.len();
 
@@ -98,4 +108,101 @@ async fn a_burst_of_rotations_restarts_the_app_once() {
     let passes = op.reconciles("s") - passes;
     eprintln!("20 rotations in 2 s: {rollouts} rollout(s), {passes} pass(es)");
     assert_eq!(rollouts, 1, "a burst is one restart");
+}
+
+async fn config_hash(ns: &TestNamespace) -> Option<String> {
+    let d = ns.api::<Deployment>().get("app").await.unwrap();
+    d.spec?
+        .template
+        .metadata?
+        .annotations?
+        .get("certpin.dev/config-hash")
+        .cloned()
+}
+
+#[tokio::test]
+async fn a_burst_that_ends_on_bad_input_changes_nothing_that_runs() {
+    let ns = TestNamespace::new("burst-bad").await;
+    install_crd(&ns.client).await;
+    put_cert_secret(&ns).await;
+    let inputs_put = Instant::now();
+    create_deployment(&ns, &deployment("app", 1, &["mendix"])).await;
+    // A window long enough that the bad input surely comes within it.
+    let _op = Operator::start_with(&ns.name, "", &["--debounce-ms=800"]);
+    let sets: Api<ClientCertificateSet> = ns.api();
+    sets.create(&PostParams::default(), &set_s()).await.unwrap();
+    wait_until(&sets, "s", T, "Ready", ready).await;
+    let (secret, config_map) = ("s-certpin", ns.api::<ConfigMap>());
+    let before = (
+        secret_digest(&ns, secret).await,
+        config_map.get(secret).await.unwrap().data,
+        config_hash(&ns).await,
+        replica_sets(&ns, "app").await.len(),
+    );
+    // Every version of the rendered Secret from here on.
+    let versions = Arc::new(Mutex::new(Vec::new()));
+    let seen = versions.clone();
+    let watch = watcher(
+        ns.api::<Secret>(),
+        watcher::Config::default().fields(&format!("metadata.name={secret}")),
+    )
+    .applied_objects();
+    let watching = tokio::spawn(async move {
+        futures::pin_mut!(watch);
+        while let Some(Ok(s)) = watch.next().await {
+            seen.lock().unwrap().push(s.metadata.resource_version);
+        }
+    });
+    wait_for(T, "the watch of the rendered Secret", || {
+        let v = versions.clone();
+        async move { !v.lock().unwrap().is_empty() }
+    })
+    .await;
+
+    // A valid rotation that begins a burst (no change of the set's inputs
+    // in the last second), then within the window a file that is not PKCS12.
+    let quiet_for = Duration::from_millis(1100).saturating_sub(inputs_put.elapsed());
+    tokio::time::sleep(quiet_for).await;
+    rotate(&ns, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    put_secret(
+        &ns,
+        "cert",
+        &[
+            ("certificate.pfx", &fixture("pkcs12/garbage.p12")),
+            ("password", b"changeit"),
+        ],
+        None,
+    )
+    .await;
+    wait_until(
+        &sets,
+        "s",
+        T,
+        "Ready=False Corrupt",
+        not_ready_with("Corrupt"),
+    )
+    .await;
+    let after = (
+        secret_digest(&ns, secret).await,
+        config_map.get(secret).await.unwrap().data,
+        config_hash(&ns).await,
+        replica_sets(&ns, "app").await.len(),
+    );
+    watching.abort();
+    let versions = versions.lock().unwrap().len();
+    eprintln!(
+        "rendered Secret versions seen during the burst: {}",
+        versions - 1
+    );
+    // The first rotation was rendered and written while the window ran,
+    // and then written back: without that this test would show nothing.
+    assert!(
+        versions >= 3,
+        "the early write and its undo: {versions} versions"
+    );
+    assert_eq!(
+        after, before,
+        "rendered Secret (digest), ConfigMap, pod template hash and rollouts as before the burst"
+    );
 }

@@ -77,7 +77,7 @@ async fn steps(
 }
 
 /// All before the workload points at them; none depends on another.
-async fn write_rendered(ctx: &Context, ns: &str, r: &RenderedWrites) -> Result<()> {
+pub(super) async fn write_rendered(ctx: &Context, ns: &str, r: &RenderedWrites) -> Result<()> {
     let (cm, secret) = futures::join!(
         async {
             if let Some(body) = &r.config_map {

@@ -6,6 +6,7 @@ mod apply;
 pub mod build;
 mod cleanup;
 mod dereference;
+mod early;
 mod execute;
 pub mod finalizer;
 pub(crate) mod kinds;
@@ -143,11 +144,30 @@ async fn reconcile_set(
     let writes = rendering.as_ref().map(|(_, w)| w);
     let writes_anything = rollout::writes_workload(&plan)
         || writes.is_some_and(|w| w.config_map.is_some() || w.secret.is_some());
-    if writes_anything
-        && quiet::settle(ctx, set, ns, inputs_seen, t_read).await == Settled::Superseded
-    {
-        tracing::debug!("an input changed during the quiet wait; the pass it triggered writes");
-        return Ok(Action::await_change());
+    let none = execute::RenderedWrites::default();
+    let mut writes = writes.unwrap_or(&none);
+    if writes_anything {
+        let key = waiting::set_key(ns, &set.name_any());
+        let live = early::Live {
+            secret: earlier.secret,
+            config_map: live_cm,
+        };
+        let touch = ctx.waits.touched.get(&key);
+        let early = early::prepare(set, ns, &plan, writes, live, touch, inputs_seen);
+        let (settled, wrote_early) = futures::join!(
+            quiet::settle(ctx, set, ns, inputs_seen, t_read),
+            early::write(ctx, ns, early.as_ref()),
+        );
+        if settled == Settled::Superseded {
+            if let Some(e) = early.as_ref().filter(|_| wrote_early) {
+                early::undo(ctx, ns, e).await?;
+            }
+            tracing::debug!("an input changed during the quiet wait; the pass it triggered writes");
+            return Ok(Action::await_change());
+        }
+        if wrote_early {
+            writes = &none;
+        }
     }
     // Followed before the write: the controller's first status update of
     // the rollout can arrive before this pass ends, and would otherwise be
@@ -156,15 +176,7 @@ async fn reconcile_set(
         let (kind, name) = set.spec.app.target();
         ctx.rollouts.follow(kind, ns, name, true);
     }
-    let outcome = execute::execute(
-        ctx,
-        set,
-        ns,
-        &plan,
-        writes.unwrap_or(&Default::default()),
-        target,
-    )
-    .await?;
+    let outcome = execute::execute(ctx, set, ns, &plan, writes, target).await?;
     let t_exec = t0.elapsed();
     let rendered = rendering
         .as_ref()
