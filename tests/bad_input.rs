@@ -347,16 +347,7 @@ async fn every_bad_input_is_named_and_changes_nothing_that_runs() {
         );
         // Restore: back to Ready, with the same rendering (no restart).
         if matches!(step, Step::DeleteSecret(_)) {
-            put_secret(
-                &ns,
-                "partner-a",
-                &[
-                    ("certificate.pfx", &fixture("pkcs12/openssl-rsa-legacy.p12")),
-                    ("password", b"changeit"),
-                ],
-                None,
-            )
-            .await;
+            put_p12(&ns, "partner-a", "openssl-rsa-legacy.p12", b"changeit").await;
         }
         good_inputs(&ns).await;
         replace_secret(

@@ -32,17 +32,7 @@ const STEPS: [&str; 10] = [
 async fn crash_at(step: &'static str) {
     let ns = TestNamespace::new(&format!("crash-{step}")).await;
     install_crd(&ns.client).await;
-    let p12 = |f: &str| fixture(&format!("pkcs12/{f}"));
-    put_secret(
-        &ns,
-        "cert",
-        &[
-            ("certificate.pfx", &p12("openssl-ec256-modern.p12")),
-            ("password", b"changeit"),
-        ],
-        None,
-    )
-    .await;
+    put_cert_secret(&ns).await;
     create_deployment(&ns, &deployment("app", 3, &["mendix"])).await;
     let deployments: Api<Deployment> = ns.api();
     wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
@@ -73,16 +63,7 @@ async fn crash_at(step: &'static str) {
     )
     .await
     .unwrap();
-    put_secret(
-        &ns,
-        "cert",
-        &[
-            ("certificate.pfx", &p12("openssl-ec384-modern.p12")),
-            ("password", b"changeit"),
-        ],
-        None,
-    )
-    .await;
+    put_p12(&ns, "cert", "openssl-ec384-modern.p12", b"changeit").await;
     let mut crashing =
         Operator::start_with_env(&ns.name, "-crash", &[], &[("CERTPIN_CRASH_AFTER", step)]);
     assert!(

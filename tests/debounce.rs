@@ -111,13 +111,7 @@ async fn a_burst_of_rotations_restarts_the_app_once() {
 }
 
 async fn config_hash(ns: &TestNamespace) -> Option<String> {
-    let d = ns.api::<Deployment>().get("app").await.unwrap();
-    d.spec?
-        .template
-        .metadata?
-        .annotations?
-        .get("certpin.dev/config-hash")
-        .cloned()
+    template_hash(&ns.api::<Deployment>().get("app").await.unwrap())
 }
 
 #[tokio::test]
@@ -165,16 +159,7 @@ async fn a_burst_that_ends_on_bad_input_changes_nothing_that_runs() {
     tokio::time::sleep(quiet_for).await;
     rotate(&ns, 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    put_secret(
-        &ns,
-        "cert",
-        &[
-            ("certificate.pfx", &fixture("pkcs12/garbage.p12")),
-            ("password", b"changeit"),
-        ],
-        None,
-    )
-    .await;
+    put_p12(&ns, "cert", "garbage.p12", b"changeit").await;
     wait_until(
         &sets,
         "s",

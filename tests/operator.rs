@@ -93,18 +93,6 @@ async fn rollout(ns: &TestNamespace, name: &str) -> Deployment {
     wait_until(&api, name, T, "rollout complete", rollout_complete()).await
 }
 
-fn template_hash(d: &Deployment) -> Option<String> {
-    d.spec
-        .as_ref()?
-        .template
-        .metadata
-        .as_ref()?
-        .annotations
-        .as_ref()?
-        .get("certpin.dev/config-hash")
-        .cloned()
-}
-
 async fn pod_names(ns: &TestNamespace, app: &str) -> Vec<String> {
     let api: Api<Pod> = ns.api();
     let mut names: Vec<String> = api
@@ -569,16 +557,7 @@ async fn stop_start_scales_to_zero_and_back_and_manual_only_reports() {
     let d = rollout(&ns, "manual").await;
     let rs_before = replica_sets(&ns, "manual").await.len();
     let hash_before = template_hash(&d);
-    put_secret(
-        &ns,
-        "partner-a",
-        &[
-            ("certificate.pfx", &fixture("pkcs12/keytool-rsa-legacy.p12")),
-            ("password", b"changeit"),
-        ],
-        None,
-    )
-    .await;
+    put_p12(&ns, "partner-a", "keytool-rsa-legacy.p12", b"changeit").await;
     let sets: Api<ClientCertificateSet> = ns.api();
     let s = wait_until(
         &sets,

@@ -285,6 +285,19 @@ pub async fn create_deployment(ns: &TestNamespace, d: &Deployment) {
     api.create(&PostParams::default(), d).await.unwrap();
 }
 
+/// The config hash certpin put on a Deployment's pod template.
+pub fn template_hash(d: &Deployment) -> Option<String> {
+    d.spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get("certpin.dev/config-hash")
+        .cloned()
+}
+
 /// ReplicaSets of a Deployment: one per pod template it has rolled out.
 pub async fn replica_sets(ns: &TestNamespace, app: &str) -> Vec<ReplicaSet> {
     let api: Api<ReplicaSet> = ns.api();

@@ -159,6 +159,13 @@ mod tests {
         .unwrap()
     }
 
+    fn both<'a>(secret: &'a Secret, config_map: &'a ConfigMap) -> Live<'a> {
+        Live {
+            secret: Some(secret),
+            config_map: Some(config_map),
+        }
+    }
+
     fn isolated() -> Option<Touch> {
         let at = Instant::now();
         Some(Touch {
@@ -171,10 +178,7 @@ mod tests {
     #[test]
     fn a_rotation_of_a_wired_rolling_workload_writes_early_and_can_undo() {
         let (s, w, sec, cm) = (set(), writes(), live_secret(), live_config_map());
-        let live = || Live {
-            secret: Some(&sec),
-            config_map: Some(&cm),
-        };
+        let live = || both(&sec, &cm);
         let plan = wire(Restart::Apply, true, None);
         let e = prepare(&s, "shop", &plan, &w, live(), isolated(), 3).expect("early");
         assert_eq!(
@@ -197,10 +201,7 @@ mod tests {
     #[test]
     fn everything_else_keeps_the_ordered_path() {
         let (s, w, sec, cm) = (set(), writes(), live_secret(), live_config_map());
-        let live = || Live {
-            secret: Some(&sec),
-            config_map: Some(&cm),
-        };
+        let live = || both(&sec, &cm);
         let rolling = wire(Restart::Apply, true, None);
         let cases = [
             ("stop-then-start", wire(Restart::StopStart, true, None)),
