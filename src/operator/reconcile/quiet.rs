@@ -108,12 +108,16 @@ impl Window {
         }
     }
 
-    /// One write's round trip, ended at `now`.
+    /// One write's round trip, ended at `now`. The earlier mean counts for
+    /// as much as it would in the window: a load that passed a minute ago
+    /// must not outweigh the round trip measured now (blended at full
+    /// weight, a busy convergence widened the windows of the rotations
+    /// after it for many writes).
     pub fn observe(&self, took: Duration, now: Instant) {
         let mut mean = lock(&self.round_trip);
         let s = took.as_secs_f64();
         let m = match *mean {
-            Some((m, _)) => m + 0.25 * (s - m),
+            Some((m, at)) => s + 0.75 * (m - s) * fade(at, now),
             None => s,
         };
         *mean = Some((m, now));
@@ -124,15 +128,19 @@ impl Window {
         if self.floor.is_zero() {
             return Duration::ZERO;
         }
-        let writes = lock(&self.round_trip).map_or(0.0, |(m, at)| {
-            let age = now.saturating_duration_since(at).as_secs_f64();
-            m * 0.5f64.powf(age / STALE_HALF_LIFE.as_secs_f64())
-        });
+        let writes = lock(&self.round_trip).map_or(0.0, |(m, at)| m * fade(at, now));
         let adapted = Duration::from_secs_f64(1.5 * writes)
             .max(4 * reads)
             .min(MAX_ADAPTED);
         self.floor.max(adapted)
     }
+}
+
+/// How much a write estimate measured `at` still counts at `now`: half
+/// after each `STALE_HALF_LIFE`.
+fn fade(at: Instant, now: Instant) -> f64 {
+    let age = now.saturating_duration_since(at).as_secs_f64();
+    0.5f64.powf(age / STALE_HALF_LIFE.as_secs_f64())
 }
 
 #[derive(Debug, PartialEq)]
@@ -287,6 +295,21 @@ mod tests {
             Window::new(Duration::ZERO).get(Duration::from_secs(1), t0),
             Duration::ZERO,
             "0: no wait"
+        );
+        // A load that has passed: its mean is not blended in at full weight
+        // when writes resume.
+        let quiet = t0 + 12 * STALE_HALF_LIFE;
+        let fresh = Duration::from_millis(8);
+        w.observe(fresh, quiet);
+        assert_eq!(w.get(fast, quiet), W, "the fresh round trip alone");
+        let slow = Duration::from_millis(40);
+        for _ in 0..4 {
+            w.observe(slow, quiet);
+        }
+        let got = w.get(fast, quiet);
+        assert!(
+            got > Duration::from_millis(40) && got < Duration::from_millis(50),
+            "writes that stay slow still widen it: {got:?}"
         );
         let big = Window::new(Duration::from_secs(2));
         big.observe(Duration::from_millis(50), t0);
