@@ -146,6 +146,8 @@ async fn reconcile_set(
         || writes.is_some_and(|w| w.config_map.is_some() || w.secret.is_some());
     let none = execute::RenderedWrites::default();
     let mut writes = writes.unwrap_or(&none);
+    // When the pass may write: after its quiet wait (and early write).
+    let mut t_settled = t0.elapsed();
     if writes_anything {
         let key = waiting::set_key(ns, &set.name_any());
         let live = early::Live {
@@ -168,6 +170,7 @@ async fn reconcile_set(
         if wrote_early {
             writes = &none;
         }
+        t_settled = t0.elapsed();
     }
     // Followed before the write: the controller's first status update of
     // the rollout can arrive before this pass ends, and would otherwise be
@@ -215,6 +218,7 @@ async fn reconcile_set(
         status_deferred = deferred,
         read_ms = t_read.as_millis() as u64,
         valid_ms = t_valid.as_millis() as u64,
+        settled_ms = t_settled.as_millis() as u64,
         exec_ms = t_exec.as_millis() as u64,
         total_ms = t0.elapsed().as_millis() as u64,
         "pass timing"
