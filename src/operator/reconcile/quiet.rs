@@ -111,8 +111,8 @@ impl Window {
     /// One write's round trip, ended at `now`. The earlier mean counts for
     /// as much as it would in the window: a load that passed a minute ago
     /// must not outweigh the round trip measured now (blended at full
-    /// weight, a busy convergence widened the windows of the rotations
-    /// after it for many writes).
+    /// weight, it was still three quarters of the estimate after the first
+    /// new write).
     pub fn observe(&self, took: Duration, now: Instant) {
         let mut mean = lock(&self.round_trip);
         let s = took.as_secs_f64();
