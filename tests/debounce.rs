@@ -116,11 +116,22 @@ async fn config_hash(ns: &TestNamespace) -> Option<String> {
 
 #[tokio::test]
 async fn a_burst_that_ends_on_bad_input_changes_nothing_that_runs() {
-    let ns = TestNamespace::new("burst-bad").await;
+    burst_ending_on_bad_input("burst-bad", 1).await;
+}
+
+/// The early write also serves an app scaled to zero (nothing runs to
+/// restart, but its pod template still changes): the same undo holds.
+#[tokio::test]
+async fn a_burst_that_ends_on_bad_input_changes_nothing_of_an_app_scaled_to_zero() {
+    burst_ending_on_bad_input("burst-bad-idle", 0).await;
+}
+
+async fn burst_ending_on_bad_input(name: &str, replicas: i32) {
+    let ns = TestNamespace::new(name).await;
     install_crd(&ns.client).await;
     put_cert_secret(&ns).await;
     let inputs_put = Instant::now();
-    create_deployment(&ns, &deployment("app", 1, &["mendix"])).await;
+    create_deployment(&ns, &deployment("app", replicas, &["mendix"])).await;
     // A window long enough that the bad input surely comes within it.
     let _op = Operator::start_with(&ns.name, "", &["--debounce-ms=800"]);
     let sets: Api<ClientCertificateSet> = ns.api();

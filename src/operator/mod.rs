@@ -445,8 +445,10 @@ where
         .flat_map(move |o| futures::stream::iter(sets(o)))
 }
 
-/// The longest the trigger stream holds a set (see `debounced`).
-const STREAM_DEBOUNCE: Duration = Duration::from_millis(10);
+/// The longest the trigger stream holds a set (see `debounced`). Short:
+/// the quiet window counts from the change, not from the pass, so a
+/// longer hold here would only delay the reads the window hides.
+const STREAM_DEBOUNCE: Duration = Duration::from_millis(2);
 
 /// Each set emitted once nothing has concerned it for `wait` (kube's own
 /// trailing-edge scheduler, per set): events that arrive together are one

@@ -24,6 +24,10 @@ async fn timed<T>(ctx: &Context, write: impl Future<Output = T>) -> T {
     let done = write.await;
     let ended = std::time::Instant::now();
     ctx.quiet.observe(ended - started, ended);
+    tracing::debug!(
+        write_ms = (ended - started).as_secs_f64() * 1e3,
+        "write round trip"
+    );
     done
 }
 

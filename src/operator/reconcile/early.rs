@@ -3,8 +3,9 @@
 //! app, still waits for the window. The first of the two ordered writes so
 //! hides in the wait instead of following it.
 //!
-//! Only where that changes nothing that runs: a rolling restart of a
-//! workload this set already wires, over rendered objects that are this
+//! Only where that changes nothing that runs: a rolling restart (or a
+//! template change of a workload with no pods) of a workload this set
+//! already wires, over rendered objects that are this
 //! set's (the Secret keeps the files of the rendering the pods use), and
 //! only for a change that begins a burst (later changes of a burst take
 //! the ordered path). If a change supersedes the pass, the objects are
@@ -50,9 +51,11 @@ pub fn prepare<'a>(
     let Target::Wire(w) = &plan.target else {
         return None;
     };
-    // A rolling restart of a workload already claimed by this set; stops
-    // and starts keep their own order.
-    let rolling = w.restart == Restart::Apply && w.change && w.rolls && w.precondition.is_none();
+    // A rolling restart (or a template change with no pods to restart) of a
+    // workload already claimed by this set; stops and starts keep their own
+    // order, and a Manual workload's running pods keep the ordered path.
+    let rolling =
+        w.restart == Restart::Apply && w.change && (w.rolls || w.idle) && w.precondition.is_none();
     // The change this pass is for begins a burst (see `quiet::Touches`).
     let first_of_burst = touch.is_some_and(|t| t.count == began && t.at == t.first);
     if !rolling || !first_of_burst || !plan.release.is_empty() {
@@ -124,6 +127,10 @@ mod tests {
     }
 
     fn wire(restart: Restart, rolls: bool, precondition: Option<&str>) -> Plan {
+        wire_of(restart, rolls, false, precondition)
+    }
+
+    fn wire_of(restart: Restart, rolls: bool, idle: bool, precondition: Option<&str>) -> Plan {
         Plan {
             target: Target::Wire(Wire {
                 kind: WorkloadKind::Deployment,
@@ -132,6 +139,7 @@ mod tests {
                 fragment: json!({}),
                 change: true,
                 rolls,
+                idle,
                 precondition: precondition.map(str::to_string),
                 restart,
             }),
@@ -181,6 +189,9 @@ mod tests {
         let live = || both(&sec, &cm);
         let plan = wire(Restart::Apply, true, None);
         let e = prepare(&s, "shop", &plan, &w, live(), isolated(), 3).expect("early");
+        // A template change of a workload with no pods: nothing runs.
+        let idle = wire_of(Restart::Apply, false, true, None);
+        assert!(prepare(&s, "shop", &idle, &w, live(), isolated(), 3).is_some());
         assert_eq!(
             e.undo.config_map.as_ref().unwrap()["data"],
             json!({"ClientCertificates": "old"})
@@ -207,7 +218,7 @@ mod tests {
             ("stop-then-start", wire(Restart::StopStart, true, None)),
             ("resume", wire(Restart::Resume { replicas: 2 }, true, None)),
             (
-                "no rollout (Manual, or no pods)",
+                "no rollout of running pods (Manual, OnDelete)",
                 wire(Restart::Apply, false, None),
             ),
             ("not yet claimed", wire(Restart::Apply, true, Some("41"))),

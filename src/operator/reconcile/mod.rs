@@ -89,6 +89,7 @@ async fn reconcile_set(
     ns: &str,
     api: &Api<ClientCertificateSet>,
 ) -> Result<Action> {
+    tracing::debug!("pass began");
     if let Some(action) = waiting::pass(ctx, set, ns).await? {
         return Ok(action);
     }

@@ -139,6 +139,9 @@ pub struct Wire {
     /// Whether applying the fragment changes the pods' config hash of a
     /// workload that runs pods: a rollout follows.
     pub rolls: bool,
+    /// Whether the workload asks for no pods (zero replicas): nothing runs
+    /// that a write could affect.
+    pub idle: bool,
     /// The live resourceVersion, when the workload is not yet claimed by
     /// this set: the claim is then conditional, so two sets racing for one
     /// workload cannot both win.
@@ -300,6 +303,7 @@ fn target(
         fragment,
         change,
         rolls,
+        idle: restart::replicas_of(d) == 0,
         precondition: (!ours).then(|| d.meta().resource_version.clone()).flatten(),
         restart,
     })
