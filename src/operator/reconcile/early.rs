@@ -189,9 +189,6 @@ mod tests {
         let live = || both(&sec, &cm);
         let plan = wire(Restart::Apply, true, None);
         let e = prepare(&s, "shop", &plan, &w, live(), isolated(), 3).expect("early");
-        // A template change of a workload with no pods: nothing runs.
-        let idle = wire_of(Restart::Apply, false, true, None);
-        assert!(prepare(&s, "shop", &idle, &w, live(), isolated(), 3).is_some());
         assert_eq!(
             e.undo.config_map.as_ref().unwrap()["data"],
             json!({"ClientCertificates": "old"})
@@ -207,6 +204,20 @@ mod tests {
         };
         let e = prepare(&s, "shop", &plan, &secret_only, live(), isolated(), 3).expect("early");
         assert!(e.undo.config_map.is_none() && e.undo.secret.is_some());
+        // A template change of a workload with no pods (nothing runs): the
+        // same early write, and the same objects to put back.
+        let idle = wire_of(Restart::Apply, false, true, None);
+        let e = prepare(&s, "shop", &idle, &w, live(), isolated(), 3).expect("early, no pods");
+        assert_eq!(
+            (
+                e.undo.config_map.as_ref(),
+                e.undo.secret.as_ref().map(|s| &s["data"])
+            ),
+            (
+                Some(&build::config_map_object_of(&set(), "shop", &cm)),
+                Some(&json!({"k": "b2xk"}))
+            )
+        );
     }
 
     #[test]

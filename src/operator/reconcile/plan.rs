@@ -279,18 +279,15 @@ fn target(
         .and_then(|a| a.get(super::names::ANN_CONFIG_HASH))
         .map(String::as_str);
     let template_hash = build::template_hash(set.spec.restart, live_hash, &r.config_hash);
-    let rolls = live_hash != Some(template_hash.as_str())
-        && restart::replicas_of(d) > 0
-        && d.rolls_on_template_change();
+    let idle = restart::replicas_of(d) == 0;
+    let rolls = live_hash != Some(template_hash.as_str()) && !idle && d.rolls_on_template_change();
     let fragment = build::workload_fragment(set, ns, kind, name, r, &containers, &template_hash);
     let wanted: BTreeSet<String> = containers.iter().cloned().collect();
     let change = !super::apply::workload_has(d, &fragment)
         || workload::wired_containers(d, &r.name) != wanted;
     let restart = match (set.spec.restart, stopped) {
         (RestartStrategy::StopStart, Some(_)) => Restart::StopStart,
-        (RestartStrategy::StopStart, None) if change && restart::replicas_of(d) > 0 => {
-            Restart::StopStart
-        }
+        (RestartStrategy::StopStart, None) if change && !idle => Restart::StopStart,
         (_, Some(r)) => Restart::Resume {
             replicas: r.replicas,
         },
@@ -303,7 +300,7 @@ fn target(
         fragment,
         change,
         rolls,
-        idle: restart::replicas_of(d) == 0,
+        idle,
         precondition: (!ours).then(|| d.meta().resource_version.clone()).flatten(),
         restart,
     })
