@@ -158,7 +158,7 @@ async fn reconcile_set(
         let touch = ctx.waits.touched.get(&key);
         let early = early::prepare(set, ns, &plan, writes, live, touch, inputs_seen);
         let (settled, wrote_early) = futures::join!(
-            quiet::settle(ctx, set, ns, inputs_seen, t_read),
+            quiet::settle(ctx, set, ns, inputs_seen, inputs.typical_read),
             early::write(ctx, ns, early.as_ref()),
         );
         if settled == Settled::Superseded {
@@ -218,6 +218,7 @@ async fn reconcile_set(
     tracing::debug!(
         status_deferred = deferred,
         read_ms = t_read.as_millis() as u64,
+        typical_read_ms = inputs.typical_read.as_millis() as u64,
         valid_ms = t_valid.as_millis() as u64,
         settled_ms = t_settled.as_millis() as u64,
         exec_ms = t_exec.as_millis() as u64,

@@ -86,7 +86,8 @@ impl Touches {
 /// The quiet window: the floor, one and a half times certpin's recent
 /// write round trip (its server-side applies cost the API server more than
 /// the merge patch a script's changes usually are), or four times the
-/// pass's own reads (a write takes two to four reads' time), whichever is
+/// pass's typical read (a write takes two to four reads' time; the median
+/// of its concurrent reads, see `dereference`), whichever is
 /// longest. The write estimate's weight halves every
 /// `STALE_HALF_LIFE` without a write: a load that has passed should not
 /// hold rotations for long, and an operator that has not written lately
@@ -123,7 +124,7 @@ impl Window {
         *mean = Some((m, now));
     }
 
-    /// The window for a pass whose reads took `reads`, at `now`.
+    /// The window for a pass whose typical read took `reads`, at `now`.
     pub fn get(&self, reads: Duration, now: Instant) -> Duration {
         if self.floor.is_zero() {
             return Duration::ZERO;
@@ -178,8 +179,8 @@ pub fn decide(
 }
 
 /// Waits until the set may write (see `decide`); `began`: the set's touch
-/// count when the pass began (`waiting::begin`); `reads`: how long its
-/// reads took.
+/// count when the pass began (`waiting::begin`); `reads`: its typical
+/// read's round trip.
 pub async fn settle(
     ctx: &Context,
     set: &ClientCertificateSet,
