@@ -203,7 +203,11 @@ async fn new_set_killed_after_wiring_keeps_its_rendering() {
     assert!(before.is_some(), "the first pass rendered no Secret");
 
     let _op = Operator::start_with(&ns.name, "-after", &[]);
-    wait_until(&sets, "s", T, "Ready", ready).await;
+    let s = wait_until(&sets, "s", T, "Ready", ready).await;
+    assert!(
+        s.status.unwrap().last_restart.is_some(),
+        "the first wiring rolled the app, and the status must say so"
+    );
     wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
     assert_eq!(
         secret_digest(&ns, &rendered).await,
@@ -273,4 +277,89 @@ async fn killed_after_unwiring_during_deletion() {
         async move { cms.get_opt("s-certpin").await.unwrap().is_none() }
     })
     .await;
+}
+
+/// A rotation of a Rolling set, killed right after the Deployment was
+/// written and before the status was: the next operator finds the template
+/// already carrying the new settings, so it writes nothing. The restart
+/// happened all the same, and the status and an Event still say so.
+#[tokio::test]
+async fn killed_after_a_rolling_restart_still_records_it() {
+    let ns = TestNamespace::new("crash-record").await;
+    let (deployments, sets, _) = app_and_set(&ns).await;
+    {
+        let _op = Operator::start_with(&ns.name, "-first", &[]);
+        wait_until(&sets, "s", T, "Ready", ready).await;
+        wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
+    }
+    let first = sets.get("s").await.unwrap().status.unwrap().last_restart;
+    let first = first.expect("the first wiring rolled and said so").0;
+    let restarts = |events: Vec<String>| events.iter().filter(|e| e.contains("restarted")).count();
+    // The Event is written beside the status, so it may trail Ready.
+    support::kube::wait_for(T, "the first wiring's Event", || {
+        let ns = &ns;
+        async move { restarts(support::kube::events_about(ns, "s").await) > 0 }
+    })
+    .await;
+    let recorded = restarts(support::kube::events_about(&ns, "s").await);
+    let rs_before = replica_sets(&ns, "app").await.len();
+    // lastRestart has one-second precision: the next restart is in a later
+    // second, so that a recorded one can be told from the first.
+    support::kube::wait_for(T, "the next second", || async move {
+        k8s_openapi::jiff::Timestamp::now().as_second() > first.as_second()
+    })
+    .await;
+
+    put_p12(&ns, "cert", "openssl-ec384-modern.p12", b"changeit").await;
+    let mut crashing = Operator::start_with_env(
+        &ns.name,
+        "-crash",
+        &[],
+        &[("CERTPIN_CRASH_AFTER", "apply-deployment")],
+    );
+    assert!(crashing.wait_exit(T), "the operator never rewired the app");
+    assert!(
+        crashing
+            .log_text()
+            .contains("CERTPIN_CRASH_AFTER=apply-deployment"),
+        "exited for another reason:\n{}",
+        crashing.log_text()
+    );
+    assert_eq!(
+        sets.get("s")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .last_restart
+            .map(|t| t.0),
+        Some(first),
+        "the crash was meant to come before the status"
+    );
+
+    let _op = Operator::start_with(&ns.name, "-after", &[]);
+    let s = wait_until(
+        &sets,
+        "s",
+        T,
+        "Ready with the rotated certificate",
+        ready_with_key("EC P-384"),
+    )
+    .await;
+    let last = s.status.unwrap().last_restart.expect("lastRestart kept").0;
+    assert!(
+        last > first,
+        "the restart the crashed operator made is not on the status: {last} (first wiring {first})"
+    );
+    support::kube::wait_for(T, "an Event for the restart", || {
+        let ns = &ns;
+        async move { restarts(support::kube::events_about(ns, "s").await) > recorded }
+    })
+    .await;
+    wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
+    assert_eq!(
+        replica_sets(&ns, "app").await.len(),
+        rs_before + 1,
+        "not exactly one restart"
+    );
 }

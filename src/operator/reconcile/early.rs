@@ -140,6 +140,7 @@ mod tests {
                 change: true,
                 rolls,
                 idle,
+                unrecorded_restart: false,
                 precondition: precondition.map(str::to_string),
                 restart,
             }),

@@ -194,6 +194,10 @@ async fn reconcile_set(
         .map(|s| s.workloads.as_slice())
         .unwrap_or_default();
     let restart_is_due = restart_due.is_some();
+    let unrecorded_restart = match &plan.target {
+        plan::Target::Wire(w) if w.unrecorded_restart => target.and_then(workload::applied_at),
+        _ => None,
+    };
     let recorded = waiting::to_record(ctx, set, ns, &outcome);
     let derived = status::derive(status::Pass {
         set,
@@ -204,6 +208,7 @@ async fn reconcile_set(
         workloads: plan::records(old_records, set, &plan, &outcome, target),
         outcome: &recorded,
         restart_due,
+        unrecorded_restart,
         rollout: rollout.clone(),
         app_warnings: target
             .map(|d| workload::buildpack_env_warnings(set, d))

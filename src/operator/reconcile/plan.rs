@@ -142,6 +142,11 @@ pub struct Wire {
     /// Whether the workload asks for no pods (zero replicas): nothing runs
     /// that a write could affect.
     pub idle: bool,
+    /// The template already carries this rendering, but the set's status
+    /// names another: a pass rolled the pods to it and ended before it
+    /// wrote the status (a crash, or a deferred status overtaken by a full
+    /// pass). That restart is this pass's to record.
+    pub unrecorded_restart: bool,
     /// The live resourceVersion, when the workload is not yet claimed by
     /// this set: the claim is then conditional, so two sets racing for one
     /// workload cannot both win.
@@ -280,11 +285,17 @@ fn target(
         .map(String::as_str);
     let template_hash = build::template_hash(set.spec.restart, live_hash, &r.config_hash);
     let idle = restart::replicas_of(d) == 0;
-    let rolls = live_hash != Some(template_hash.as_str()) && !idle && d.rolls_on_template_change();
+    let rolls_pods = !idle && d.rolls_on_template_change();
+    let rolls = live_hash != Some(template_hash.as_str()) && rolls_pods;
     let fragment = build::workload_fragment(set, ns, kind, name, r, &containers, &template_hash);
     let wanted: BTreeSet<String> = containers.iter().cloned().collect();
     let change = !super::apply::workload_has(d, &fragment)
         || workload::wired_containers(d, &r.name) != wanted;
+    let recorded = set.status.as_ref().and_then(|s| s.applied_hash.as_deref());
+    let unrecorded_restart = !change
+        && rolls_pods
+        && live_hash == Some(r.config_hash.as_str())
+        && recorded != Some(r.config_hash.as_str());
     let restart = match (set.spec.restart, stopped) {
         (RestartStrategy::StopStart, Some(_)) => Restart::StopStart,
         (RestartStrategy::StopStart, None) if change && !idle => Restart::StopStart,
@@ -301,6 +312,7 @@ fn target(
         change,
         rolls,
         idle,
+        unrecorded_restart,
         precondition: (!ours).then(|| d.meta().resource_version.clone()).flatten(),
         restart,
     })

@@ -97,6 +97,9 @@ pub struct Pass<'a> {
     pub ca_paths: Option<&'a std::collections::BTreeMap<String, String>>,
     /// Manual: the pods still running older settings.
     pub restart_due: Option<String>,
+    /// When a restart to the applied settings happened that no status
+    /// recorded (`plan::Wire::unrecorded_restart`): certpin's last apply.
+    pub unrecorded_restart: Option<&'a Time>,
     pub workloads: Vec<WorkloadRecord>,
     /// The rollout that carries the applied settings (when wired).
     pub rollout: Rollout,
@@ -279,6 +282,11 @@ fn outcome_conditions(
         Outcome::Wired { restarted } => {
             if *restarted {
                 status.last_restart = Some(p.now.clone());
+            } else if let Some(at) = p
+                .unrecorded_restart
+                .filter(|at| status.last_restart.as_ref().is_none_or(|l| l.0 < at.0))
+            {
+                status.last_restart = Some(at.clone());
             }
             status.applied_hash = p.applied_hash.clone();
             conds.push(Cond::new(

@@ -355,6 +355,8 @@ pub async fn pass(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result
         workloads: entry.workloads.clone(),
         outcome: &outcome,
         restart_due: None,
+        // The full pass's status (`view`) already holds it.
+        unrecorded_restart: None,
         rollout: rollout.clone(),
         app_warnings: workload::buildpack_env_warnings(&view, &live),
         now: &super::now_time(),

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::kinds::Workload;
 use super::names::{ANN_SET, BUILDPACK_ENV, LABEL_SET_UID, SETTING_ENV, VOLUME, set_name};
@@ -38,6 +39,22 @@ pub fn claimed_by(set: &ClientCertificateSet, d: &Workload) -> bool {
         }) => name == set_name(set),
         _ => false,
     }
+}
+
+/// When certpin's own server-side apply last changed the workload: the API
+/// server stamps a field manager's record whenever a value it owns
+/// changes. For a restart a pass made but could not record (`plan::Wire`).
+pub fn applied_at(d: &Workload) -> Option<&Time> {
+    d.meta()
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|m| {
+            m.manager.as_deref() == Some(crate::operator::context::MANAGER)
+                && m.operation.as_deref() == Some("Apply")
+                && m.subresource.as_deref().unwrap_or_default().is_empty()
+        })
+        .and_then(|m| m.time.as_ref())
 }
 
 /// Whether a claim by another set is still in force: that set exists, is

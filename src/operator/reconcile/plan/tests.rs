@@ -307,3 +307,74 @@ fn an_object_of_anothers_under_a_rendered_name_is_refused_and_a_stop_still_ends(
         other => panic!("{other:?}"),
     }
 }
+
+/// `live` with `fragment` applied (objects merged, list items by name).
+fn applied(live: &Value, fragment: &Value) -> Value {
+    match (live, fragment) {
+        (Value::Object(l), Value::Object(f)) => {
+            let mut out = l.clone();
+            for (k, v) in f {
+                let merged = out.get(k).map_or_else(|| v.clone(), |lv| applied(lv, v));
+                out.insert(k.clone(), merged);
+            }
+            Value::Object(out)
+        }
+        (Value::Array(l), Value::Array(f)) => {
+            let mut out = l.clone();
+            for item in f {
+                match out
+                    .iter_mut()
+                    .find(|o| o.get("name").is_some_and(|n| Some(n) == item.get("name")))
+                {
+                    Some(o) => *o = applied(o, item),
+                    None => out.push(item.clone()),
+                }
+            }
+            Value::Array(out)
+        }
+        (_, f) => f.clone(),
+    }
+}
+
+/// A Deployment of `replicas` that the Rolling set `s` has wired with
+/// `rendered()`, its template hash replaced by `hash` when given.
+fn wired(replicas: i32, hash: Option<&str>) -> Workload {
+    let unwired = deployment("app", replicas, json!({}));
+    let s = set("app", "Rolling", &[], Value::Null);
+    let fragment = wire(&plan_of(&s, Some(&unwired), &[])).fragment.clone();
+    let mut v = applied(&unwired.to_value(), &fragment);
+    if let Some(h) = hash {
+        v["spec"]["template"]["metadata"]["annotations"]["certpin.dev/config-hash"] = json!(h);
+    }
+    Workload::from_value(WorkloadKind::Deployment, v).unwrap()
+}
+
+#[test]
+fn a_template_at_a_rendering_the_status_does_not_name_is_a_restart_to_record() {
+    let d = wired(2, None);
+    let unrecorded = |status: Value, d: &Workload| {
+        let s = set("app", "Rolling", &[], status);
+        let p = plan_of(&s, Some(d), &[]);
+        let w = wire(&p);
+        assert!(!w.change, "already wired: nothing to write");
+        w.unrecorded_restart
+    };
+    // A pass rolled the pods to h2 and ended before its status: the status
+    // still names h1, or there is none yet (a first wiring cut short).
+    assert!(unrecorded(json!({"appliedHash": "h1"}), &d));
+    assert!(unrecorded(Value::Null, &d));
+    // The status names h2: recorded.
+    assert!(!unrecorded(json!({"appliedHash": "h2"}), &d));
+    // No pods: the template change restarted nothing.
+    assert!(!unrecorded(json!({"appliedHash": "h1"}), &wired(0, None)));
+}
+
+#[test]
+fn a_manual_template_left_at_an_older_rendering_is_no_restart() {
+    // Manual keeps the live template hash (h1) when the rendering is h2.
+    let d = wired(2, Some("h1"));
+    let s = set("app", "Manual", &[], json!({"appliedHash": "h1"}));
+    let p = plan_of(&s, Some(&d), &[]);
+    assert!(!wire(&p).change);
+    assert!(!wire(&p).unrecorded_restart);
+}
