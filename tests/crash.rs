@@ -64,19 +64,7 @@ async fn crash_at(step: &'static str) {
     .await
     .unwrap();
     put_p12(&ns, "cert", "openssl-ec384-modern.p12", b"changeit").await;
-    let mut crashing =
-        Operator::start_with_env(&ns.name, "-crash", &[], &[("CERTPIN_CRASH_AFTER", step)]);
-    assert!(
-        crashing.wait_exit(T),
-        "{step}: the operator never reached the step"
-    );
-    assert!(
-        crashing
-            .log_text()
-            .contains(&format!("CERTPIN_CRASH_AFTER={step}")),
-        "{step}: exited for another reason:\n{}",
-        crashing.log_text()
-    );
+    crash_after(&ns, step);
 
     let _op = Operator::start_with(&ns.name, "-after", &[]);
     wait_until(
@@ -111,6 +99,23 @@ async fn crash_at(step: &'static str) {
         replica_sets(&ns, "app").await.len(),
         rs_before + 1,
         "{step}: not exactly one restart"
+    );
+}
+
+/// An operator that aborts right after `step`, run until it has.
+fn crash_after(ns: &TestNamespace, step: &str) {
+    let mut crashing =
+        Operator::start_with_env(&ns.name, "-crash", &[], &[("CERTPIN_CRASH_AFTER", step)]);
+    assert!(
+        crashing.wait_exit(T),
+        "{step}: the operator never reached the step"
+    );
+    assert!(
+        crashing
+            .log_text()
+            .contains(&format!("CERTPIN_CRASH_AFTER={step}")),
+        "{step}: exited for another reason:\n{}",
+        crashing.log_text()
     );
 }
 
@@ -175,20 +180,7 @@ async fn new_set_killed_after_wiring_keeps_its_rendering() {
     let ns = TestNamespace::new("crash-new").await;
     let (deployments, sets, set) = app_and_set(&ns).await;
     let original = replica_sets(&ns, "app").await.len();
-    let mut crashing = Operator::start_with_env(
-        &ns.name,
-        "-crash",
-        &[],
-        &[("CERTPIN_CRASH_AFTER", "apply-deployment")],
-    );
-    assert!(crashing.wait_exit(T), "the operator never wired the app");
-    assert!(
-        crashing
-            .log_text()
-            .contains("CERTPIN_CRASH_AFTER=apply-deployment"),
-        "exited for another reason:\n{}",
-        crashing.log_text()
-    );
+    crash_after(&ns, "apply-deployment");
     assert!(
         // (The API server shows the schema's default, observedGeneration 0.)
         sets.get("s")
@@ -311,20 +303,7 @@ async fn killed_after_a_rolling_restart_still_records_it() {
     .await;
 
     put_p12(&ns, "cert", "openssl-ec384-modern.p12", b"changeit").await;
-    let mut crashing = Operator::start_with_env(
-        &ns.name,
-        "-crash",
-        &[],
-        &[("CERTPIN_CRASH_AFTER", "apply-deployment")],
-    );
-    assert!(crashing.wait_exit(T), "the operator never rewired the app");
-    assert!(
-        crashing
-            .log_text()
-            .contains("CERTPIN_CRASH_AFTER=apply-deployment"),
-        "exited for another reason:\n{}",
-        crashing.log_text()
-    );
+    crash_after(&ns, "apply-deployment");
     assert_eq!(
         sets.get("s")
             .await
