@@ -5,7 +5,8 @@
 //! a cluster. tests/edits.rs and tests/operator.rs hold the end-to-end
 //! versions of these cases.
 
-mod fake;
+// `merge` serves the plan's unit tests too.
+pub(super) mod fake;
 mod world;
 
 mod api_refusals;

@@ -308,41 +308,14 @@ fn an_object_of_anothers_under_a_rendered_name_is_refused_and_a_stop_still_ends(
     }
 }
 
-/// `live` with `fragment` applied (objects merged, list items by name).
-fn applied(live: &Value, fragment: &Value) -> Value {
-    match (live, fragment) {
-        (Value::Object(l), Value::Object(f)) => {
-            let mut out = l.clone();
-            for (k, v) in f {
-                let merged = out.get(k).map_or_else(|| v.clone(), |lv| applied(lv, v));
-                out.insert(k.clone(), merged);
-            }
-            Value::Object(out)
-        }
-        (Value::Array(l), Value::Array(f)) => {
-            let mut out = l.clone();
-            for item in f {
-                match out
-                    .iter_mut()
-                    .find(|o| o.get("name").is_some_and(|n| Some(n) == item.get("name")))
-                {
-                    Some(o) => *o = applied(o, item),
-                    None => out.push(item.clone()),
-                }
-            }
-            Value::Array(out)
-        }
-        (_, f) => f.clone(),
-    }
-}
-
 /// A Deployment of `replicas` that the Rolling set `s` has wired with
 /// `rendered()`, its template hash replaced by `hash` when given.
 fn wired(replicas: i32, hash: Option<&str>) -> Workload {
     let unwired = deployment("app", replicas, json!({}));
     let s = set("app", "Rolling", &[], Value::Null);
     let fragment = wire(&plan_of(&s, Some(&unwired), &[])).fragment.clone();
-    let mut v = applied(&unwired.to_value(), &fragment);
+    let mut v = unwired.to_value();
+    crate::operator::reconcile::scenarios::fake::merge(&mut v, &fragment);
     if let Some(h) = hash {
         v["spec"]["template"]["metadata"]["annotations"]["certpin.dev/config-hash"] = json!(h);
     }

@@ -160,7 +160,7 @@ fn spec_part(v: &Value) -> Value {
 
 /// `from` merged over `into`; lists whose items are objects with a `name`
 /// merge by name, other lists and scalars are replaced.
-fn merge(into: &mut Value, from: &Value) {
+pub(in crate::operator::reconcile) fn merge(into: &mut Value, from: &Value) {
     match (into, from) {
         (Value::Object(i), Value::Object(f)) => {
             for (k, fv) in f {
