@@ -157,10 +157,15 @@ async fn reconcile_set(
         };
         let touch = ctx.waits.touched.get(&key);
         let early = early::prepare(set, ns, &plan, writes, live, touch, inputs_seen);
-        let (settled, wrote_early) = futures::join!(
-            quiet::settle(ctx, set, ns, inputs_seen, inputs.typical_read),
+        let (settled, wrote_early) = quiet::settle(
+            ctx,
+            set,
+            ns,
+            inputs_seen,
+            inputs.typical_read,
             early::write(ctx, ns, early.as_ref()),
-        );
+        )
+        .await;
         if settled == Settled::Superseded {
             if let Some(e) = early.as_ref().filter(|_| wrote_early) {
                 early::undo(ctx, ns, e).await?;

@@ -124,16 +124,35 @@ impl Window {
         *mean = Some((m, now));
     }
 
+    /// The write round trip estimated at `now` (faded), in seconds.
+    fn writes(&self, now: Instant) -> f64 {
+        lock(&self.round_trip).map_or(0.0, |(m, at)| m * fade(at, now))
+    }
+
     /// The window for a pass whose typical read took `reads`, at `now`.
     pub fn get(&self, reads: Duration, now: Instant) -> Duration {
         if self.floor.is_zero() {
             return Duration::ZERO;
         }
-        let writes = lock(&self.round_trip).map_or(0.0, |(m, at)| m * fade(at, now));
+        let writes = self.writes(now);
         let adapted = Duration::from_secs_f64(1.5 * writes)
             .max(4 * reads)
             .min(MAX_ADAPTED);
         self.floor.max(adapted)
+    }
+
+    /// The window once the pass's own early write has landed, `took` after
+    /// it began. The write round trip is then measured just now, so the
+    /// reads no longer stand in for it (at N = 10,000 four typical reads
+    /// were up to three of the early write's round trips); the estimate
+    /// still counts if it is longer.
+    pub fn after_write(&self, took: Duration, now: Instant) -> Duration {
+        if self.floor.is_zero() {
+            return Duration::ZERO;
+        }
+        let writes = self.writes(now).max(took.as_secs_f64());
+        self.floor
+            .max(Duration::from_secs_f64(1.5 * writes).min(MAX_ADAPTED))
     }
 }
 
@@ -178,22 +197,62 @@ pub fn decide(
     }
 }
 
-/// Waits until the set may write (see `decide`); `began`: the set's touch
-/// count when the pass began (`waiting::begin`); `reads`: its typical
-/// read's round trip.
+/// Waits until the set may write (see `decide`) while `early`, the early
+/// write of the rendered objects (`early::write`: whether it wrote), runs;
+/// `began`: the set's touch count when the pass began
+/// (`waiting::begin`); `reads`: its typical read's round trip. Returns
+/// once both are done.
 pub async fn settle(
     ctx: &Context,
     set: &ClientCertificateSet,
     ns: &str,
     began: u64,
     reads: Duration,
-) -> Settled {
+    early: impl Future<Output = bool>,
+) -> (Settled, bool) {
     let key = super::waiting::set_key(ns, &set.name_any());
+    let started = Instant::now();
+    let mut early = std::pin::pin!(early);
+    // Whether the early write wrote, and how long it took, once it is done.
+    let mut wrote: Option<(bool, Duration)> = None;
     loop {
         let touch = ctx.waits.touched.get(&key);
         let now = Instant::now();
-        match decide(touch, began, ctx.quiet.get(reads, now), now) {
-            Ok(settled) => return settled,
+        let window = match wrote {
+            Some((true, took)) => ctx.quiet.after_write(took, now),
+            _ => ctx.quiet.get(reads, now),
+        };
+        match decide(touch, began, window, now) {
+            // A change that lands while the early write is still in flight
+            // supersedes the pass too: decide again once it is done.
+            Ok(Settled::Go) if wrote.is_none() => {
+                wrote = Some((early.as_mut().await, started.elapsed()));
+            }
+            Ok(settled) => {
+                tracing::debug!(
+                    window_ms = window.as_secs_f64() * 1e3,
+                    // What the window would be without the early write's
+                    // own measure (for comparing the two).
+                    reads_window_ms = ctx.quiet.get(reads, now).as_secs_f64() * 1e3,
+                    write_estimate_ms = ctx.quiet.writes(now) * 1e3,
+                    early_write_ms = wrote.map_or(0.0, |(_, took)| took.as_secs_f64() * 1e3),
+                    since_change_ms = touch.map_or(0.0, |t| {
+                        now.saturating_duration_since(t.at).as_secs_f64() * 1e3
+                    }),
+                    "quiet window"
+                );
+                let wrote = match wrote {
+                    Some((w, _)) => w,
+                    None => early.await,
+                };
+                return (settled, wrote);
+            }
+            Err(until) if wrote.is_none() => {
+                tokio::select! {
+                    w = &mut early => wrote = Some((w, started.elapsed())),
+                    () = tokio::time::sleep_until(until.into()) => {}
+                }
+            }
             Err(until) => tokio::time::sleep_until(until.into()).await,
         }
     }
@@ -258,6 +317,45 @@ mod tests {
         touches.touch("ns/s", later);
         let began = touches.count("ns/s");
         assert_eq!(decide(touches.get("ns/s"), began, W, later), Err(later + W));
+    }
+
+    fn close(got: Duration, ms: f64) -> bool {
+        (got.as_secs_f64() * 1e3 - ms).abs() < 0.01
+    }
+
+    #[test]
+    fn after_the_early_write_its_round_trip_stands_for_the_reads() {
+        let t0 = Instant::now();
+        let w = Window::new(W);
+        let reads = Duration::from_millis(15);
+        w.observe(Duration::from_millis(16), t0);
+        assert_eq!(w.get(reads, t0), Duration::from_millis(60), "four reads");
+        let got = w.after_write(Duration::from_millis(16), t0);
+        assert!(
+            close(got, 24.0),
+            "1.5 times the write, not four reads: {got:?}"
+        );
+        // A longer recent estimate still counts.
+        for _ in 0..40 {
+            w.observe(Duration::from_millis(40), t0);
+        }
+        let got = w.after_write(Duration::from_millis(16), t0);
+        assert!(close(got, 60.0), "{got:?}");
+        // An estimate that has faded does not shorten the write just made.
+        let later = t0 + 20 * STALE_HALF_LIFE;
+        let got = w.after_write(Duration::from_millis(30), later);
+        assert!(close(got, 45.0), "{got:?}");
+        assert_eq!(
+            w.after_write(Duration::from_millis(5), later),
+            W,
+            "the floor"
+        );
+        assert_eq!(w.after_write(Duration::from_secs(5), later), MAX_ADAPTED);
+        assert_eq!(
+            Window::new(Duration::ZERO).after_write(Duration::from_secs(1), t0),
+            Duration::ZERO,
+            "0: no wait"
+        );
     }
 
     #[test]

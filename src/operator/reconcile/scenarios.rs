@@ -14,6 +14,7 @@ mod collisions;
 mod deletion;
 mod health;
 mod kinds;
+mod quiet;
 mod restart;
 mod secrets;
 mod stop_start;

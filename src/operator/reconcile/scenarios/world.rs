@@ -41,8 +41,18 @@ pub struct World {
 impl World {
     /// A namespace with the Secret `cert` (a PKCS12 file and its password).
     pub fn new() -> World {
+        World::with_quiet(Duration::ZERO)
+    }
+
+    /// As `new`, with a quiet window (`--debounce-ms`) of `quiet`.
+    pub fn with_quiet(quiet: Duration) -> World {
         let fake = Fake::default();
-        let ctx = Context::new(fake.client(), Duration::from_secs(3600));
+        let ctx = Context::with_limits(
+            fake.client(),
+            Duration::from_secs(3600),
+            crate::operator::decoding::Limits::default(),
+            quiet,
+        );
         let w = World { fake, ctx };
         w.put_cert("openssl-ec256-modern.p12", PASSWORD);
         w
