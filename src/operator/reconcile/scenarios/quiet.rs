@@ -29,11 +29,16 @@ async fn rotated() -> (World, Option<String>, Secret) {
     (w, hash, rendered)
 }
 
-fn patches_of(w: &World, mark: usize, what: &str) -> usize {
-    w.writes_since(mark)
-        .iter()
-        .filter(|l| l.starts_with("PATCH") && l.contains(what))
-        .count()
+/// The Deployment's and the rendered Secret's patches since `mark`.
+fn patches(w: &World, mark: usize) -> (usize, usize) {
+    let writes = w.writes_since(mark);
+    let count = |what: &str| {
+        writes
+            .iter()
+            .filter(|l| l.starts_with("PATCH") && l.contains(what))
+            .count()
+    };
+    (count("deployments/"), count("secrets/s-certpin"))
 }
 
 #[tokio::test]
@@ -52,15 +57,9 @@ async fn a_change_during_the_early_write_supersedes_the_pass() {
         "the app is not restarted for a change that was superseded"
     );
     assert_eq!(
-        patches_of(&w, mark, "deployments/"),
-        0,
-        "{:?}",
-        w.writes_since(mark)
-    );
-    assert_eq!(
-        patches_of(&w, mark, "secrets/s-certpin"),
-        2,
-        "written early, then put back: {:?}",
+        patches(&w, mark),
+        (0, 2),
+        "no Deployment write; the Secret written early, then put back: {:?}",
         w.writes_since(mark)
     );
     assert_eq!(
@@ -77,15 +76,9 @@ async fn after_the_early_write_and_the_window_the_workload_follows() {
     w.pass_alone_ok("s").await;
     assert_ne!(template_hash(&w.deployment_now("app")), hash, "restarted");
     assert_eq!(
-        patches_of(&w, mark, "deployments/"),
-        1,
-        "{:?}",
-        w.writes_since(mark)
-    );
-    assert_eq!(
-        patches_of(&w, mark, "secrets/s-certpin"),
-        1,
-        "written once, early: {:?}",
+        patches(&w, mark),
+        (1, 1),
+        "one Deployment write; the Secret written once, early: {:?}",
         w.writes_since(mark)
     );
 }
