@@ -284,8 +284,13 @@ async fn killed_after_a_rolling_restart_still_records_it() {
         wait_until(&sets, "s", T, "Ready", ready).await;
         wait_until(&deployments, "app", T, "rollout", rollout_complete()).await;
     }
-    let first = sets.get("s").await.unwrap().status.unwrap().last_restart;
-    let first = first.expect("the first wiring rolled and said so").0;
+    let last_restart = || async {
+        let s = sets.get("s").await.unwrap();
+        s.status.unwrap().last_restart.map(|t| t.0)
+    };
+    let first = last_restart()
+        .await
+        .expect("the first wiring rolled and said so");
     let restarts = |events: Vec<String>| events.iter().filter(|e| e.contains("restarted")).count();
     // The Event is written beside the status, so it may trail Ready.
     support::kube::wait_for(T, "the first wiring's Event", || {
@@ -305,13 +310,7 @@ async fn killed_after_a_rolling_restart_still_records_it() {
     put_p12(&ns, "cert", "openssl-ec384-modern.p12", b"changeit").await;
     crash_after(&ns, "apply-deployment");
     assert_eq!(
-        sets.get("s")
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .last_restart
-            .map(|t| t.0),
+        last_restart().await,
         Some(first),
         "the crash was meant to come before the status"
     );

@@ -129,16 +129,19 @@ impl Window {
         lock(&self.round_trip).map_or(0.0, |(m, at)| m * fade(at, now))
     }
 
-    /// The window for a pass whose typical read took `reads`, at `now`.
-    pub fn get(&self, reads: Duration, now: Instant) -> Duration {
+    /// The window a measured round trip `adapted` makes: at least the
+    /// floor, at most `MAX_ADAPTED` (unless the floor is larger), none when
+    /// the floor is 0.
+    fn bounded(&self, adapted: Duration) -> Duration {
         if self.floor.is_zero() {
             return Duration::ZERO;
         }
-        let writes = self.writes(now);
-        let adapted = Duration::from_secs_f64(1.5 * writes)
-            .max(4 * reads)
-            .min(MAX_ADAPTED);
-        self.floor.max(adapted)
+        self.floor.max(adapted.min(MAX_ADAPTED))
+    }
+
+    /// The window for a pass whose typical read took `reads`, at `now`.
+    pub fn get(&self, reads: Duration, now: Instant) -> Duration {
+        self.bounded(Duration::from_secs_f64(1.5 * self.writes(now)).max(4 * reads))
     }
 
     /// The window once the pass's own early write has landed, `took` after
@@ -147,12 +150,8 @@ impl Window {
     /// were up to three of the early write's round trips); the estimate
     /// still counts if it is longer.
     pub fn after_write(&self, took: Duration, now: Instant) -> Duration {
-        if self.floor.is_zero() {
-            return Duration::ZERO;
-        }
         let writes = self.writes(now).max(took.as_secs_f64());
-        self.floor
-            .max(Duration::from_secs_f64(1.5 * writes).min(MAX_ADAPTED))
+        self.bounded(Duration::from_secs_f64(1.5 * writes))
     }
 }
 
