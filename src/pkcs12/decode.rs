@@ -2,15 +2,16 @@
 //! certificate chain, with a specific reason for every way that can fail.
 
 use base64::Engine as _;
-use p12_keystore::{Pkcs12Archive, error::Error as P12Error};
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::*;
 use zeroize::Zeroizing;
 
+use super::budget::Budget;
 use super::facts::Facts;
 use super::keys::{self, KeyKind};
 use super::reason::{Problem, Reason};
 use super::scheme::{self, Scheme};
+use super::walk;
 
 /// Larger inputs are refused before any parsing: a PKCS12 with a key and a
 /// chain is a few KiB; anything near the 1 MiB Secret limit is a mistake.
@@ -43,7 +44,7 @@ impl std::fmt::Debug for Decoded {
 }
 
 /// A stable cache key over everything a decode depends on: content and
-/// password. Decoding is dominated by key derivation (up to a million
+/// password. Decoding is dominated by key derivation (up to `MAX_WORK`
 /// iterations), so callers cache `Decoded` values by this key.
 pub fn content_key(data: &[u8], password: &str) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -132,34 +133,25 @@ fn sniff(data: &[u8]) -> Result<(), Problem> {
     ))
 }
 
-/// Decodes a PKCS12 file with its password.
-/// The most key-derivation iterations one file may ask for, summed over its
-/// encrypted bags and safes and its MAC. Real files ask for a few thousand
-/// (OpenSSL 3: 3 × 2048; keytool: 3 × 10,000) and careful ones 3 × 600,000
-/// (OWASP's count for PBKDF2-SHA256); a key, a certificate safe and a MAC
-/// each at the largest count the decoder accepts (1,000,000) still fit,
-/// about a second of CPU. A crafted file with hundreds of such bags would
-/// otherwise take minutes.
-pub const MAX_WORK: u64 = 3_000_000;
-
+/// Decodes a PKCS12 file with its password, within `MAX_WORK`.
 pub fn decode_pkcs12(data: &[u8], password: &str) -> Result<Decoded, Problem> {
+    decode_pkcs12_with(data, password, &mut Budget::new())
+}
+
+/// Decodes a PKCS12 file with its password, charging every key derivation
+/// to `budget` before it runs (see budget.rs): the file's structure is
+/// read and refused first if it cannot fit, then each layer as it opens.
+pub fn decode_pkcs12_with(
+    data: &[u8],
+    password: &str,
+    budget: &mut Budget,
+) -> Result<Decoded, Problem> {
     sniff(data)?;
-    let scheme = scheme::inspect(data)?;
+    let mut scheme = scheme::inspect(data)?;
     if let Some(problem) = scheme.unsupported() {
         return Err(problem);
     }
-    if scheme.work() > MAX_WORK {
-        return Err(Problem::new(
-            Reason::TooCostly,
-            format!(
-                "the file asks for {} key-derivation iterations in all (its encrypted parts and MAC: {}); certpin \
-                 spends at most {MAX_WORK} on one file: export it again with the tool's default settings",
-                scheme.work(),
-                scheme.describe()
-            ),
-        ));
-    }
-    let archive = Pkcs12Archive::from_pkcs12(data, password).map_err(|e| map_error(e, &scheme))?;
+    let contents = walk::walk(data, password, &mut scheme, budget)?;
     let mut jvm_refusals = scheme.jvm_refusals();
     if !password.is_ascii() {
         jvm_refusals.push(
@@ -168,40 +160,28 @@ pub fn decode_pkcs12(data: &[u8], password: &str) -> Result<Decoded, Problem> {
                 .into(),
         );
     }
-    let keys: Vec<_> = archive.keys.iter().collect();
-    let key = match keys.as_slice() {
-        [] => {
-            return Err(Problem::new(
-                Reason::NoPrivateKey,
-                format!(
-                    "the file holds {} certificate(s) but no private key; export it again including the key \
-                     (e.g. `openssl pkcs12 -export -inkey key.pem ...`)",
-                    archive.certs.len()
-                ),
-            ));
-        }
-        [one] => *one,
-        many => {
-            return Err(Problem::new(
-                Reason::MultiplePrivateKeys,
-                format!(
-                    "the file holds {} private keys; the app presents one client certificate per file, so export \
-                     each key with its certificate into its own file",
-                    many.len()
-                ),
-            ));
-        }
+    let walk::Contents { mut keys, certs } = contents;
+    if keys.len() > 1 {
+        return Err(Problem::new(
+            Reason::MultiplePrivateKeys,
+            format!(
+                "the file holds {} private keys; the app presents one client certificate per file, so export \
+                 each key with its certificate into its own file",
+                keys.len()
+            ),
+        ));
+    }
+    let Some(key) = keys.pop() else {
+        return Err(Problem::new(
+            Reason::NoPrivateKey,
+            format!(
+                "the file holds {} certificate(s) but no private key; export it again including the key \
+                 (e.g. `openssl pkcs12 -export -inkey key.pem ...`)",
+                certs.len()
+            ),
+        ));
     };
-    let certs: Vec<Vec<u8>> = archive
-        .certs
-        .iter()
-        .map(|c| c.cert.as_der().to_vec())
-        .collect();
-    let mut decoded = assemble(
-        Zeroizing::new(key.key.as_der().to_vec()),
-        certs,
-        Some(&scheme),
-    )?;
+    let mut decoded = assemble(key, certs, Some(&scheme))?;
     decoded.jvm_refusals = jvm_refusals;
     Ok(decoded)
 }
@@ -246,48 +226,6 @@ pub fn decode_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Decoded, Problem> {
     };
     let key = keys::pem_key_to_pkcs8(key_block)?;
     assemble(key, certs, None)
-}
-
-fn map_error(err: P12Error, scheme: &Scheme) -> Problem {
-    let wrong_password = || {
-        Problem::new(
-            Reason::WrongPassword,
-            "the password does not open the file (integrity check failed); check the password key of the \
-             Secret, including trailing newlines",
-        )
-    };
-    match err {
-        P12Error::MacError(_) => wrong_password(),
-        // Without a MAC, a wrong password shows as undecryptable content.
-        P12Error::Pkcs5Error(_)
-        | P12Error::UnpadError
-        | P12Error::DerError(_)
-        | P12Error::InvalidPrivateKey
-            if scheme.mac.is_none() =>
-        {
-            wrong_password()
-        }
-        P12Error::UnsupportedEncryptionScheme | P12Error::UnsupportedMacAlgorithm => Problem::new(
-            Reason::UnsupportedEncryption,
-            format!(
-                "the file uses a scheme certpin cannot decrypt ({})",
-                scheme.describe()
-            ),
-        ),
-        P12Error::InvalidParameters => Problem::new(
-            Reason::UnsupportedEncryption,
-            format!(
-                "the file's encryption parameters are out of range (more than 1,000,000 iterations?): {}",
-                scheme.describe()
-            ),
-        ),
-        other => Problem::new(
-            Reason::Corrupt,
-            format!(
-                "the file's content cannot be read ({other}); it may be damaged: export it again"
-            ),
-        ),
-    }
 }
 
 /// Finds the certificate that matches the key, orders its chain, and

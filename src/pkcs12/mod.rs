@@ -3,15 +3,19 @@
 //!
 //! Pure: no I/O, no clock (callers pass `now`).
 
+mod budget;
 mod decode;
 mod encode;
 mod facts;
 mod keys;
+mod pbe;
 mod reason;
 mod scheme;
+mod walk;
 
+pub use budget::{Budget, Cancel, MAX_PART_ITERATIONS, MAX_WORK};
 pub use decode::{
-    Decoded, MAX_INPUT, MAX_WORK, content_key, decode_pem, decode_pkcs12, pem_content_key,
+    Decoded, MAX_INPUT, content_key, decode_pem, decode_pkcs12, decode_pkcs12_with, pem_content_key,
 };
 pub use encode::{EncodeError, Encoded, Profile, encode, generate_password};
 pub use facts::{Facts, fingerprint};

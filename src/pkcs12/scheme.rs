@@ -49,7 +49,7 @@ impl Encryption {
         }
     }
 
-    /// Whether p12-keystore (with the features certpin enables) decrypts it.
+    /// Whether certpin's decoder (pbe.rs) decrypts it.
     fn decryptable(&self) -> bool {
         match self {
             Encryption::Pbes2 { prf, cipher, .. } => {
@@ -80,6 +80,19 @@ impl Encryption {
             }
             _ => None,
         }
+    }
+
+    /// The refusal of a scheme certpin does not decrypt.
+    pub(crate) fn refusal(&self) -> Problem {
+        Problem::new(
+            Reason::UnsupportedEncryption,
+            format!(
+                "the file is encrypted with {}, which certpin cannot decrypt; re-export it with AES-256 \
+                 (OpenSSL 3: `openssl pkcs12 -export ...` with default settings) or with 3DES \
+                 (`-certpbe PBE-SHA1-3DES -keypbe PBE-SHA1-3DES`)",
+                self.describe()
+            ),
+        )
     }
 
     pub fn is_modern(&self) -> bool {
@@ -140,7 +153,7 @@ fn mac_name(oid: ObjectIdentifier) -> String {
     }
 }
 
-fn classify(alg: &spki08::AlgorithmIdentifierOwned) -> Encryption {
+pub(crate) fn classify(alg: &spki08::AlgorithmIdentifierOwned) -> Encryption {
     if alg.oid == PBES2 {
         let parsed = alg
             .parameters
@@ -260,7 +273,7 @@ impl Scheme {
     /// Key-derivation iterations a decode of the file runs, as far as its
     /// unencrypted structure shows: every encrypted bag and safe, and the
     /// MAC. (Bags inside an encrypted safe show only once it is decrypted;
-    /// the operator's decode deadline bounds those.)
+    /// the decode's budget admits them then, before deriving any.)
     pub fn work(&self) -> u64 {
         let bags: u64 = self
             .all()
@@ -279,17 +292,9 @@ impl Scheme {
 
     /// The first scheme certpin cannot decrypt, as a refusal.
     pub fn unsupported(&self) -> Option<Problem> {
-        self.all().find(|e| !e.decryptable()).map(|e| {
-            Problem::new(
-                Reason::UnsupportedEncryption,
-                format!(
-                    "the file is encrypted with {}, which certpin cannot decrypt; re-export it with AES-256 \
-                     (OpenSSL 3: `openssl pkcs12 -export ...` with default settings) or with 3DES \
-                     (`-certpbe PBE-SHA1-3DES -keypbe PBE-SHA1-3DES`)",
-                    e.describe()
-                ),
-            )
-        })
+        self.all()
+            .find(|e| !e.decryptable())
+            .map(Encryption::refusal)
     }
 
     /// Causes for which the JVM's KeyStore would refuse the file as it is.
