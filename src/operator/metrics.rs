@@ -47,8 +47,18 @@ pub struct ReadyLabels {
     pub reason: String,
 }
 
+/// The tenant boundary's state (see `boundary::Verdict::state`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BoundaryLabels {
+    pub state: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// 1 when the tenant boundary is installed and matching, else 0; one
+    /// series, labelled with why.
+    tenant_boundary: Family<BoundaryLabels, Gauge>,
+    boundary_exported: Mutex<Option<BoundaryLabels>>,
     pub ready: Family<ReadyLabels, Gauge>,
     /// The readiness series exported per set, to drop it when it changes.
     ready_exported: Mutex<std::collections::HashMap<(String, String), ReadyLabels>>,
@@ -107,8 +117,16 @@ impl Default for Metrics {
             "PKCS12/PEM decodes performed (cache misses)",
             decodes.clone(),
         );
+        let tenant_boundary = Family::<BoundaryLabels, Gauge>::default();
+        registry.register(
+            "tenant_boundary_installed",
+            "1 when the tenant boundary (ValidatingAdmissionPolicy and binding) is installed and covers the sets certpin watches, else 0; state says why",
+            tenant_boundary.clone(),
+        );
         Metrics {
             registry,
+            tenant_boundary,
+            boundary_exported: Mutex::default(),
             ready,
             ready_exported: Mutex::default(),
             reconciliations,
@@ -147,6 +165,22 @@ impl Metrics {
         if let Some(labels) = now {
             self.ready.get_or_create(&labels).set(1);
             exported.insert(key, labels);
+        }
+    }
+
+    /// Sets the tenant boundary's gauge: one series, for the current state.
+    pub fn set_tenant_boundary(&self, state: &str, installed: bool) {
+        let labels = BoundaryLabels {
+            state: state.into(),
+        };
+        let mut exported = lock(&self.boundary_exported);
+        self.tenant_boundary
+            .get_or_create(&labels)
+            .set(i64::from(installed));
+        if let Some(old) = exported.replace(labels.clone())
+            && old != labels
+        {
+            self.tenant_boundary.remove(&old);
         }
     }
 
@@ -190,5 +224,18 @@ mod tests {
         assert!(!text.contains("RolloutInProgress"), "{text}");
         m.set_ready("shop", "prod", None);
         assert!(!m.encode().contains(r#"set="prod""#));
+    }
+
+    #[test]
+    fn the_tenant_boundary_has_one_series() {
+        let m = Metrics::default();
+        m.set_tenant_boundary("policy-missing", false);
+        m.set_tenant_boundary("installed", true);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"certpin_tenant_boundary_installed{state="installed"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains("policy-missing"), "{text}");
     }
 }

@@ -1,6 +1,7 @@
 //! The operator: watches ClientCertificateSets, the Secrets they reference
 //! and the Deployments they wire, and runs the reconcile pipeline.
 
+mod boundary;
 mod context;
 mod decoding;
 pub mod error;
@@ -94,6 +95,8 @@ pub struct RunArgs {
     /// that a ServiceAccount's RBAC is enough.
     #[arg(long, hide = true)]
     pub impersonate: Option<String>,
+    #[command(flatten)]
+    pub boundary: boundary::BoundaryArgs,
 }
 
 /// Runs the operator until a signal (`Ok`) or a fatal error, which is
@@ -192,6 +195,12 @@ pub async fn run_operator(args: RunArgs) -> Result<(), Error> {
             return Err(e.into());
         }
     }
+    boundary::spawn(
+        client.clone(),
+        ctx.metrics.clone(),
+        &args.boundary,
+        &args.namespaces,
+    );
     ready.store(true, Ordering::Relaxed);
     if !args.leader_election {
         run_controllers(&args, &client, ctx).await;
