@@ -8,7 +8,3 @@ pub use crate::operator::reconcile::build;
 pub use crate::operator::reconcile::finalizer;
 /// Names, labels and annotations certpin writes.
 pub use crate::operator::reconcile::names;
-/// The HTTP client certpin builds (TCP_NODELAY), from the environment.
-pub use crate::operator::workarounds::client::infer as client;
-/// Reads at a resourceVersion mark (tests/freshness.rs).
-pub use crate::operator::workarounds::freshness;

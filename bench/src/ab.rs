@@ -129,7 +129,7 @@ pub fn cpu_of(pid: Option<u32>) -> Option<f64> {
 }
 
 pub async fn ab(args: AbArgs) -> Result<()> {
-    let client = certpin::testing::client().await?;
+    let client = kube::Client::try_default().await?;
     let started = k8s_openapi::jiff::Timestamp::now().to_string();
     let dir = args.cache.join(format!("ab-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;

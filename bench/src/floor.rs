@@ -45,7 +45,7 @@ const FINALIZER: &str = "bench.certpin.dev/floor";
 /// `namespaces`: one, or several separated by commas (the floor then
 /// watches sets in every namespace and handles only theirs).
 pub async fn run(namespaces: String, concurrency: u16) -> Result<()> {
-    let client = certpin::testing::client().await?;
+    let client = kube::Client::try_default().await?;
     let namespaces: HashSet<String> = namespaces.split(',').map(str::to_string).collect();
     let sets: Api<ClientCertificateSet> = match namespaces.iter().next() {
         Some(ns) if namespaces.len() == 1 => Api::namespaced(client.clone(), ns),

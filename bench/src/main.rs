@@ -11,7 +11,6 @@ mod pool;
 mod procs;
 mod scenarios;
 mod stats;
-mod workarounds;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -67,9 +66,6 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
-    /// Re-measures what two of certpin's workarounds buy (TCP_NODELAY,
-    /// reads at a resourceVersion), each against the same requests without.
-    Workarounds(workarounds::Args),
     /// Creates N sets (as `run` does) and unrelated Secrets, and leaves them,
     /// for footprint experiments with a certpin started by hand.
     Populate {
@@ -155,7 +151,6 @@ fn main() -> Result<()> {
                 noise,
                 cache,
             } => populate(&namespace, sets, noise, &cache).await,
-            Command::Workarounds(args) => workarounds::run(args).await,
             Command::Scenarios {
                 certpin,
                 reloader,
@@ -373,7 +368,7 @@ async fn run_scenarios(
     cache: &Path,
     only: &[String],
 ) -> Result<()> {
-    let client = certpin::testing::client().await?;
+    let client = kube::Client::try_default().await?;
     install_crd(&client).await?;
     let dir = cache.join(format!("scenarios-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -410,7 +405,7 @@ async fn run_scenarios(
 }
 
 async fn populate(ns: &str, n: usize, noise: usize, cache: &Path) -> Result<()> {
-    let client = certpin::testing::client().await?;
+    let client = kube::Client::try_default().await?;
     install_crd(&client).await?;
     let pool = pool::ensure(cache, 2 * n).await?;
     workload::noise(&client, "bench-noise", noise).await?;
@@ -423,7 +418,7 @@ async fn populate(ns: &str, n: usize, noise: usize, cache: &Path) -> Result<()> 
 }
 
 async fn run(args: RunArgs) -> Result<()> {
-    let client = certpin::testing::client().await?;
+    let client = kube::Client::try_default().await?;
     let started = k8s_openapi::jiff::Timestamp::now().to_string();
     let version = client.apiserver_version().await?.git_version;
     let dir = args.cache.join(format!("run-{}", std::process::id()));

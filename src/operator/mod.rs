@@ -8,6 +8,7 @@ pub mod error;
 mod faults;
 mod http;
 mod lock;
+mod memory;
 mod metrics;
 mod name_index;
 pub(crate) mod reconcile;
@@ -30,12 +31,12 @@ use kube::{Api, Client, ResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{error, info, warn};
 
-use crate::resource::{ClientCertificateSet, WorkloadKind};
+use crate::resource::ClientCertificateSet;
 use context::Context;
 use error::Error;
+use memory::Key;
 use name_index::NameIndex;
-use reconcile::kinds::Workload;
-use workarounds::{arenas, client, repoll};
+use workarounds::repoll;
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
@@ -50,17 +51,15 @@ pub struct RunArgs {
     #[arg(long, env = "CERTPIN_RESYNC_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub resync_seconds: u64,
     /// After a change to a Secret or ConfigMap that sets use, their passes
-    /// write nothing until those inputs have been quiet this long (ms), or
-    /// longer when certpin's own round trips say the API server is slow
-    /// (at most 1 s), so that changes that arrive together restart an app
-    /// once. Each further change within the wait starts it again. The pass
-    /// reads and validates during the wait. Changes to a set are not
-    /// delayed.
-    /// 20 ms holds changes made back to back (one `kubectl apply` of a file
-    /// and its password Secret, a script's loop of API calls). A pipeline
-    /// that rotates several Secrets of one set seconds apart can set e.g.
-    /// 2000; 0 reacts to every change at once.
-    #[arg(long, env = "CERTPIN_DEBOUNCE_MS", default_value_t = 20)]
+    /// write nothing until those inputs have been quiet this long (ms), so
+    /// that changes that arrive together restart an app once: a `kubectl
+    /// apply` of a file and its password, a script's loop of API calls,
+    /// cert-manager's renewal. Each further change within the wait starts
+    /// it again; a burst that never pauses holds a restart at most 10 s.
+    /// The pass reads and validates during the wait. Changes to a set are
+    /// not delayed. A pipeline that rotates several Secrets of one set
+    /// seconds apart can set e.g. 2000; 0 reacts to every change at once.
+    #[arg(long, env = "CERTPIN_DEBOUNCE_MS", default_value_t = 500)]
     pub debounce_ms: u64,
     /// How many certificate files are decoded at once, on threads of their
     /// own (default: the CPUs the process may use).
@@ -103,7 +102,6 @@ pub struct RunArgs {
 /// logged before it is returned.
 pub fn run(args: RunArgs) -> Result<(), Error> {
     crate::telemetry::init(args.log_json);
-    arenas::limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -155,7 +153,7 @@ async fn client(args: &RunArgs) -> Result<Client, Error> {
     if let Some(user) = &args.impersonate {
         config.auth_info.impersonate = Some(user.clone());
     }
-    client::build(config)
+    Ok(Client::try_from(config)?)
 }
 
 fn decode_limits(args: &RunArgs) -> decoding::Limits {
@@ -175,7 +173,6 @@ pub async fn run_operator(args: RunArgs) -> Result<(), Error> {
         decode_limits(&args),
         Duration::from_millis(args.debounce_ms),
     );
-    use_marks_if_supported(&client, &ctx).await;
     let ready = Arc::new(AtomicBool::new(false));
     let health = http::Health {
         metrics: ctx.metrics.clone(),
@@ -263,26 +260,6 @@ fn namespaces(args: &RunArgs) -> Vec<Option<&str>> {
     }
 }
 
-/// Reads at a resourceVersion mark need comparable resourceVersions
-/// (Kubernetes 1.35+); on older API servers, or when the version cannot be
-/// read, every read is a quorum read.
-async fn use_marks_if_supported(client: &Client, ctx: &Context) {
-    let supported = match client.apiserver_version().await {
-        Ok(v) => {
-            let ok = workarounds::freshness::marks_supported(&v.major, &v.minor);
-            info!(version = %v.git_version, reads_at_marks = ok, "API server");
-            ok
-        }
-        Err(e) => {
-            warn!(error = %e, "could not read the API server's version; reads stay quorum reads");
-            false
-        }
-    };
-    if !supported {
-        ctx.marks.disable();
-    }
-}
-
 /// One controller per watched namespace (or one for all), until a signal.
 async fn run_controllers(args: &RunArgs, client: &Client, ctx: Arc<Context>) {
     let runs = namespaces(args)
@@ -325,35 +302,21 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
     let controller = Controller::for_stream(set_changes, reader)
         .with_config(ControllerConfig::default().concurrency(args.concurrency));
     let store = controller.store();
-    let secrets = referenced_events::<Secret>(client, ns, ctx.clone(), |m| &m.secrets);
-    let config_maps = referenced_events::<ConfigMap>(client, ns, ctx.clone(), |m| &m.config_maps);
+    let secrets = referenced_events::<Secret>(client, ns);
+    let config_maps = referenced_events::<ConfigMap>(client, ns);
     let cm_store = store.clone();
-    let deployments = workload_events(
-        client,
-        ns,
-        ctx.clone(),
-        reconcile::deployment_stage,
-        Workload::Deployment,
-    );
-    let stateful_sets = workload_events(
-        client,
-        ns,
-        ctx.clone(),
-        reconcile::stateful_set_stage,
-        Workload::StatefulSet,
-    );
+    let deployments = workload_events(client, ns, ctx.clone(), reconcile::deployment_stage);
+    let stateful_sets = workload_events(client, ns, ctx.clone(), reconcile::stateful_set_stage);
     let secret_store = store.clone();
     info!(
         namespace = ns.unwrap_or("<all>"),
         "certpin controller starting"
     );
     // Secrets and workloads (their changes, and the status updates of a
-    // rollout a set waits for) go through one short debounce per set. An
-    // input's change is recorded when it arrives: it ends the short passes
-    // of a set waiting for its rollout (`reconcile::waiting`), and a pass
-    // writes only once the set's inputs have been quiet for the window
-    // (`reconcile::quiet`), so that a burst of rotations is one restart
-    // even while the previous rotation is still rolling out.
+    // rollout a set follows) go through one short debounce per set. An
+    // input's change is recorded when it arrives: a pass writes only once
+    // the set's inputs have been quiet for the window (`reconcile::quiet`),
+    // so that a burst of rotations is one restart.
     let (secret_ctx, cm_ctx) = (ctx.clone(), ctx.clone());
     let secret_sets = changes(secrets, "Secret", move |s| {
         let ns = s.namespace().unwrap_or_default();
@@ -381,14 +344,11 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
             sets_targeting(&store, stateful_set_index),
         ),
     );
-    let triggered = debounced(
-        futures::stream::select(
-            futures::stream::select(secret_sets, config_map_sets),
-            workload_sets,
-        ),
-        // The quiet wait itself is in the pass (`reconcile::quiet`), after
-        // its reads; this only merges the events that arrive together.
-        Duration::from_millis(args.debounce_ms).min(STREAM_DEBOUNCE),
+    // The quiet wait is in the pass (`reconcile::quiet`), after its reads;
+    // a set triggered again while its pass runs is passed once more after.
+    let triggered = futures::stream::select(
+        futures::stream::select(secret_sets, config_map_sets),
+        workload_sets,
     );
     let results = controller.reconcile_on(triggered).shutdown_on_signal().run(
         reconcile::reconcile,
@@ -410,10 +370,11 @@ fn touched(
     ctx: &Context,
     sets: Vec<ObjectRef<ClientCertificateSet>>,
 ) -> Vec<ObjectRef<ClientCertificateSet>> {
+    let now = std::time::Instant::now();
     for r in &sets {
         let ns = r.namespace.as_deref().unwrap_or_default();
         tracing::debug!(namespace = ns, set = %r.name, "an input of the set changed");
-        ctx.waits.touched(ns, &r.name);
+        ctx.memory.touch(&Key::set(ns, &r.name), now, ctx.quiet);
     }
     sets
 }
@@ -454,25 +415,6 @@ where
         .flat_map(move |o| futures::stream::iter(sets(o)))
 }
 
-/// The longest the trigger stream holds a set (see `debounced`). Short:
-/// the quiet window counts from the change, not from the pass, so a
-/// longer hold here would only delay the reads the window hides.
-const STREAM_DEBOUNCE: Duration = Duration::from_millis(2);
-
-/// Each set emitted once nothing has concerned it for `wait` (kube's own
-/// trailing-edge scheduler, per set): events that arrive together are one
-/// pass. A burst of rotations is one restart by the pass's quiet wait.
-fn debounced(
-    sets: impl futures::Stream<Item = ObjectRef<ClientCertificateSet>> + Send + 'static,
-    wait: Duration,
-) -> impl futures::Stream<Item = ObjectRef<ClientCertificateSet>> + Send {
-    let requests = sets.map(|message| kube::runtime::scheduler::ScheduleRequest {
-        message,
-        run_at: tokio::time::Instant::now(),
-    });
-    kube::runtime::scheduler::debounced_scheduler(requests, wait)
-}
-
 // Secrets, ConfigMaps and workloads are watched as metadata only: certpin
 // never holds Secret data it does not need, and a changed resourceVersion
 // is all a trigger needs.
@@ -481,8 +423,6 @@ fn debounced(
 fn referenced_events<K>(
     client: &Client,
     ns: Option<&str>,
-    ctx: Arc<Context>,
-    mark: fn(&workarounds::freshness::Marks) -> &workarounds::freshness::Mark,
 ) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + use<K>
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -496,28 +436,21 @@ where
     watcher(api::<PartialObjectMeta<K>>(client, ns), list_config())
         .backoff(triggers::watch_backoff())
         .touched_objects()
-        .inspect(move |s| {
-            if let Ok(s) = s {
-                mark(&ctx.marks).observe_object(s);
-            }
-        })
 }
 
 /// A workload matters when its spec or annotations change or it goes,
 /// not on each status update of a rollout (only on those that change the
-/// step a set waiting for that rollout reports), nor when the change is the
-/// echo of certpin's own wiring patch. Watched whole (the status tells the
-/// step); only the latest object of a workload whose rollout a set waits
-/// for is kept (`Rollouts::saw`).
+/// step the set following that rollout reports), nor when the change is
+/// the echo of certpin's own wiring patch.
 fn workload_events<K>(
     client: &Client,
     ns: Option<&str>,
     ctx: Arc<Context>,
     stage: fn(&K) -> Option<u64>,
-    workload: fn(K) -> Workload,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + use<K>
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + k8s_openapi::Resource
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug
@@ -525,29 +458,13 @@ where
         + Sync
         + 'static,
 {
-    let seen = ctx.clone();
     let following = ctx.clone();
-    let kind = WorkloadKind::parse(&K::kind(&())).unwrap_or(WorkloadKind::Deployment);
     triggers::changed_or_deleted(
-        watcher(api::<K>(client, ns), list_config())
-            .backoff(triggers::watch_backoff())
-            // Every event raises the read mark and updates the kept object,
-            // the filtered ones included.
-            .inspect(move |e| match e {
-                Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d)) => {
-                    reconcile::kinds::mark(&seen.marks, kind).observe_object(d);
-                    seen.rollouts.saw(&triggers::key(d), || workload(d.clone()));
-                }
-                Ok(watcher::Event::Delete(d)) => {
-                    reconcile::kinds::mark(&seen.marks, kind).observe_object(d);
-                    seen.rollouts.gone(&triggers::key(d));
-                }
-                _ => {}
-            }),
+        watcher(api::<K>(client, ns), list_config()).backoff(triggers::watch_backoff()),
         triggers::spec_and_annotations,
         stage,
-        move |key, value| ctx.own_writes.is_echo(key, value),
-        move |key| following.rollouts.is_followed(key),
+        move |key, value| ctx.memory.is_echo(key, value),
+        move |key| following.memory.follower(key).is_some(),
     )
 }
 

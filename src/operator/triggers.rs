@@ -13,6 +13,8 @@ use kube::Resource;
 use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::watcher::{self, Event};
 
+use super::memory::Key;
+
 /// The objects whose `property` changed since they were last seen, unless
 /// `echo` says the change is one certpin itself just made; a `followed`
 /// object whose `stage` changed (a rollout a set waits for, at a step that
@@ -22,15 +24,15 @@ pub fn changed_or_deleted<K, S>(
     events: S,
     property: fn(&K) -> u64,
     stage: fn(&K) -> Option<u64>,
-    mut echo: impl FnMut(&str, u64) -> bool + Send + 'static,
-    followed: impl Fn(&str) -> bool + Send + 'static,
+    mut echo: impl FnMut(&Key, u64) -> bool + Send + 'static,
+    followed: impl Fn(&Key) -> bool + Send + 'static,
 ) -> impl Stream<Item = Result<K, watcher::Error>>
 where
-    K: Resource<DynamicType = ()> + Send + 'static,
+    K: Resource<DynamicType = ()> + k8s_openapi::Resource + Send + 'static,
     S: Stream<Item = Result<Event<K>, watcher::Error>> + Send,
 {
-    let mut seen: HashMap<String, u64> = HashMap::new();
-    let mut stages: HashMap<String, u64> = HashMap::new();
+    let mut seen: HashMap<Key, u64> = HashMap::new();
+    let mut stages: HashMap<Key, u64> = HashMap::new();
     events.flat_map(move |event| {
         let out: Vec<Result<K, watcher::Error>> = match event {
             Err(e) => vec![Err(e)],
@@ -61,18 +63,14 @@ where
     })
 }
 
-/// `Kind/namespace/name`: a Deployment and a StatefulSet may share a name.
-pub fn key<K: Resource<DynamicType = ()>>(o: &K) -> String {
+/// The object's key in certpin's memory.
+pub fn key<K: Resource + k8s_openapi::Resource>(o: &K) -> Key {
     let m = o.meta();
-    key_for(
-        &K::kind(&()),
+    Key::new(
+        K::KIND,
         m.namespace.as_deref().unwrap_or_default(),
         m.name.as_deref().unwrap_or_default(),
     )
-}
-
-pub fn key_for(kind: &str, ns: &str, name: &str) -> String {
-    format!("{kind}/{ns}/{name}")
 }
 
 /// Backoff for the watch streams: exponential from 0.5 s, capped at 5 s.
@@ -140,6 +138,10 @@ mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::Deployment;
     use kube::core::ObjectMeta;
+
+    fn app() -> Key {
+        Key::new("Deployment", "ns", "app")
+    }
 
     fn d(generation: i64, rv: &str) -> Deployment {
         Deployment {
@@ -209,13 +211,13 @@ mod tests {
             Ok(Event::Apply(rolling(2, "6", 2, 2))), // complete
             Ok(Event::Apply(rolling(2, "7", 2, 2))), // nothing new
         ]);
-        let own = std::sync::Arc::new(crate::operator::context::OwnWrites::default());
-        own.expect("Deployment/ns/app".into(), spec_and_annotations(&d(2, "")));
+        let own = std::sync::Arc::new(crate::operator::memory::Memory::default());
+        own.expect_echo(app(), spec_and_annotations(&d(2, "")));
         let passed = passed_with(
             events,
             crate::operator::reconcile::deployment_stage,
             move |k, v| own.is_echo(k, v),
-            |key| key == "Deployment/ns/app",
+            |key| *key == app(),
         )
         .await;
         assert_eq!(passed, ["1", "4", "6"]);
@@ -240,7 +242,7 @@ mod tests {
 
     async fn passed(
         events: impl Stream<Item = Result<Event<Deployment>, watcher::Error>> + Send,
-        echo: impl FnMut(&str, u64) -> bool + Send + 'static,
+        echo: impl FnMut(&Key, u64) -> bool + Send + 'static,
     ) -> Vec<String> {
         passed_with(events, |_| None, echo, |_| false).await
     }
@@ -249,8 +251,8 @@ mod tests {
     async fn passed_with(
         events: impl Stream<Item = Result<Event<Deployment>, watcher::Error>> + Send,
         stage: fn(&Deployment) -> Option<u64>,
-        echo: impl FnMut(&str, u64) -> bool + Send + 'static,
-        followed: impl Fn(&str) -> bool + Send + 'static,
+        echo: impl FnMut(&Key, u64) -> bool + Send + 'static,
+        followed: impl Fn(&Key) -> bool + Send + 'static,
     ) -> Vec<String> {
         changed_or_deleted(events, spec_and_annotations, stage, echo, followed)
             .map(|r| r.map(|o| o.metadata.resource_version.unwrap_or_default()))
@@ -292,8 +294,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_echo_of_certpins_own_write_is_dropped_once() {
-        let own = std::sync::Arc::new(crate::operator::context::OwnWrites::default());
-        own.expect("Deployment/ns/app".into(), spec_and_annotations(&d(2, "")));
+        let own = std::sync::Arc::new(crate::operator::memory::Memory::default());
+        own.expect_echo(app(), spec_and_annotations(&d(2, "")));
         let events = futures::stream::iter(vec![
             Ok(Event::Apply(d(1, "1"))),
             Ok(Event::Apply(d(2, "2"))), // certpin's write

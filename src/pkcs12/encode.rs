@@ -73,6 +73,16 @@ pub fn generate_password() -> Zeroizing<String> {
 
 /// Writes `decoded` as a new PKCS12 under `alias` with a generated password.
 pub fn encode(decoded: &Decoded, alias: &str, profile: Profile) -> Result<Encoded, EncodeError> {
+    encode_with(decoded, alias, profile, generate_password())
+}
+
+/// Writes `decoded` as a new PKCS12 under `alias`, opened by `password`.
+pub fn encode_with(
+    decoded: &Decoded,
+    alias: &str,
+    profile: Profile,
+    password: Zeroizing<String>,
+) -> Result<Encoded, EncodeError> {
     let err = |e: p12_keystore::error::Error| EncodeError(e.to_string());
     let key = PrivateKey::from_der(&decoded.key_pkcs8).map_err(err)?;
     let certs = decoded
@@ -87,7 +97,6 @@ pub fn encode(decoded: &Decoded, alias: &str, profile: Profile) -> Result<Encode
         alias,
         KeyStoreEntry::PrivateKeyChain(PrivateKeyChain::new(local_key_id, key, certs)),
     );
-    let password = generate_password();
     let writer = store
         .writer(&password)
         .encryption_iterations(ITERATIONS)

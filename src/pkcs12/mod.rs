@@ -17,7 +17,7 @@ pub use budget::{Budget, Cancel, MAX_PART_ITERATIONS, MAX_WORK};
 pub use decode::{
     Decoded, MAX_INPUT, content_key, decode_pem, decode_pkcs12, decode_pkcs12_with, pem_content_key,
 };
-pub use encode::{EncodeError, Encoded, Profile, encode, generate_password};
+pub use encode::{EncodeError, Encoded, Profile, encode, encode_with, generate_password};
 pub use facts::{Facts, fingerprint};
 pub use keys::KeyKind;
 pub use reason::{Problem, Reason, Warning, WarningKind};

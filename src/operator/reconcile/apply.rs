@@ -18,22 +18,6 @@ fn params() -> PatchParams {
     PatchParams::apply(MANAGER).force()
 }
 
-/// A write, its round trip measured for the quiet window (`quiet`).
-async fn timed<T>(ctx: &Context, write: impl Future<Output = T>) -> T {
-    let started = std::time::Instant::now();
-    let done = write.await;
-    let ended = std::time::Instant::now();
-    ctx.quiet.observe(ended - started, ended);
-    tracing::debug!(
-        write_ms = (ended - started).as_secs_f64() * 1e3,
-        "write round trip"
-    );
-    done
-}
-
-// Each write raises its kind's read mark (see `freshness`): a later read
-// must not be older than what certpin wrote.
-
 pub async fn apply_config_map(
     ctx: &Context,
     ns: &str,
@@ -41,16 +25,12 @@ pub async fn apply_config_map(
     body: &Value,
 ) -> Result<ConfigMap> {
     let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns);
-    let written = timed(ctx, api.patch(name, &params(), &Patch::Apply(body))).await?;
-    ctx.marks.config_maps.observe_object(&written);
-    Ok(written)
+    Ok(api.patch(name, &params(), &Patch::Apply(body)).await?)
 }
 
 pub async fn apply_secret(ctx: &Context, ns: &str, name: &str, body: &Value) -> Result<Secret> {
     let api = Api::<Secret>::namespaced(ctx.client.clone(), ns);
-    let written = timed(ctx, api.patch(name, &params(), &Patch::Apply(body))).await?;
-    ctx.marks.secrets.observe_object(&written);
-    Ok(written)
+    Ok(api.patch(name, &params(), &Patch::Apply(body)).await?)
 }
 
 /// Applies the wiring. With `precondition` (the resourceVersion the plan
@@ -69,9 +49,7 @@ pub async fn apply_workload(
         body["metadata"]["resourceVersion"] = Value::String(rv.to_string());
     }
     let api = kinds::api(&ctx.client, ns, kind);
-    let written = timed(ctx, api.patch(name, &params(), &Patch::Apply(&body))).await?;
-    kinds::mark(&ctx.marks, kind).observe_object(&written);
-    Ok(written)
+    Ok(api.patch(name, &params(), &Patch::Apply(&body)).await?)
 }
 
 /// Removes every field certpin owns on the workload: applying an object
@@ -88,10 +66,7 @@ pub async fn unwire_workload(
     });
     let api: Api<kube::api::DynamicObject> = kinds::api(&ctx.client, ns, kind);
     match api.patch(name, &params(), &Patch::Apply(&body)).await {
-        Ok(written) => {
-            kinds::mark(&ctx.marks, kind).observe_object(&written);
-            Ok(())
-        }
+        Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         // An apply to an object that is gone is a create, refused as
         // invalid (no spec) or forbidden: then there is nothing to unwire.

@@ -11,6 +11,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use super::names::{self, *};
 use super::trust::ValidCa;
@@ -186,7 +187,7 @@ pub fn render_objects(
     let input_hash = input_hash(set, valid, cas);
     let reuse = reusable(earlier, &input_hash, valid.len());
     let reused = reuse.is_some();
-    let encoded = encode(set, valid, reuse)?;
+    let encoded = encode(set, valid, reuse, earlier)?;
     let mut files = BTreeMap::new();
     let mut keys = Vec::new();
     let mut paths = BTreeMap::new();
@@ -279,12 +280,32 @@ fn trust_files(
 
 type Encoded = (String, ByteString, String);
 
+/// The password every file of the set is encoded with: the earlier
+/// rendering's, so that the password setting stays the same across
+/// renderings. The previous rendering's files stay in the Secret, so
+/// whichever of the two renderings' file lists a pod reads beside the
+/// passwords (the ConfigMap is written after the Secret), its passwords
+/// open them.
+fn set_password(earlier: Earlier) -> Zeroizing<String> {
+    earlier
+        .secret
+        .and_then(|s| data_of(s, KEY_PASSWORDS))
+        .and_then(|ByteString(b)| String::from_utf8(b).ok())
+        .and_then(|all| {
+            let first = all.split(',').next()?.to_string();
+            (!first.is_empty() && first.chars().all(|c| c.is_ascii_alphanumeric())).then_some(first)
+        })
+        .map(Zeroizing::new)
+        .unwrap_or_else(pkcs12::generate_password)
+}
+
 /// Each certificate's file key, file and password: the earlier encoding's
-/// when it is reusable, a fresh one otherwise.
+/// when it is reusable, a fresh one (with the set's password) otherwise.
 fn encode(
     set: &ClientCertificateSet,
     valid: &[ValidCertificate],
     reuse: Option<Vec<Encoded>>,
+    earlier: Earlier,
 ) -> Result<Vec<Encoded>> {
     let mut encoded = Vec::with_capacity(valid.len());
     for (i, c) in valid.iter().enumerate() {
@@ -295,7 +316,8 @@ fn encode(
                 let decoded = c.decoded.as_ref().ok_or_else(|| {
                     Error::Render(format!("{}: no decoded content to encode", c.name))
                 })?;
-                let enc = pkcs12::encode(decoded, &c.name, set.spec.profile)?;
+                let enc =
+                    pkcs12::encode_with(decoded, &c.name, set.spec.profile, set_password(earlier))?;
                 let key = names::file_name(&c.name, &enc.pkcs12);
                 encoded.push((key, ByteString(enc.pkcs12), enc.password.to_string()));
             }
@@ -561,6 +583,14 @@ pub fn workload_fragment(
 
 /// The hash to put on the pod template: the new one, except that Manual
 /// leaves a wired Deployment's template as it is (no rollout).
+/// Records when certpin rolled the workload's pods (`at`), or keeps the
+/// record it has (an apply that leaves out a field certpin owns removes it).
+pub fn record_restart(fragment: &mut Value, at: Option<&str>) {
+    if let Some(at) = at {
+        fragment["metadata"]["annotations"][ANN_RESTARTED_AT] = json!(at);
+    }
+}
+
 pub fn template_hash(strategy: RestartStrategy, live: Option<&str>, new: &str) -> String {
     match (strategy, live) {
         (RestartStrategy::Manual, Some(live)) => live.to_string(),

@@ -23,7 +23,7 @@ use crate::resource::ClientCertificateSet;
 pub async fn cleanup(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> Result<Action> {
     let (kind, target) = set.spec.app.target();
     let mut claimed = dereference::claimed_elsewhere(ctx, set, ns, true).await?;
-    if let Some(d) = kinds::get_opt(&ctx.client, &ctx.marks, ns, kind, target).await?
+    if let Some(d) = kinds::get_opt(&ctx.client, ns, kind, target).await?
         && workload::claimed_by(set, &d)
     {
         claimed.push(d);
@@ -44,7 +44,6 @@ pub async fn cleanup(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> Res
     }
     ctx.metrics.set_expiries(ns, set_name(set), &[]);
     ctx.metrics.set_ready(ns, set_name(set), None);
-    ctx.rollouts.follow(kind, ns, target, false);
     Ok(Action::await_change())
 }
 

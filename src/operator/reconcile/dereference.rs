@@ -2,8 +2,6 @@
 //! workload, and what certpin rendered before.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -16,8 +14,6 @@ use super::kinds::{self, Workload};
 use super::names;
 use crate::operator::context::Context;
 use crate::operator::error::Result;
-use crate::operator::lock::lock;
-use crate::operator::workarounds::freshness;
 use crate::resource::{CaCertificateSpec, CertificateSpec, ClientCertificateSet, WorkloadKind};
 
 /// One certificate's raw material, or why it is not there yet.
@@ -59,35 +55,6 @@ pub struct Inputs {
     pub workload: Option<Workload>,
     /// The objects under the rendered names, certpin's or not.
     pub previous: Previous,
-    /// The median of the reads' round trips (see `ReadTimes`).
-    pub typical_read: Duration,
-}
-
-/// The round trip of each of a pass's concurrent reads. The quiet window
-/// (`quiet::Window`) takes their median: the slowest of five reads made at
-/// once says more about one object or one stall than about how fast the API
-/// server answers (at N = 10,000 one slow read stretched a window to 80 ms).
-#[derive(Default)]
-struct ReadTimes(Mutex<Vec<Duration>>);
-
-impl ReadTimes {
-    async fn time<T>(&self, read: impl Future<Output = T>) -> T {
-        let started = Instant::now();
-        let done = read.await;
-        lock(&self.0).push(started.elapsed());
-        done
-    }
-
-    fn typical(&self) -> Duration {
-        median(&mut lock(&self.0))
-    }
-}
-
-/// The median (the upper of the two middle values of an even count); zero
-/// for none.
-fn median(times: &mut [Duration]) -> Duration {
-    times.sort_unstable();
-    times.get(times.len() / 2).copied().unwrap_or_default()
 }
 
 /// The objects under the rendered names, as they are in the cluster.
@@ -135,23 +102,12 @@ impl Previous {
 }
 
 /// Reads the objects certpin renders for `set`.
-async fn previous(
-    ctx: &Context,
-    set: &ClientCertificateSet,
-    ns: &str,
-    times: &ReadTimes,
-) -> Result<Previous> {
+async fn previous(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result<Previous> {
     let name = names::rendered(set);
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
     let config_maps = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns);
-    let (secret, config_map) = futures::try_join!(
-        times.time(freshness::get_opt(&secrets, &name, &ctx.marks.secrets)),
-        times.time(freshness::get_opt(
-            &config_maps,
-            &name,
-            &ctx.marks.config_maps
-        )),
-    )?;
+    let (secret, config_map) =
+        futures::try_join!(secrets.get_opt(&name), config_maps.get_opt(&name))?;
     Ok(Previous { secret, config_map })
 }
 
@@ -247,29 +203,23 @@ pub async fn claimant(
 
 pub async fn dereference(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result<Inputs> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let marks = &ctx.marks;
-    let times = &ReadTimes::default();
     // Every read at once: a pass waits for one round trip, not one per object.
     let names = crate::operator::name_index::referenced_secrets(set);
     let names = names.into_iter().filter(|n| names::is_dns_subdomain(n));
     let referenced = futures::future::try_join_all(names.map(|name| {
         let secrets = &secrets;
         async move {
-            let found = times
-                .time(freshness::get_opt(secrets, name, &marks.secrets))
-                .await?;
+            let found = secrets.get_opt(name).await?;
             Ok::<_, kube::Error>((name.to_string(), found))
         }
     }));
     // What is under the rendered names, read at once with the rest: a new
     // set must not take over an object someone else made.
-    let prior = previous(ctx, set, ns, times);
+    let prior = previous(ctx, set, ns);
     let workload = async {
         let (kind, name) = set.spec.app.target();
         if names::is_dns_subdomain(name) {
-            times
-                .time(kinds::get_opt(&ctx.client, marks, ns, kind, name))
-                .await
+            kinds::get_opt(&ctx.client, ns, kind, name).await
         } else {
             Ok(None)
         }
@@ -278,7 +228,7 @@ pub async fn dereference(ctx: &Context, set: &ClientCertificateSet, ns: &str) ->
         async { Ok(referenced.await?) },
         workload,
         prior,
-        read_config_maps(ctx, set, ns, times),
+        read_config_maps(ctx, set, ns),
     )?;
     let mut cache: BTreeMap<String, Option<Secret>> = referenced.into_iter().collect();
     let mut materials = Vec::with_capacity(set.spec.certificates.len());
@@ -296,7 +246,6 @@ pub async fn dereference(ctx: &Context, set: &ClientCertificateSet, ns: &str) ->
         ca_materials,
         workload,
         previous,
-        typical_read: times.typical(),
     })
 }
 
@@ -305,7 +254,6 @@ async fn read_config_maps(
     ctx: &Context,
     set: &ClientCertificateSet,
     ns: &str,
-    times: &ReadTimes,
 ) -> Result<BTreeMap<String, Option<ConfigMap>>> {
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let names = crate::operator::name_index::referenced_config_maps(set);
@@ -313,9 +261,7 @@ async fn read_config_maps(
     let found = futures::future::try_join_all(names.map(|name| {
         let api = &api;
         async move {
-            let found = times
-                .time(freshness::get_opt(api, name, &ctx.marks.config_maps))
-                .await?;
+            let found = api.get_opt(name).await?;
             Ok::<_, kube::Error>((name.to_string(), found))
         }
     }))
@@ -480,36 +426,4 @@ async fn material(
         data,
         password: Zeroizing::new(password),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ms(v: u64) -> Duration {
-        Duration::from_millis(v)
-    }
-
-    #[test]
-    fn the_typical_read_is_the_median_not_the_slowest() {
-        // Five reads at once, one of them stalled: the window should see 4 ms.
-        assert_eq!(median(&mut [ms(20), ms(4), ms(3), ms(5), ms(4)]), ms(4));
-        // An even count takes the upper middle: never below half the reads.
-        assert_eq!(median(&mut [ms(2), ms(9)]), ms(9));
-        assert_eq!(median(&mut [ms(7)]), ms(7));
-        assert_eq!(median(&mut []), Duration::ZERO);
-    }
-
-    #[tokio::test]
-    async fn each_read_is_timed_on_its_own() {
-        let times = ReadTimes::default();
-        let slow = times.time(tokio::time::sleep(ms(60)));
-        let quick = async {
-            times.time(std::future::ready(())).await;
-            times.time(std::future::ready(())).await;
-        };
-        futures::join!(slow, quick);
-        assert_eq!(lock(&times.0).len(), 3);
-        assert!(times.typical() < ms(60), "{:?}", times.typical());
-    }
 }

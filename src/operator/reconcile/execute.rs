@@ -13,6 +13,7 @@ use super::plan::{Outcome, Plan, Refusal, Restart, Target, Why, Wire};
 use super::{apply, restart};
 use crate::operator::context::Context;
 use crate::operator::error::{Error, Result};
+use crate::operator::memory::Key;
 use crate::operator::{faults, triggers};
 use crate::resource::ClientCertificateSet;
 
@@ -76,25 +77,21 @@ async fn steps(
     Ok(outcome)
 }
 
-/// All before the workload points at them; none depends on another.
-pub(super) async fn write_rendered(ctx: &Context, ns: &str, r: &RenderedWrites) -> Result<()> {
-    let (cm, secret) = futures::join!(
-        async {
-            if let Some(body) = &r.config_map {
-                apply::apply_config_map(ctx, ns, &r.name, body).await?;
-                faults::after("apply-configmap");
-            }
-            Ok::<(), Error>(())
-        },
-        async {
-            if let Some(body) = &r.secret {
-                apply::apply_secret(ctx, ns, &r.name, body).await?;
-                faults::after("apply-secret");
-            }
-            Ok::<(), Error>(())
-        },
-    );
-    cm.and(secret)
+/// Both before the workload points at them, the Secret first: it keeps
+/// the previous rendering's files and every file's password stays the
+/// set's (`build`), so the old ConfigMap beside the new Secret names files
+/// its passwords open. A pass cut short between the two is finished by
+/// the next.
+async fn write_rendered(ctx: &Context, ns: &str, r: &RenderedWrites) -> Result<()> {
+    if let Some(body) = &r.secret {
+        apply::apply_secret(ctx, ns, &r.name, body).await?;
+        faults::after("apply-secret");
+    }
+    if let Some(body) = &r.config_map {
+        apply::apply_config_map(ctx, ns, &r.name, body).await?;
+        faults::after("apply-configmap");
+    }
+    Ok(())
 }
 
 async fn wire_target(
@@ -142,8 +139,8 @@ async fn wire_target(
 async fn apply(ctx: &Context, ns: &str, w: &Wire, d: &Workload) -> Result<()> {
     // The watch event of this write can arrive before its response:
     // expect what the write should produce, then what it did produce.
-    let key = triggers::key_for(w.kind.as_str(), ns, &w.name);
-    ctx.own_writes.expect(
+    let key = Key::new(w.kind.as_str(), ns, &w.name);
+    ctx.memory.expect_echo(
         key.clone(),
         triggers::spec_and_annotations_of(apply::after_apply(d, &w.fragment).meta()),
     );
@@ -157,9 +154,8 @@ async fn apply(ctx: &Context, ns: &str, w: &Wire, d: &Workload) -> Result<()> {
     )
     .await?;
     faults::after("apply-deployment");
-    let property = triggers::spec_and_annotations(&written);
-    ctx.waits.wrote(key.clone(), property);
-    ctx.own_writes.expect(key, property);
+    ctx.memory
+        .expect_echo(key, triggers::spec_and_annotations(&written));
     Ok(())
 }
 

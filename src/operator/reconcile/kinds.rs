@@ -13,7 +13,6 @@ use kube::{Api, Client};
 use serde_json::Value;
 
 use crate::operator::error::Result;
-use crate::operator::workarounds::freshness::{Mark, Marks};
 use crate::resource::WorkloadKind;
 
 /// A live workload of one of the kinds certpin wires.
@@ -34,14 +33,6 @@ pub fn resource(kind: WorkloadKind) -> ApiResource {
     match kind {
         WorkloadKind::Deployment => ApiResource::erase::<Deployment>(&()),
         WorkloadKind::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
-    }
-}
-
-/// The read mark of the kind (see `freshness`).
-pub fn mark(marks: &Marks, kind: WorkloadKind) -> &Mark {
-    match kind {
-        WorkloadKind::Deployment => &marks.deployments,
-        WorkloadKind::StatefulSet => &marks.stateful_sets,
     }
 }
 
@@ -74,14 +65,6 @@ impl Workload {
         match self {
             Workload::Deployment(_) => WorkloadKind::Deployment,
             Workload::StatefulSet(_) => WorkloadKind::StatefulSet,
-        }
-    }
-
-    /// The generation its controller last acted on (`status.observedGeneration`).
-    pub fn observed_generation(&self) -> Option<i64> {
-        match self {
-            Workload::Deployment(d) => d.status.as_ref().and_then(|s| s.observed_generation),
-            Workload::StatefulSet(s) => s.status.as_ref().and_then(|s| s.observed_generation),
         }
     }
 
@@ -209,29 +192,22 @@ impl Workload {
     }
 }
 
-/// Reads a workload (at the kind's mark, see `freshness`), through the
-/// kind's typed API: the answer is parsed once, into its own type.
+/// Reads a workload through the kind's typed API: the answer is parsed
+/// once, into its own type.
 pub async fn get_opt(
     client: &Client,
-    marks: &Marks,
     ns: &str,
     kind: WorkloadKind,
     name: &str,
 ) -> Result<Option<Workload>> {
-    use crate::operator::workarounds::freshness;
-    let mark = mark(marks, kind);
     Ok(match kind {
         WorkloadKind::Deployment => {
             let api = Api::<Deployment>::namespaced(client.clone(), ns);
-            freshness::get_opt(&api, name, mark)
-                .await?
-                .map(Workload::Deployment)
+            api.get_opt(name).await?.map(Workload::Deployment)
         }
         WorkloadKind::StatefulSet => {
             let api = Api::<StatefulSet>::namespaced(client.clone(), ns);
-            freshness::get_opt(&api, name, mark)
-                .await?
-                .map(Workload::StatefulSet)
+            api.get_opt(name).await?.map(Workload::StatefulSet)
         }
     })
 }

@@ -6,7 +6,6 @@ mod apply;
 pub mod build;
 mod cleanup;
 mod dereference;
-mod early;
 mod execute;
 pub mod finalizer;
 pub(crate) mod kinds;
@@ -19,7 +18,6 @@ mod rollout;
 mod status;
 mod trust;
 mod validate;
-pub(crate) mod waiting;
 mod workload;
 
 #[cfg(test)]
@@ -39,6 +37,7 @@ use tracing::instrument;
 use crate::operator::context::Context;
 use crate::operator::error::{Error, Result};
 use crate::operator::faults;
+use crate::operator::memory::Key;
 use crate::resource::{ClientCertificateSet, ClientCertificateSetStatus, RestartStrategy};
 use kinds::Workload;
 use names::*;
@@ -55,7 +54,7 @@ pub async fn reconcile(set: Arc<ClientCertificateSet>, ctx: Arc<Context>) -> Res
         // Deleted and already released: nothing of certpin's is left.
         Ok(Action::await_change())
     } else if deleting {
-        waiting::forget(&ctx, &set, &ns);
+        ctx.memory.forget_set(&Key::set(&ns, &set.name_any()));
         match cleanup::cleanup(&set, &ctx, &ns).await {
             Ok(action) => finalizer::remove(&api, &set).await.map(|()| action),
             Err(e) => Err(e),
@@ -81,21 +80,16 @@ fn now_time() -> Time {
 }
 
 /// The pass for a set that exists: read, validate, build, plan, execute,
-/// status. Every decision is made in the pure steps (`build`, `plan`,
-/// `status::derive`); this only connects them.
+/// status.
 async fn reconcile_set(
     set: &ClientCertificateSet,
     ctx: &Context,
     ns: &str,
     api: &Api<ClientCertificateSet>,
 ) -> Result<Action> {
-    tracing::debug!("pass began");
-    if let Some(action) = waiting::pass(ctx, set, ns).await? {
-        return Ok(action);
-    }
-    let inputs_seen = waiting::begin(ctx, set, ns);
+    let key = Key::set(ns, &set.name_any());
+    let began = ctx.memory.touches(&key).map_or(0, |t| t.count);
     let now = Utc::now();
-    let t0 = std::time::Instant::now();
     // The finalizer goes on while the inputs are read: both must succeed
     // before anything is written, and neither needs the other.
     let (finalized, inputs) = futures::join!(
@@ -105,12 +99,10 @@ async fn reconcile_set(
     finalized?;
     let inputs = inputs?;
     faults::after("dereference");
-    let t_read = t0.elapsed();
     // What is under the rendered names: this set's (to reuse), or another's.
     let (earlier, live_cm, foreign) = inputs.previous.split(set);
     let mut validation = validate::validate(set, &inputs, earlier.secret, &ctx.cache, now).await;
     faults::after("validate");
-    let t_valid = t0.elapsed();
     let target = inputs.workload.as_ref();
     let (claimant, others) = futures::try_join!(
         async {
@@ -140,70 +132,36 @@ async fn reconcile_set(
         claimant: claimant.as_ref(),
         others: &others,
         foreign: &foreign,
+        now: &stamp(now),
     };
     let plan = plan::plan(set, ns, rendering.as_ref().map(|(r, _)| r), &live);
-    let writes = rendering.as_ref().map(|(_, w)| w);
-    let writes_anything = rollout::writes_workload(&plan)
-        || writes.is_some_and(|w| w.config_map.is_some() || w.secret.is_some());
     let none = execute::RenderedWrites::default();
-    let mut writes = writes.unwrap_or(&none);
-    // When the pass may write: after its quiet wait (and early write).
-    let mut t_settled = t0.elapsed();
-    if writes_anything {
-        let key = waiting::set_key(ns, &set.name_any());
-        let live = early::Live {
-            secret: earlier.secret,
-            config_map: live_cm,
-        };
-        let touch = ctx.waits.touched.get(&key);
-        let early = early::prepare(set, ns, &plan, writes, live, touch, inputs_seen);
-        let (settled, wrote_early) = quiet::settle(
-            ctx,
-            set,
-            ns,
-            inputs_seen,
-            inputs.typical_read,
-            early::write(ctx, ns, early.as_ref()),
-        )
-        .await;
-        if settled == Settled::Superseded {
-            if let Some(e) = early.as_ref().filter(|_| wrote_early) {
-                early::undo(ctx, ns, e).await?;
-            }
-            tracing::debug!("an input changed during the quiet wait; the pass it triggered writes");
-            return Ok(Action::await_change());
-        }
-        if wrote_early {
-            writes = &none;
-        }
-        t_settled = t0.elapsed();
+    let writes = rendering.as_ref().map_or(&none, |(_, w)| w);
+    let writes_anything =
+        rollout::writes_workload(&plan) || writes.config_map.is_some() || writes.secret.is_some();
+    if writes_anything
+        && quiet::settle(&ctx.memory, &key, began, ctx.quiet).await == Settled::Superseded
+    {
+        tracing::debug!("an input changed during the quiet wait; the pass it triggered writes");
+        return Ok(Action::await_change());
     }
     // Followed before the write: the controller's first status update of
-    // the rollout can arrive before this pass ends, and would otherwise be
-    // dropped as a status-only change, leaving the set to the slow re-check.
+    // the rollout can arrive before this pass ends.
     if rollout::writes_workload(&plan) {
-        let (kind, name) = set.spec.app.target();
-        ctx.rollouts.follow(kind, ns, name, true);
+        follow(ctx, ns, set, true);
     }
     let outcome = execute::execute(ctx, set, ns, &plan, writes, target).await?;
-    let t_exec = t0.elapsed();
     let rendered = rendering
         .as_ref()
-        .and_then(|(r, w)| manual_rendering(ctx, r, w, earlier.secret));
+        .and_then(|(r, w)| manual_rendering(r, w, earlier.secret));
     let restart_due = manual_restart_due(ctx, set, ns, &outcome, target, rendered).await?;
     let rollout = rollout::after_pass(&plan, &outcome, target);
-    follow(ctx, ns, set, &outcome, &rollout);
+    follow(ctx, ns, set, follows(&outcome, &rollout));
     let old_records = set
         .status
         .as_ref()
         .map(|s| s.workloads.as_slice())
         .unwrap_or_default();
-    let restart_is_due = restart_due.is_some();
-    let unrecorded_restart = match &plan.target {
-        plan::Target::Wire(w) if w.unrecorded_restart => target.and_then(workload::applied_at),
-        _ => None,
-    };
-    let recorded = waiting::to_record(ctx, set, ns, &outcome);
     let derived = status::derive(status::Pass {
         set,
         validation: &validation,
@@ -211,84 +169,49 @@ async fn reconcile_set(
         paths: rendering.as_ref().map(|(r, _)| &r.paths),
         ca_paths: rendering.as_ref().map(|(r, _)| &r.ca_paths),
         workloads: plan::records(old_records, set, &plan, &outcome, target),
-        outcome: &recorded,
+        outcome: &outcome,
         restart_due,
-        unrecorded_restart,
-        rollout: rollout.clone(),
+        restarted_at: target.and_then(workload::restarted_at),
+        rollout,
         app_warnings: target
             .map(|d| workload::buildpack_env_warnings(set, d))
             .unwrap_or_default(),
         now: &now_time(),
     });
-    let deferred = waiting::defers_status(&plan, &outcome, &rollout, restart_is_due);
-    if !deferred {
-        publish(ctx, set, ns, &derived, &validation.warnings, target).await?;
-    }
-    waiting::status_written(ctx, set, ns, &recorded, deferred);
-    tracing::debug!(
-        status_deferred = deferred,
-        read_ms = t_read.as_millis() as u64,
-        typical_read_ms = inputs.typical_read.as_millis() as u64,
-        valid_ms = t_valid.as_millis() as u64,
-        settled_ms = t_settled.as_millis() as u64,
-        exec_ms = t_exec.as_millis() as u64,
-        total_ms = t0.elapsed().as_millis() as u64,
-        "pass timing"
-    );
+    publish(ctx, set, ns, &derived, &validation.warnings, target).await?;
     faults::after("status");
-    let expiry_check = next_expiry_check(&validation, set, now);
-    let unwritten = deferred.then(|| set.status.clone().unwrap_or_default());
-    waiting::record(
-        ctx,
-        set,
-        ns,
-        waiting::Found {
-            inputs: inputs_seen,
-            plan: &plan,
-            outcome: &recorded,
-            rollout: &rollout,
-            restart_due: restart_is_due,
-            validation: &validation,
-            applied_hash: derived.status.applied_hash.clone(),
-            paths: rendering.as_ref().map(|(r, _)| &r.paths),
-            ca_paths: rendering.as_ref().map(|(r, _)| &r.ca_paths),
-            workloads: derived.status.workloads.clone(),
-            target,
-            // A deferred status is still the one on the server.
-            written: unwritten.as_ref().unwrap_or(&derived.status),
-            expiry_check,
-            deferred,
-        },
-    );
     let mut requeue = derived.requeue.unwrap_or(ctx.resync).min(ctx.resync);
-    if deferred {
-        requeue = requeue.min(waiting::FIRST_LOOK);
-    }
-    if let Some(wake) = expiry_check {
+    if let Some(wake) = next_expiry_check(&validation, set, now) {
         requeue = requeue.min(wake);
     }
     Ok(Action::requeue(requeue))
 }
 
-/// Whether the target's status updates should trigger passes: while its
-/// pods are being replaced or stopped for this set.
-fn follow(
-    ctx: &Context,
-    ns: &str,
-    set: &ClientCertificateSet,
-    outcome: &plan::Outcome,
-    rollout: &rollout::Rollout,
-) {
-    let waiting = match outcome {
+/// Second precision, as pod creation timestamps have.
+fn stamp(now: chrono::DateTime<Utc>) -> String {
+    now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Whether the target's status updates should trigger passes of this set:
+/// while its pods are being replaced or stopped for this set.
+fn follows(outcome: &plan::Outcome, rollout: &rollout::Rollout) -> bool {
+    match outcome {
         plan::Outcome::Wired { .. } => matches!(
             rollout,
             rollout::Rollout::InProgress(_) | rollout::Rollout::WaitsForUser(_)
         ),
         plan::Outcome::Stopping { .. } => true,
         plan::Outcome::Refused(_) => false,
-    };
+    }
+}
+
+/// Follows (or stops following) the set's target. Following belongs to the
+/// set: another set's pass cannot switch it off.
+fn follow(ctx: &Context, ns: &str, set: &ClientCertificateSet, on: bool) {
     let (kind, name) = set.spec.app.target();
-    ctx.rollouts.follow(kind, ns, name, waiting);
+    let workload = Key::new(kind.as_str(), ns, name);
+    ctx.memory
+        .follow(workload, &Key::set(ns, &set.name_any()), on);
 }
 
 /// Builds the rendered objects (reusing the previous encoding of unchanged
@@ -301,9 +224,7 @@ fn render(
     earlier: build::Earlier,
     config_map: Option<&k8s_openapi::api::core::v1::ConfigMap>,
 ) -> Result<(build::Rendered, execute::RenderedWrites)> {
-    // Second precision, as pod creation timestamps have.
-    let stamp = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let rendered = build::render_objects(set, valid, cas, earlier, &stamp)?;
+    let rendered = build::render_objects(set, valid, cas, earlier, &stamp(Utc::now()))?;
     let writes = build::writes(set, ns, &rendered, config_map, earlier);
     Ok((rendered, writes))
 }
@@ -404,7 +325,6 @@ fn next_expiry_check(
 /// resourceVersion of the Secret that held it before this pass (not when
 /// this pass wrote the rendering: the version read is older than the write).
 fn manual_rendering<'a>(
-    ctx: &Context,
     r: &'a build::Rendered,
     writes: &execute::RenderedWrites,
     secret: Option<&k8s_openapi::api::core::v1::Secret>,
@@ -412,7 +332,7 @@ fn manual_rendering<'a>(
     let at = r.rendered_at.parse().ok()?;
     let unwritten = writes.secret.is_none() && writes.config_map.is_none();
     let version = secret
-        .filter(|_| unwritten && ctx.marks.comparable())
+        .filter(|_| unwritten)
         .and_then(|s| s.metadata.resource_version.as_deref()?.parse().ok());
     Some(restart::Rendering {
         at,

@@ -16,6 +16,10 @@ pub const ANN_INPUT_HASH: &str = "certpin.dev/input-hash";
 pub const ANN_RENDERED_AT: &str = "certpin.dev/rendered-at";
 /// On the pod template: hash of the rendered content the pods run with.
 pub const ANN_CONFIG_HASH: &str = "certpin.dev/config-hash";
+/// On the workload: when certpin last rolled its pods (written with the
+/// template change, so a restart is on record even if the pass ends
+/// before its status).
+pub const ANN_RESTARTED_AT: &str = "certpin.dev/restarted-at";
 /// On the workload: the name of the set that wires it (for people).
 pub const ANN_SET: &str = "certpin.dev/set";
 /// On the workload: the uid of the set that wires it (the claim itself),

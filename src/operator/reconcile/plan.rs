@@ -142,11 +142,6 @@ pub struct Wire {
     /// Whether the workload asks for no pods (zero replicas): nothing runs
     /// that a write could affect.
     pub idle: bool,
-    /// The template already carries this rendering, but the set's status
-    /// names another: a pass rolled the pods to it and ended before it
-    /// wrote the status (a crash, or a deferred status overtaken by a full
-    /// pass). That restart is this pass's to record.
-    pub unrecorded_restart: bool,
     /// The live resourceVersion, when the workload is not yet claimed by
     /// this set: the claim is then conditional, so two sets racing for one
     /// workload cannot both win.
@@ -180,6 +175,8 @@ pub struct Live<'a> {
     pub others: &'a [Workload],
     /// Objects under the rendered names that this set did not make.
     pub foreign: &'a [String],
+    /// Now, as the workload's restart record takes it.
+    pub now: &'a str,
 }
 
 /// The plan of one pass. `rendered` is `None` when the input is invalid.
@@ -287,15 +284,16 @@ fn target(
     let idle = restart::replicas_of(d) == 0;
     let rolls_pods = !idle && d.rolls_on_template_change();
     let rolls = live_hash != Some(template_hash.as_str()) && rolls_pods;
-    let fragment = build::workload_fragment(set, ns, kind, name, r, &containers, &template_hash);
+    let mut fragment =
+        build::workload_fragment(set, ns, kind, name, r, &containers, &template_hash);
+    let restarted_at = workload_annotation(d, super::names::ANN_RESTARTED_AT);
+    build::record_restart(
+        &mut fragment,
+        if rolls { Some(live.now) } else { restarted_at },
+    );
     let wanted: BTreeSet<String> = containers.iter().cloned().collect();
     let change = !super::apply::workload_has(d, &fragment)
         || workload::wired_containers(d, &r.name) != wanted;
-    let recorded = set.status.as_ref().and_then(|s| s.applied_hash.as_deref());
-    let unrecorded_restart = !change
-        && rolls_pods
-        && live_hash == Some(r.config_hash.as_str())
-        && recorded != Some(r.config_hash.as_str());
     let restart = match (set.spec.restart, stopped) {
         (RestartStrategy::StopStart, Some(_)) => Restart::StopStart,
         (RestartStrategy::StopStart, None) if change && !idle => Restart::StopStart,
@@ -312,10 +310,13 @@ fn target(
         change,
         rolls,
         idle,
-        unrecorded_restart,
         precondition: (!ours).then(|| d.meta().resource_version.clone()).flatten(),
         restart,
     })
+}
+
+fn workload_annotation<'a>(d: &'a Workload, key: &str) -> Option<&'a str> {
+    d.meta().annotations.as_ref()?.get(key).map(String::as_str)
 }
 
 /// The kernel takes at most 128 KiB per environment string (`NAME=value`).

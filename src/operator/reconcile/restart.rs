@@ -23,7 +23,6 @@ use super::names::{ANN_CONFIG_HASH, ANN_STOP_START, LABEL_SET_UID};
 use crate::operator::context::{Context, MANAGER};
 use crate::operator::error::Result;
 use crate::operator::faults;
-use crate::operator::workarounds::freshness::Mark;
 use crate::resource::WorkloadKind;
 
 /// What is recorded on the workload while a StopStart is in progress.
@@ -69,7 +68,6 @@ const RECORD_MANAGER: &str = "certpin-stop-start";
 async fn set_record(
     api: &Api<DynamicObject>,
     kind: WorkloadKind,
-    mark: &Mark,
     name: &str,
     record: Option<(StopStartRecord, &str)>,
     precondition: Option<&str>,
@@ -85,7 +83,7 @@ async fn set_record(
         body["metadata"]["resourceVersion"] = json!(rv);
     }
     let params = PatchParams::apply(RECORD_MANAGER).force();
-    let mut written = api.patch(name, &params, &Patch::Apply(&body)).await?;
+    let written = api.patch(name, &params, &Patch::Apply(&body)).await?;
     // A record written by an earlier version (a merge patch) is not
     // released by the apply: remove it the way it was written.
     let has_record = written
@@ -95,18 +93,15 @@ async fn set_record(
         .is_some_and(|a| a.contains_key(ANN_STOP_START));
     if record.is_none() && has_record {
         let patch = json!({"metadata": {"annotations": {ANN_STOP_START: null}}});
-        written = api.patch(name, &manager(), &Patch::Merge(&patch)).await?;
+        api.patch(name, &manager(), &Patch::Merge(&patch)).await?;
     }
-    mark.observe_object(&written);
     Ok(())
 }
 
-async fn scale(api: &Api<DynamicObject>, mark: &Mark, name: &str, replicas: i32) -> Result<()> {
+async fn scale(api: &Api<DynamicObject>, name: &str, replicas: i32) -> Result<()> {
     let patch = json!({"spec": {"replicas": replicas}});
-    let written = api
-        .patch_scale(name, &manager(), &Patch::Merge(&patch))
+    api.patch_scale(name, &manager(), &Patch::Merge(&patch))
         .await?;
-    mark.observe(written.metadata.resource_version.as_deref());
     Ok(())
 }
 
@@ -234,7 +229,6 @@ pub async fn stop(
 ) -> Result<StopStart> {
     let (kind, name) = (d.kind(), d.name());
     let api = kinds::api(&ctx.client, ns, kind);
-    let mark = kinds::mark(&ctx.marks, kind);
     let record = match record_of(d) {
         Some(r) => r,
         None => {
@@ -243,7 +237,7 @@ pub async fn stop(
                 phase: Phase::Stopping,
             };
             // Record first: a crash after scaling must not lose the count.
-            set_record(&api, kind, mark, name, Some((r, uid)), precondition).await?;
+            set_record(&api, kind, name, Some((r, uid)), precondition).await?;
             faults::after("stop-record");
             r
         }
@@ -254,7 +248,7 @@ pub async fn stop(
         });
     }
     if replicas_of(d) != 0 {
-        scale(&api, mark, name, 0).await?;
+        scale(&api, name, 0).await?;
         faults::after("scale-zero");
     }
     let pods = pods_of(&ctx.client, ns, d).await?.len();
@@ -265,7 +259,7 @@ pub async fn stop(
         phase: Phase::Starting,
         ..record
     };
-    set_record(&api, kind, mark, name, Some((starting, uid)), None).await?;
+    set_record(&api, kind, name, Some((starting, uid)), None).await?;
     faults::after("stopped");
     Ok(StopStart::Stopped {
         replicas: record.replicas,
@@ -281,10 +275,9 @@ pub async fn start(
     replicas: i32,
 ) -> Result<()> {
     let api = kinds::api(&ctx.client, ns, kind);
-    let mark = kinds::mark(&ctx.marks, kind);
-    scale(&api, mark, name, replicas).await?;
+    scale(&api, name, replicas).await?;
     faults::after("start-scale");
-    set_record(&api, kind, mark, name, None, None).await
+    set_record(&api, kind, name, None, None).await
 }
 
 #[cfg(test)]

@@ -58,11 +58,6 @@ fn replacing(kind: &str, name: &str) -> String {
     format!("{kind} {name:?}: pods are being replaced by pods with the new settings")
 }
 
-/// Whether the workload's controller has seen its current spec.
-pub fn seen(w: &Workload) -> bool {
-    w.observed_generation().unwrap_or(0) >= w.meta().generation.unwrap_or(0)
-}
-
 /// The rollout state in a workload's status.
 pub fn state(w: &Workload) -> Rollout {
     match w {

@@ -11,7 +11,9 @@ mod world;
 
 mod api_refusals;
 mod collisions;
+mod consistency;
 mod deletion;
+mod following;
 mod health;
 mod kinds;
 mod quiet;
@@ -19,5 +21,4 @@ mod restart;
 mod secrets;
 mod stop_start;
 mod trust;
-mod waiting;
 mod wiring;

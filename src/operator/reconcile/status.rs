@@ -97,9 +97,9 @@ pub struct Pass<'a> {
     pub ca_paths: Option<&'a std::collections::BTreeMap<String, String>>,
     /// Manual: the pods still running older settings.
     pub restart_due: Option<String>,
-    /// When a restart to the applied settings happened that no status
-    /// recorded (`plan::Wire::unrecorded_restart`): certpin's last apply.
-    pub unrecorded_restart: Option<&'a Time>,
+    /// When certpin last rolled the target's pods, as the workload records
+    /// it (a pass may have ended before its status said so).
+    pub restarted_at: Option<Time>,
     pub workloads: Vec<WorkloadRecord>,
     /// The rollout that carries the applied settings (when wired).
     pub rollout: Rollout,
@@ -283,7 +283,8 @@ fn outcome_conditions(
             if *restarted {
                 status.last_restart = Some(p.now.clone());
             } else if let Some(at) = p
-                .unrecorded_restart
+                .restarted_at
+                .as_ref()
                 .filter(|at| status.last_restart.as_ref().is_none_or(|l| l.0 < at.0))
             {
                 status.last_restart = Some(at.clone());

@@ -41,20 +41,15 @@ pub fn claimed_by(set: &ClientCertificateSet, d: &Workload) -> bool {
     }
 }
 
-/// When certpin's own server-side apply last changed the workload: the API
-/// server stamps a field manager's record whenever a value it owns
-/// changes. For a restart a pass made but could not record (`plan::Wire`).
-pub fn applied_at(d: &Workload) -> Option<&Time> {
-    d.meta()
-        .managed_fields
-        .iter()
-        .flatten()
-        .find(|m| {
-            m.manager.as_deref() == Some(crate::operator::context::MANAGER)
-                && m.operation.as_deref() == Some("Apply")
-                && m.subresource.as_deref().unwrap_or_default().is_empty()
-        })
-        .and_then(|m| m.time.as_ref())
+/// When certpin last rolled the workload's pods, as it recorded on the
+/// workload with the template change.
+pub fn restarted_at(d: &Workload) -> Option<Time> {
+    let at = d
+        .meta()
+        .annotations
+        .as_ref()?
+        .get(super::names::ANN_RESTARTED_AT)?;
+    at.parse().ok().map(Time)
 }
 
 /// Whether a claim by another set is still in force: that set exists, is

@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 use super::*;
 use crate::resource::WorkloadRecord;
 
+const NOW: &str = "2026-12-07T04:00:00Z";
+
 fn set(target: &str, restart: &str, containers: &[&str], status: Value) -> ClientCertificateSet {
     let mut v = json!({
         "apiVersion": "certpin.dev/v1alpha1", "kind": "ClientCertificateSet",
@@ -75,6 +77,7 @@ fn plan_of(set: &ClientCertificateSet, target: Option<&Workload>, others: &[Work
             claimant: None,
             others,
             foreign: &[],
+            now: NOW,
         },
     )
 }
@@ -137,6 +140,7 @@ fn invalid_input_during_a_stop_still_ends_the_stop() {
             claimant: None,
             others: &[],
             foreign: &[],
+            now: NOW,
         },
     );
     match p.target {
@@ -226,6 +230,7 @@ fn a_claim_in_force_is_a_conflict_a_copied_one_is_taken_conditionally() {
         claimant,
         others: &[],
         foreign: &[],
+        now: NOW,
     };
     let p = plan(&s, "n", Some(&r), &live(Some(&other)));
     assert!(
@@ -292,6 +297,7 @@ fn an_object_of_anothers_under_a_rendered_name_is_refused_and_a_stop_still_ends(
             claimant: None,
             others: &[],
             foreign: &foreign,
+            now: NOW,
         },
     );
     match p.target {
@@ -322,32 +328,41 @@ fn wired(replicas: i32, hash: Option<&str>) -> Workload {
     Workload::from_value(WorkloadKind::Deployment, v).unwrap()
 }
 
+const RESTARTED: &str = "certpin.dev/restarted-at";
+
+fn restart_record(w: &Wire) -> Option<&str> {
+    w.fragment["metadata"]["annotations"][RESTARTED].as_str()
+}
+
 #[test]
-fn a_template_at_a_rendering_the_status_does_not_name_is_a_restart_to_record() {
-    let d = wired(2, None);
-    let unrecorded = |status: Value, d: &Workload| {
-        let s = set("app", "Rolling", &[], status);
-        let p = plan_of(&s, Some(d), &[]);
-        let w = wire(&p);
-        assert!(!w.change, "already wired: nothing to write");
-        w.unrecorded_restart
-    };
-    // A pass rolled the pods to h2 and ended before its status: the status
-    // still names h1, or there is none yet (a first wiring cut short).
-    assert!(unrecorded(json!({"appliedHash": "h1"}), &d));
-    assert!(unrecorded(Value::Null, &d));
-    // The status names h2: recorded.
-    assert!(!unrecorded(json!({"appliedHash": "h2"}), &d));
-    // No pods: the template change restarted nothing.
-    assert!(!unrecorded(json!({"appliedHash": "h1"}), &wired(0, None)));
+fn a_rolling_change_records_its_restart_on_the_workload_and_keeps_it_after() {
+    let s = set("app", "Rolling", &[], Value::Null);
+    // The template is at an older rendering (h1): the pods roll, at NOW.
+    let p = plan_of(&s, Some(&wired(2, Some("h1"))), &[]);
+    assert!(wire(&p).rolls);
+    assert_eq!(restart_record(wire(&p)), Some(NOW));
+    // Wired and recorded: the record is kept as it is, nothing to write.
+    let mut v = wired(2, None).to_value();
+    v["metadata"]["annotations"][RESTARTED] = json!("2026-01-01T00:00:00Z");
+    let d = Workload::from_value(WorkloadKind::Deployment, v).unwrap();
+    let p = plan_of(&s, Some(&d), &[]);
+    assert!(!wire(&p).change);
+    assert_eq!(restart_record(wire(&p)), Some("2026-01-01T00:00:00Z"));
+    // No pods: nothing restarted, nothing recorded.
+    let p = plan_of(&s, Some(&wired(0, Some("h1"))), &[]);
+    assert_eq!(restart_record(wire(&p)), None);
 }
 
 #[test]
 fn a_manual_template_left_at_an_older_rendering_is_no_restart() {
-    // Manual keeps the live template hash (h1) when the rendering is h2.
-    let d = wired(2, Some("h1"));
+    // Manual keeps the live template hash (h1) when the rendering is h2,
+    // and the restart record as it was.
+    let mut v = wired(2, Some("h1")).to_value();
+    v["metadata"]["annotations"][RESTARTED] = json!("2026-01-01T00:00:00Z");
+    let d = Workload::from_value(WorkloadKind::Deployment, v).unwrap();
     let s = set("app", "Manual", &[], json!({"appliedHash": "h1"}));
     let p = plan_of(&s, Some(&d), &[]);
     assert!(!wire(&p).change);
-    assert!(!wire(&p).unrecorded_restart);
+    assert!(!wire(&p).rolls);
+    assert_eq!(restart_record(wire(&p)), Some("2026-01-01T00:00:00Z"));
 }

@@ -101,7 +101,7 @@ async fn a_stop_under_way_is_reconciling() {
     w.pass_ok("s").await;
     assert_eq!(kstatus(&w), pair("Reconciling", "StopStartInProgress"));
     assert!(
-        w.ctx.rollouts.is_followed(&format!("Deployment/{NS}/app")),
+        w.follows("s", "app"),
         "the stop follows the Deployment's status updates"
     );
 }
@@ -112,10 +112,9 @@ async fn the_rollout_is_followed_until_it_completes() {
     w.deployment("app", 1, &["mendix"]);
     w.create_set("s", json!({"app": {"deployment": "app"}}));
     w.pass_ok("s").await;
-    let key = format!("Deployment/{NS}/app");
-    assert!(w.ctx.rollouts.is_followed(&key));
+    assert!(w.follows("s", "app"));
     w.pass_rolled_out("s", "app").await;
-    assert!(!w.ctx.rollouts.is_followed(&key));
+    assert!(!w.follows("s", "app"));
 }
 
 /// Pod creation times have second precision: a Manual rotation made in the

@@ -1,21 +1,20 @@
-//! The quiet window around the early write of a rotation: a change that
-//! lands while the rendered objects are being written supersedes the pass
-//! (they are put back, the workload is not written); without one, the
-//! workload follows once the window has passed.
+//! The quiet window: a change to an input while a pass waits supersedes it
+//! (nothing is written; the pass that change triggers writes), and without
+//! one the pass writes once the window has passed.
 
 use std::time::Duration;
 
 use http::Method;
-use k8s_openapi::api::core::v1::Secret;
 use serde_json::json;
 
 use super::world::*;
+use crate::operator::memory::Key;
 
-const WINDOW: Duration = Duration::from_millis(20);
+const WINDOW: Duration = Duration::from_millis(50);
 
 /// A set wired to a rolled-out `app`, then its certificate rotated, as the
 /// watch reports it (the change that begins a burst).
-async fn rotated() -> (World, Option<String>, Secret) {
+async fn rotated() -> (World, Option<String>) {
     let w = World::with_quiet(WINDOW);
     w.deployment("app", 1, &["mendix"]);
     w.create_set("s", json!({"app": {"deployment": "app"}}));
@@ -23,62 +22,50 @@ async fn rotated() -> (World, Option<String>, Secret) {
     w.pass_rolled_out("s", "app").await;
     assert!(is_ready(&w.set("s")));
     let hash = template_hash(&w.deployment_now("app"));
-    let rendered = w.secret("s-certpin").expect("the rendered Secret");
     w.put_cert("openssl-ec384-modern.p12", PASSWORD);
-    w.ctx.waits.touched(NS, "s");
-    (w, hash, rendered)
+    touch(&w);
+    (w, hash)
 }
 
-/// The Deployment's and the rendered Secret's patches since `mark`.
-fn patches(w: &World, mark: usize) -> (usize, usize) {
+fn touch(w: &World) {
+    w.ctx
+        .memory
+        .touch(&Key::set(NS, "s"), std::time::Instant::now(), w.ctx.quiet);
+}
+
+#[tokio::test]
+async fn a_change_while_the_pass_waits_supersedes_it_and_nothing_is_written() {
+    let (w, hash) = rotated().await;
+    // The burst's next change arrives while the pass reads.
+    let ctx = w.ctx.clone();
+    w.fake.after(Method::GET, "/secrets/cert", move |_| {
+        ctx.memory
+            .touch(&Key::set(NS, "s"), std::time::Instant::now(), ctx.quiet)
+    });
+    let mark = w.fake.mark();
+    w.pass_alone_ok("s").await;
+    assert_eq!(template_hash(&w.deployment_now("app")), hash);
+    assert_eq!(w.writes_since(mark), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn without_a_change_the_pass_writes_after_the_window() {
+    let (w, hash) = rotated().await;
+    let mark = w.fake.mark();
+    let started = std::time::Instant::now();
+    w.pass_alone_ok("s").await;
+    assert!(started.elapsed() >= WINDOW / 2, "the pass waited");
+    assert_ne!(template_hash(&w.deployment_now("app")), hash, "restarted");
     let writes = w.writes_since(mark);
-    let count = |what: &str| {
+    let patches = |what: &str| {
         writes
             .iter()
             .filter(|l| l.starts_with("PATCH") && l.contains(what))
             .count()
     };
-    (count("deployments/"), count("secrets/s-certpin"))
-}
-
-#[tokio::test]
-async fn a_change_during_the_early_write_supersedes_the_pass() {
-    let (w, hash, rendered) = rotated().await;
-    // The burst's next change arrives while the early write is in flight.
-    let ctx = w.ctx.clone();
-    w.fake.after(Method::PATCH, "/secrets/s-certpin", move |_| {
-        ctx.waits.touched(NS, "s")
-    });
-    let mark = w.fake.mark();
-    w.pass_alone_ok("s").await;
     assert_eq!(
-        template_hash(&w.deployment_now("app")),
-        hash,
-        "the app is not restarted for a change that was superseded"
-    );
-    assert_eq!(
-        patches(&w, mark),
-        (0, 2),
-        "no Deployment write; the Secret written early, then put back: {:?}",
-        w.writes_since(mark)
-    );
-    assert_eq!(
-        w.secret("s-certpin").expect("the rendered Secret").data,
-        rendered.data,
-        "the rendering the pods run"
-    );
-}
-
-#[tokio::test]
-async fn after_the_early_write_and_the_window_the_workload_follows() {
-    let (w, hash, _) = rotated().await;
-    let mark = w.fake.mark();
-    w.pass_alone_ok("s").await;
-    assert_ne!(template_hash(&w.deployment_now("app")), hash, "restarted");
-    assert_eq!(
-        patches(&w, mark),
+        (patches("deployments/app"), patches("secrets/s-certpin")),
         (1, 1),
-        "one Deployment write; the Secret written once, early: {:?}",
-        w.writes_since(mark)
+        "{writes:?}"
     );
 }

@@ -80,7 +80,6 @@ impl World {
     /// watch would report it.
     pub fn input<K: serde::Serialize + kube::Resource<DynamicType = ()>>(&self, o: &K) {
         self.fake.insert(o);
-        self.ctx.waits.inputs_changed_everywhere();
     }
 
     /// A Deployment as tests/support makes them (containers with only an image).
@@ -213,7 +212,7 @@ impl World {
         super::super::reconcile(Arc::new(set), self.ctx.clone()).await
     }
 
-    /// certpin restarted: a new context (empty decode cache, no marks) on
+    /// certpin restarted: a new context (empty decode cache and memory) on
     /// the same API server.
     pub fn restart_operator(&mut self) {
         self.ctx = Context::new(self.fake.client(), Duration::from_secs(3600));
@@ -224,19 +223,15 @@ impl World {
         self.ctx.metrics.decodes.get()
     }
 
-    /// A pass that must succeed. One that starts a rolling update leaves
-    /// the set's status to the controller's first look at the new template
-    /// (a watch event milliseconds later); that look, and the pass it
-    /// triggers, are part of this one.
+    /// A pass that must succeed.
     pub async fn pass_ok(&self, name: &str) -> Action {
-        let action = self.pass_alone_ok(name).await;
-        if !self.ctx.waits.status_deferred(NS, name) {
-            return action;
-        }
-        let set = self.set(name);
-        let (kind, app) = set.spec.app.target();
-        self.controller_sees(kind, app);
         self.pass_alone_ok(name).await
+    }
+
+    /// Whether `app`'s rollout triggers passes of set `name`.
+    pub fn follows(&self, name: &str, app: &str) -> bool {
+        let workload = crate::operator::memory::Key::new("Deployment", NS, app);
+        self.ctx.memory.follower(&workload) == Some(crate::operator::memory::Key::set(NS, name))
     }
 
     /// A pass that must succeed, and nothing more.
@@ -244,40 +239,6 @@ impl World {
         match self.pass(name).await {
             Ok(a) => a,
             Err(e) => panic!("the pass over {name} failed: {e}"),
-        }
-    }
-
-    /// The workload controller's first status update after a template
-    /// change: it has seen the new generation and updated no pod yet.
-    pub fn controller_sees(&self, kind: crate::resource::WorkloadKind, app: &str) {
-        use k8s_openapi::api::apps::v1::StatefulSet;
-        let status_of = |o: Option<Value>, generation: Option<i64>| {
-            let mut status = o.unwrap_or_else(|| json!({}));
-            status["observedGeneration"] = json!(generation);
-            status["updatedReplicas"] = json!(0);
-            status
-        };
-        match kind {
-            crate::resource::WorkloadKind::Deployment => {
-                let d = self.deployment_now(app);
-                let status = status_of(
-                    d.status.map(|s| serde_json::to_value(s).expect("a status")),
-                    d.metadata.generation,
-                );
-                self.fake
-                    .with(|s| s.set_status::<Deployment>(NS, app, status));
-            }
-            crate::resource::WorkloadKind::StatefulSet => {
-                let d: StatefulSet = self.fake.get(NS, app).expect("the StatefulSet");
-                let mut status = status_of(
-                    d.status.map(|s| serde_json::to_value(s).expect("a status")),
-                    d.metadata.generation,
-                );
-                status["updateRevision"] =
-                    json!(format!("{app}-{}", d.metadata.generation.unwrap_or(0)));
-                self.fake
-                    .with(|s| s.set_status::<StatefulSet>(NS, app, status));
-            }
         }
     }
 
