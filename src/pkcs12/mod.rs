@@ -3,6 +3,7 @@
 //!
 //! Pure: no I/O, no clock (callers pass `now`).
 
+mod bounds;
 mod budget;
 mod decode;
 mod encode;
@@ -13,6 +14,7 @@ mod reason;
 mod scheme;
 mod walk;
 
+pub use bounds::{MAX_DECODE_HEAP, PeakMeter, check_decode_bounds};
 pub use budget::{Budget, Cancel, MAX_PART_ITERATIONS, MAX_WORK};
 pub use decode::{
     Decoded, MAX_INPUT, content_key, decode_pem, decode_pkcs12, decode_pkcs12_with, pem_content_key,
