@@ -139,6 +139,11 @@ impl Budget {
         self.derivations
     }
 
+    /// Whether the caller has cancelled the decode.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
     /// Whether the decode stopped at the cap without a verdict.
     pub fn over_cap(&self) -> bool {
         self.over_cap
