@@ -146,6 +146,24 @@ fn a_cap_below_max_work_stops_without_a_verdict() {
     assert_eq!((budget.derivations(), budget.spent()), (1, 2048));
 }
 
+#[test]
+fn a_huge_password_is_charged_and_bounded_in_memory() {
+    // 1 MiB (a Secret's limit): hashed once per derivation, charged per
+    // 64 bytes past the first KiB; the PKCS#12 KDF holds it twice (BMP).
+    let password = "p".repeat(1 << 20);
+    for name in ["openssl-rsa-legacy.p12", "openssl-rsa-modern.p12"] {
+        let mut budget = Budget::new();
+        let (result, peak) = PeakMeter::measure(|| {
+            pkcs12::decode_pkcs12_with(&fixture(name), &password, &mut budget)
+        });
+        assert_eq!(result.unwrap_err().reason, Reason::WrongPassword, "{name}");
+        // The MAC's derivation alone: 2048 iterations and ~2 MiB of BMP.
+        assert_eq!(budget.derivations(), 1, "{name}");
+        assert!(budget.spent() > 2048 + 32_000, "{name}: {}", budget.spent());
+        assert!(peak <= MAX_DECODE_HEAP, "{name}: peak heap {peak}");
+    }
+}
+
 fn fixture(name: &str) -> Vec<u8> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pkcs12");
     std::fs::read(format!("{dir}/{name}")).unwrap()
