@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::kinds::{self, Workload};
 use super::names::set_name;
+use super::reason::Reason;
 use super::status::{EventSpec, event};
 use super::{apply, dereference, execute, restart, workload};
 use crate::operator::context::Context;
@@ -32,13 +33,13 @@ pub async fn cleanup(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> Res
         let name = d.name().to_string();
         if let Err(e) = release(ctx, ns, d).await {
             let refusal = execute::refused_by_api(e)?;
-            warn!(kind = %d.kind(), workload = %name, reason = refusal.why.as_str(), "could not remove the wiring");
+            warn!(kind = %d.kind(), workload = %name, reason = %refusal.why, "could not remove the wiring");
             let note = format!(
                 "could not remove certpin's wiring from {}; remove it by hand: {}",
                 d.describe(),
                 refusal.message
             );
-            let e = EventSpec::warning("UnwireFailed", "Unwire", note).about(d.kind(), &name);
+            let e = EventSpec::new(Reason::UnwireFailed, "Unwire", note).about(d.kind(), &name);
             event(ctx, set, e).await;
         }
     }

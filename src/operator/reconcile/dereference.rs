@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 use super::build::Earlier;
 use super::kinds::{self, Workload};
 use super::names;
+use super::reason::Reason;
 use crate::operator::context::Context;
 use crate::operator::error::Result;
 use crate::resource::{CaCertificateSpec, CertificateSpec, ClientCertificateSet, WorkloadKind};
@@ -26,11 +27,8 @@ pub enum Material {
         crt: Vec<u8>,
         key: Zeroizing<Vec<u8>>,
     },
-    /// Not (yet) available: reason (CamelCase) and message.
-    Missing {
-        reason: &'static str,
-        message: String,
-    },
+    /// Not (yet) available, or unusable as it is: why.
+    Missing { reason: Reason, message: String },
     /// A reference that can never be read (not a valid name): not read.
     Invalid { message: String },
 }
@@ -38,13 +36,8 @@ pub enum Material {
 /// One CA bundle's bytes, or why they are not there.
 pub enum CaMaterial {
     Bundle(Vec<u8>),
-    Missing {
-        reason: &'static str,
-        message: String,
-    },
-    Invalid {
-        message: String,
-    },
+    Missing { reason: Reason, message: String },
+    Invalid { message: String },
 }
 
 pub struct Inputs {
@@ -280,16 +273,28 @@ fn ca_material(
         (Some(s), _) => {
             let found = secrets.get(s.secret_name.as_str()).and_then(Option::as_ref);
             let data = found.map(|o| key_of(o, &s.key));
-            ("Secret", "SecretNotFound", &s.secret_name, &s.key, data)
+            (
+                "Secret",
+                Reason::SecretNotFound,
+                &s.secret_name,
+                &s.key,
+                data,
+            )
         }
         (None, Some(c)) => {
             let found = config_maps.get(c.name.as_str()).and_then(Option::as_ref);
             let data = found.map(|o| config_map_key(o, &c.key));
-            ("ConfigMap", "ConfigMapNotFound", &c.name, &c.key, data)
+            (
+                "ConfigMap",
+                Reason::ConfigMapNotFound,
+                &c.name,
+                &c.key,
+                data,
+            )
         }
         (None, None) => {
             return CaMaterial::Missing {
-                reason: "InvalidSpec",
+                reason: Reason::InvalidSpec,
                 message: "give secret or configMap".into(),
             };
         }
@@ -307,7 +312,7 @@ fn ca_material(
             ),
         },
         Some(None) => CaMaterial::Missing {
-            reason: "KeyNotFound",
+            reason: Reason::KeyNotFound,
             message: format!("{kind} {name:?} has no key {key:?}"),
         },
         Some(Some(bytes)) => CaMaterial::Bundle(bytes),
@@ -352,14 +357,14 @@ fn key_of(secret: &Secret, key: &str) -> Option<Vec<u8>> {
 
 fn missing_secret(name: &str) -> Material {
     Material::Missing {
-        reason: "SecretNotFound",
+        reason: Reason::SecretNotFound,
         message: format!("Secret {name:?} does not exist (yet); certpin proceeds when it appears"),
     }
 }
 
 fn missing_key(name: &str, key: &str) -> Material {
     Material::Missing {
-        reason: "KeyNotFound",
+        reason: Reason::KeyNotFound,
         message: format!("Secret {name:?} has no key {key:?}"),
     }
 }
@@ -395,7 +400,7 @@ async fn material(
     let (Some(p12), Some(pw)) = (&cert.pkcs12, &cert.password) else {
         // The schema requires these; an old object may still lack them.
         return Ok(Material::Missing {
-            reason: "InvalidSpec",
+            reason: Reason::InvalidSpec,
             message: "give pkcs12 and password, or tls".into(),
         });
     };
@@ -415,7 +420,7 @@ async fn material(
     };
     let Ok(password) = String::from_utf8(password) else {
         return Ok(Material::Missing {
-            reason: "InvalidPassword",
+            reason: Reason::InvalidPassword,
             message: format!(
                 "the password in Secret {:?} key {:?} is not UTF-8 text",
                 pw.secret_name, pw.key

@@ -9,7 +9,8 @@ use serde_json::Value;
 use tracing::info;
 
 use super::kinds::Workload;
-use super::plan::{Outcome, Plan, Refusal, Restart, Target, Why, Wire};
+use super::plan::{Outcome, Plan, Refusal, Restart, Target, Wire};
+use super::reason::Reason;
 use super::{apply, restart};
 use crate::operator::context::Context;
 use crate::operator::error::{Error, Result};
@@ -166,12 +167,12 @@ pub fn refused_by_api(e: Error) -> Result<Refusal> {
         return Err(e);
     };
     let why = match s.code {
-        403 => Why::Forbidden,
-        400 | 422 => Why::Invalid,
-        413 => Why::TooLarge,
-        409 => Why::WriteConflict,
+        403 => Reason::Forbidden,
+        400 | 422 => Reason::WriteInvalid,
+        413 => Reason::RequestTooLarge,
+        409 => Reason::WriteConflict,
         429 => return Err(e),
-        c if (400..500).contains(&c) => Why::WriteRefused,
+        c if (400..500).contains(&c) => Reason::WriteRefused,
         _ => return Err(e),
     };
     Ok(Refusal {

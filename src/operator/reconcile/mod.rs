@@ -13,6 +13,7 @@ mod known;
 pub mod names;
 mod plan;
 pub(crate) mod quiet;
+mod reason;
 mod restart;
 mod rollout;
 mod status;
@@ -267,11 +268,13 @@ fn record_metrics(
     ready: &Cond,
 ) {
     use crate::operator::metrics::{ReasonLabel, StrategyLabel};
-    if !ready.ok {
+    // Waiting for a rollout, a StopStart or the user's restart is not a
+    // failure: only what needs someone's attention counts.
+    if !ready.ok && ready.reason.is_failure() {
         ctx.metrics
             .failures
             .get_or_create(&ReasonLabel {
-                reason: ready.reason.clone(),
+                reason: ready.reason.name(),
             })
             .inc();
     }
@@ -284,7 +287,7 @@ fn record_metrics(
             .inc();
     }
     ctx.metrics
-        .set_ready(ns, set_name(set), Some((ready.ok, &ready.reason)));
+        .set_ready(ns, set_name(set), Some((ready.ok, &ready.reason.name())));
     // CA certificates are labelled `ca:<entry>:<fingerprint prefix>`: an
     // entry may hold many.
     let expiries: Vec<(String, i64)> = new

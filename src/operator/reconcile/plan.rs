@@ -10,100 +10,15 @@ use serde_json::Value;
 
 use super::build::{self, Rendered};
 use super::kinds::Workload;
+use super::reason::Reason;
 use super::restart;
 use super::workload::{self, Claim, Collision};
 use crate::resource::{ClientCertificateSet, RestartStrategy, WorkloadKind, WorkloadRecord};
 
-/// Why the target is not wired in this pass (a condition reason).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Why {
-    DeploymentNotFound,
-    StatefulSetNotFound,
-    /// Another controller owns the workload (and the set did not say that
-    /// it leaves the pod template alone).
-    OwnedByController,
-    /// StopStart would delete the workload's volumes (a StatefulSet whose
-    /// claims go when it is scaled down).
-    StopStartDeletesVolumes,
-    InvalidInput,
-    Conflict,
-    ContainerNotFound,
-    MountPathInUse,
-    VolumeNameInUse,
-    SettingSetByApp,
-    /// An object certpin did not make has a rendered name.
-    RenderedNameInUse,
-    /// What certpin would render exceeds what a pod or the API server takes.
-    RenderedTooLarge,
-    /// The API server refused a write: 403.
-    Forbidden,
-    /// 422 (or 400): the written object would be invalid.
-    Invalid,
-    /// 413, or etcd's request size limit.
-    TooLarge,
-    /// 409: the object changed under the write; the next pass reads it again.
-    WriteConflict,
-    /// Any other 4xx answer.
-    WriteRefused,
-}
-
-impl Why {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Why::DeploymentNotFound => "DeploymentNotFound",
-            Why::StatefulSetNotFound => "StatefulSetNotFound",
-            Why::OwnedByController => "OwnedByController",
-            Why::StopStartDeletesVolumes => "StopStartDeletesVolumes",
-            Why::InvalidInput => "InvalidInput",
-            Why::Conflict => "Conflict",
-            Why::ContainerNotFound => "ContainerNotFound",
-            Why::MountPathInUse => "MountPathInUse",
-            Why::VolumeNameInUse => "VolumeNameInUse",
-            Why::SettingSetByApp => "SettingSetByApp",
-            Why::RenderedNameInUse => "RenderedNameInUse",
-            Why::RenderedTooLarge => "RenderedTooLarge",
-            Why::Forbidden => "Forbidden",
-            Why::Invalid => "WriteInvalid",
-            Why::TooLarge => "TooLarge",
-            Why::WriteConflict => "WriteConflict",
-            Why::WriteRefused => "WriteRefused",
-        }
-    }
-
-    /// Whether it can end without anyone changing anything: a workload that
-    /// appears, a write that raced another. The rest need someone to act
-    /// (kstatus's Stalled).
-    pub fn resolves_by_itself(self) -> bool {
-        matches!(
-            self,
-            Why::DeploymentNotFound | Why::StatefulSetNotFound | Why::WriteConflict
-        )
-    }
-
-    /// When to try again by itself: a workload may appear, a conflicting
-    /// write is read again at once, and a refused write is retried now and
-    /// then (an admission policy or RBAC can change without any event
-    /// certpin watches). Input only the user can fix waits for their edit.
-    pub fn retry_after(self) -> Option<std::time::Duration> {
-        use std::time::Duration;
-        match self {
-            Why::WriteConflict => Some(Duration::from_secs(1)),
-            // Nothing certpin watches tells when the other object goes.
-            Why::DeploymentNotFound | Why::StatefulSetNotFound | Why::RenderedNameInUse => {
-                Some(Duration::from_secs(30))
-            }
-            Why::Forbidden | Why::Invalid | Why::TooLarge | Why::WriteRefused => {
-                Some(Duration::from_secs(60))
-            }
-            _ => None,
-        }
-    }
-}
-
 /// The target is not wired: why, in words the user can act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    pub why: Why,
+    pub why: Reason,
     pub message: String,
 }
 
@@ -203,7 +118,7 @@ pub fn plan(
     }
 }
 
-fn refuse(why: Why, message: String, restore: Option<i32>) -> Target {
+fn refuse(why: Reason, message: String, restore: Option<i32>) -> Target {
     Target::Refuse {
         refusal: Refusal { why, message },
         restore,
@@ -219,8 +134,8 @@ fn target(
     let (kind, name) = set.spec.app.target();
     let Some(d) = live.target else {
         let why = match kind {
-            WorkloadKind::Deployment => Why::DeploymentNotFound,
-            WorkloadKind::StatefulSet => Why::StatefulSetNotFound,
+            WorkloadKind::Deployment => Reason::DeploymentNotFound,
+            WorkloadKind::StatefulSet => Reason::StatefulSetNotFound,
         };
         return refuse(
             why,
@@ -233,7 +148,7 @@ fn target(
     let stopped = restart::record_of(d).filter(|_| ours);
     let restore = stopped.map(|r| r.replicas);
     if let Some(message) = owned_elsewhere(set, d) {
-        return refuse(Why::OwnedByController, message, restore);
+        return refuse(Reason::OwnedByController, message, restore);
     }
     if set.spec.restart == RestartStrategy::StopStart
         && stopped.is_none()
@@ -245,12 +160,12 @@ fn target(
              its data; nothing was changed: use restart: Rolling, or set whenScaled: Retain",
             d.describe()
         );
-        return refuse(Why::StopStartDeletesVolumes, message, None);
+        return refuse(Reason::StopStartDeletesVolumes, message, None);
     }
     if let Some(claim) = workload::claim(d).filter(|_| !ours)
         && workload::claim_in_force(&claim, live.claimant, d)
     {
-        return refuse(Why::Conflict, conflict_message(d, &claim), None);
+        return refuse(Reason::Conflict, conflict_message(d, &claim), None);
     }
     if !live.foreign.is_empty() {
         let message = format!(
@@ -258,17 +173,17 @@ fn target(
              another's object: rename or delete it, or rename the set",
             live.foreign.join(" and ")
         );
-        return refuse(Why::RenderedNameInUse, message, restore);
+        return refuse(Reason::RenderedNameInUse, message, restore);
     }
     let Some(r) = rendered else {
         let message = match &set.status.as_ref().and_then(|s| s.applied_hash.clone()) {
             Some(h) => format!("nothing changed: the last good configuration ({h}) stays in place"),
             None => "nothing applied until the certificates are valid".into(),
         };
-        return refuse(Why::InvalidInput, message, restore);
+        return refuse(Reason::InvalidInput, message, restore);
     };
     if let Some(message) = too_large(r) {
-        return refuse(Why::RenderedTooLarge, message, restore);
+        return refuse(Reason::RenderedTooLarge, message, restore);
     }
     let containers = match containers_to_wire(set, d, r, restore) {
         Ok(c) => c,
@@ -368,15 +283,15 @@ fn containers_to_wire(
                 d.describe(),
                 existing.join(", ")
             );
-            return Err(refuse(Why::ContainerNotFound, message, restore));
+            return Err(refuse(Reason::ContainerNotFound, message, restore));
         }
     };
     let settings = build::wired_env(r);
     if let Some(c) = workload::collision(d, &containers, &set.spec.mount_path, &r.name, &settings) {
         let why = match c {
-            Collision::MountPath { .. } => Why::MountPathInUse,
-            Collision::VolumeName => Why::VolumeNameInUse,
-            Collision::Setting { .. } => Why::SettingSetByApp,
+            Collision::MountPath { .. } => Reason::MountPathInUse,
+            Collision::VolumeName => Reason::VolumeNameInUse,
+            Collision::Setting { .. } => Reason::SettingSetByApp,
         };
         return Err(refuse(why, c.message(set, &d.describe()), restore));
     }

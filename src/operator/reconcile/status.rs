@@ -11,6 +11,7 @@ use serde_json::json;
 use std::time::Duration;
 
 use super::plan::Outcome;
+use super::reason::{Kind, Reason};
 use super::rollout::Rollout;
 use super::validate::Validation;
 use crate::operator::context::{Context, MANAGER};
@@ -36,21 +37,16 @@ pub const STALLED: &str = "Stalled";
 pub struct Cond {
     pub type_: &'static str,
     pub ok: bool,
-    pub reason: String,
+    pub reason: Reason,
     pub message: String,
 }
 
 impl Cond {
-    pub fn new(
-        type_: &'static str,
-        ok: bool,
-        reason: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Cond {
+    pub fn new(type_: &'static str, ok: bool, reason: Reason, message: impl Into<String>) -> Cond {
         Cond {
             type_,
             ok,
-            reason: reason.into(),
+            reason,
             message: message.into(),
         }
     }
@@ -74,7 +70,7 @@ pub fn conditions(
             Condition {
                 type_: c.type_.to_string(),
                 status,
-                reason: c.reason.clone(),
+                reason: c.reason.name(),
                 // The API limits messages to 32 KiB.
                 message: c.message.chars().take(4096).collect(),
                 observed_generation: generation,
@@ -129,41 +125,18 @@ const ROLLOUT_RECHECK: Duration = Duration::from_secs(60);
 /// How often a stuck rollout is looked at.
 const STUCK_RECHECK: Duration = Duration::from_secs(60);
 
-/// What keeps a set from Ready, and how GitOps tools should read it.
+/// What keeps a set from Ready (its reason says how GitOps tools read it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Blocker {
-    reason: String,
+    reason: Reason,
     message: String,
-    kind: Kind,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// Work under way, or waiting for something that may appear.
-    Reconciling,
-    /// Needs someone to change something.
-    Stalled,
-    /// Waiting for the user's own step (a Manual restart): neither.
-    User,
 }
 
 impl Blocker {
-    /// Input that fails validation: awaited when something is missing,
-    /// stalled when it is wrong.
-    fn of_failure(f: &super::validate::Failure) -> Blocker {
-        let kind = if f.waiting {
-            Kind::Reconciling
-        } else {
-            Kind::Stalled
-        };
-        Blocker::new(f.reason.clone(), f.message.clone(), kind)
-    }
-
-    fn new(reason: impl Into<String>, message: impl Into<String>, kind: Kind) -> Blocker {
+    fn new(reason: Reason, message: impl Into<String>) -> Blocker {
         Blocker {
-            reason: reason.into(),
+            reason,
             message: message.into(),
-            kind,
         }
     }
 }
@@ -212,19 +185,18 @@ pub fn derive(p: Pass) -> Derived {
         None => Cond::new(
             CERTIFICATES_VALID,
             true,
-            "Valid",
+            Reason::Valid,
             "every certificate is valid and its pins render",
         ),
-        Some(f) => Cond::new(
-            CERTIFICATES_VALID,
-            false,
-            f.reason.clone(),
-            f.message.clone(),
-        ),
+        Some(f) => Cond::new(CERTIFICATES_VALID, false, f.reason, f.message.clone()),
     }];
     let (blocker, requeue) = outcome_conditions(&p, &mut status, &mut conds);
     // Invalid input outranks whatever the pass did with the last good one.
-    let blocker = v.failure.as_ref().map(Blocker::of_failure).or(blocker);
+    let blocker = v
+        .failure
+        .as_ref()
+        .map(|f| Blocker::new(f.reason, f.message.clone()))
+        .or(blocker);
     let ready = ready(v, &p.app_warnings, blocker.as_ref());
     conds.insert(0, ready.clone());
     conds.extend(blocker.as_ref().and_then(kstatus));
@@ -239,7 +211,7 @@ pub fn derive(p: Pass) -> Derived {
 /// Ready: what blocks it, or True (with the warnings, if any).
 fn ready(v: &Validation, app_warnings: &[String], blocker: Option<&Blocker>) -> Cond {
     match blocker {
-        Some(b) => Cond::new(READY, false, b.reason.clone(), b.message.clone()),
+        Some(b) => Cond::new(READY, false, b.reason, b.message.clone()),
         None if !v.warnings.is_empty() || !v.ca_warnings.is_empty() || !app_warnings.is_empty() => {
             let text: Vec<String> = v
                 .warnings
@@ -248,12 +220,12 @@ fn ready(v: &Validation, app_warnings: &[String], blocker: Option<&Blocker>) -> 
                 .chain(v.ca_warnings.iter().cloned())
                 .chain(app_warnings.iter().cloned())
                 .collect();
-            Cond::new(READY, true, "ValidWithWarnings", text.join("; "))
+            Cond::new(READY, true, Reason::ValidWithWarnings, text.join("; "))
         }
         None => Cond::new(
             READY,
             true,
-            "Applied",
+            Reason::Applied,
             "the app runs with its client certificates",
         ),
     }
@@ -261,12 +233,12 @@ fn ready(v: &Validation, app_warnings: &[String], blocker: Option<&Blocker>) -> 
 
 /// kstatus's reading of what blocks Ready: Reconciling, Stalled, or neither.
 fn kstatus(b: &Blocker) -> Option<Cond> {
-    let type_ = match b.kind {
-        Kind::Reconciling => RECONCILING,
+    let type_ = match b.reason.kind() {
+        Kind::Progressing => RECONCILING,
         Kind::Stalled => STALLED,
-        Kind::User => return None,
+        Kind::User | Kind::Fine => return None,
     };
-    Some(Cond::new(type_, true, &b.reason, &b.message))
+    Some(Cond::new(type_, true, b.reason, &b.message))
 }
 
 /// The Applied and RestartDue conditions for what the pass did to the
@@ -293,7 +265,7 @@ fn outcome_conditions(
             conds.push(Cond::new(
                 APPLIED,
                 true,
-                "Applied",
+                Reason::Applied,
                 applied_message(set, status),
             ));
             // A restart the user owes: Manual's pods started before the
@@ -307,27 +279,32 @@ fn outcome_conditions(
             };
             match due {
                 Some((msg, recheck)) => {
-                    conds.push(Cond::new(RESTART_DUE, true, "RestartDue", msg.clone()));
+                    conds.push(Cond::new(
+                        RESTART_DUE,
+                        true,
+                        Reason::RestartDue,
+                        msg.clone(),
+                    ));
                     // Pods are not watched: look again soon for the user's restart.
                     requeue = Some(recheck);
-                    Some(Blocker::new("RestartDue", msg, Kind::User))
+                    Some(Blocker::new(Reason::RestartDue, msg))
                 }
                 None => {
                     conds.push(Cond::new(
                         RESTART_DUE,
                         false,
-                        "UpToDate",
+                        Reason::UpToDate,
                         "the app runs with the applied settings",
                     ));
                     match &p.rollout {
                         Rollout::Complete | Rollout::WaitsForUser(_) => None,
                         Rollout::InProgress(m) => {
                             requeue = Some(ROLLOUT_RECHECK);
-                            Some(Blocker::new("RolloutInProgress", m, Kind::Reconciling))
+                            Some(Blocker::new(Reason::RolloutInProgress, m))
                         }
                         Rollout::Stuck(m) => {
                             requeue = Some(STUCK_RECHECK);
-                            Some(Blocker::new("RolloutStuck", m, Kind::Stalled))
+                            Some(Blocker::new(Reason::RolloutStuck, m))
                         }
                     }
                 }
@@ -339,21 +316,15 @@ fn outcome_conditions(
             conds.push(Cond::new(
                 APPLIED,
                 false,
-                "StopStartInProgress",
+                Reason::StopStartInProgress,
                 msg.clone(),
             ));
-            Some(Blocker::new("StopStartInProgress", msg, Kind::Reconciling))
+            Some(Blocker::new(Reason::StopStartInProgress, msg))
         }
         Outcome::Refused(r) => {
             requeue = r.why.retry_after();
-            let reason = r.why.as_str();
-            conds.push(Cond::new(APPLIED, false, reason, r.message.clone()));
-            let kind = if r.why.resolves_by_itself() {
-                Kind::Reconciling
-            } else {
-                Kind::Stalled
-            };
-            Some(Blocker::new(reason, r.message.clone(), kind))
+            conds.push(Cond::new(APPLIED, false, r.why, r.message.clone()));
+            Some(Blocker::new(r.why, r.message.clone()))
         }
     };
     (blocker, requeue)
@@ -405,8 +376,7 @@ pub async fn patch_status(
 /// An Event to publish about a set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventSpec {
-    pub warning: bool,
-    pub reason: String,
+    pub reason: Reason,
     pub action: &'static str,
     pub note: String,
     /// The workload the Event is about, when not the set's target.
@@ -419,14 +389,9 @@ pub struct EventSpec {
 }
 
 impl EventSpec {
-    pub fn warning(reason: &str, action: &'static str, note: String) -> Self {
-        EventSpec::new(true, reason, action, note)
-    }
-
-    fn new(warning: bool, reason: &str, action: &'static str, note: String) -> Self {
+    pub fn new(reason: Reason, action: &'static str, note: String) -> Self {
         EventSpec {
-            warning,
-            reason: reason.into(),
+            reason,
             action,
             note,
             workload: None,
@@ -442,12 +407,6 @@ impl EventSpec {
     }
 }
 
-/// Not Ready for a reason that is a step of normal work, not a failure:
-/// a Normal Event, not a Warning. A rollout under way is the Applied
-/// Event's sequel and needs none of its own.
-const IN_PROGRESS: [&str; 1] = ["StopStartInProgress"];
-const SILENT: [&str; 1] = ["RolloutInProgress"];
-
 /// The Events a pass owes, from the status before and after it: one per
 /// transition (a new failure reason, a new applied hash, a new restart, the
 /// first expiring-soon warning), none when nothing changed.
@@ -461,16 +420,15 @@ pub fn events_due(
     let mut due = Vec::new();
     let before = condition(Some(old), READY);
     let changed =
-        before.is_none_or(|b| b.reason != ready.reason || (b.status == "True") != ready.ok);
-    if changed && !ready.ok && !SILENT.contains(&ready.reason.as_str()) {
-        let progress = IN_PROGRESS.contains(&ready.reason.as_str());
-        let action = if progress { "Restart" } else { "Validate" };
-        due.push(EventSpec::new(
-            !progress,
-            &ready.reason,
-            action,
-            ready.message.clone(),
-        ));
+        before.is_none_or(|b| b.reason != ready.reason.name() || (b.status == "True") != ready.ok);
+    // A rollout under way is the Applied Event's sequel: no Event of its own.
+    if changed && !ready.ok && ready.reason != Reason::RolloutInProgress {
+        let action = if ready.reason == Reason::StopStartInProgress {
+            "Restart"
+        } else {
+            "Validate"
+        };
+        due.push(EventSpec::new(ready.reason, action, ready.message.clone()));
     }
     // A change and the restart it caused are one Event: each Event is a
     // write the API server stores, and a user reads them together anyway.
@@ -492,9 +450,9 @@ pub fn events_due(
             if let Some(r) = restarted {
                 note = format!("{note}; {r}");
             }
-            due.push(EventSpec::new(false, "Applied", "Apply", note));
+            due.push(EventSpec::new(Reason::Applied, "Apply", note));
         }
-        (None, Some(r)) => due.push(EventSpec::new(false, "Restarted", "Restart", r)),
+        (None, Some(r)) => due.push(EventSpec::new(Reason::Restarted, "Restart", r)),
         (None, None) => {}
     }
     let expiring: Vec<String> = warnings
@@ -532,8 +490,7 @@ pub fn events_due(
         .collect();
     if !fresh.is_empty() {
         due.push(EventSpec::new(
-            true,
-            "CACertificateWarning",
+            Reason::CACertificateWarning,
             "Validate",
             fresh.join("; "),
         ));
@@ -546,16 +503,14 @@ pub fn events_due(
     if !new_app_warnings.is_empty() {
         let text: Vec<&str> = new_app_warnings.iter().map(|w| w.as_str()).collect();
         due.push(EventSpec::new(
-            true,
-            "BuildpackCertificateSetting",
+            Reason::BuildpackCertificateSetting,
             "Validate",
             text.join("; "),
         ));
     }
     if !expiring.is_empty() && !was_expiring {
         due.push(EventSpec::new(
-            true,
-            "ExpiringSoon",
+            Reason::ExpiringSoon,
             "Validate",
             expiring.join("; "),
         ));
@@ -570,8 +525,7 @@ fn on_workload(
     restarted: &str,
 ) -> EventSpec {
     let mut e = EventSpec::new(
-        false,
-        "ClientCertificatesApplied",
+        Reason::ClientCertificatesApplied,
         "Restart",
         format!(
             "ClientCertificateSet {:?}: {restarted} to apply client certificate settings (hash {})",
@@ -605,12 +559,12 @@ pub async fn event(ctx: &Context, set: &ClientCertificateSet, e: EventSpec) {
     } else {
         (the_set, workload)
     };
-    let reason: String = e.reason.chars().take(128).collect();
+    let reason: String = e.reason.name().chars().take(128).collect();
     let note: String = e.note.chars().take(1000).collect();
     let published = ctx
         .events
         .publish(crate::operator::workarounds::events::Note {
-            warning: e.warning,
+            warning: e.reason.warns(),
             reason: &reason,
             action: e.action,
             note: &note,
@@ -652,8 +606,12 @@ mod tests {
         }
     }
 
-    fn reasons(due: &[EventSpec]) -> Vec<&str> {
-        due.iter().map(|e| e.reason.as_str()).collect()
+    fn reasons(due: &[EventSpec]) -> Vec<String> {
+        due.iter().map(|e| e.reason.to_string()).collect()
+    }
+
+    fn wrong_password() -> Reason {
+        Reason::Certificate(crate::pkcs12::Reason::WrongPassword)
     }
 
     #[test]
@@ -664,7 +622,7 @@ mod tests {
             last_restart: Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
             ..Default::default()
         };
-        let ready = Cond::new(READY, true, "Applied", "ok");
+        let ready = Cond::new(READY, true, Reason::Applied, "ok");
         let due = events_due(&set(), &old, &new, &ready, &[]);
         assert_eq!(reasons(&due), ["ClientCertificatesApplied", "Applied"]);
         assert!(
@@ -676,7 +634,7 @@ mod tests {
             "ClientCertificateSet \"prod\": restarted Deployment \"shop\" (Rolling) to apply client certificate settings (hash h1)"
         );
         let due = &due[1..];
-        assert!(!due[0].warning && !due[0].on_workload);
+        assert!(!due[0].reason.warns() && !due[0].on_workload);
         assert_eq!(
             due[0].note,
             "applied client certificate settings (hash h1); restarted Deployment \"shop\" (Rolling)"
@@ -690,7 +648,7 @@ mod tests {
             applied_hash: Some("h1".into()),
             ..Default::default()
         };
-        let ready = Cond::new(READY, true, "Applied", "ok");
+        let ready = Cond::new(READY, true, Reason::Applied, "ok");
         let due = events_due(&set(), &old, &applied, &ready, &[]);
         assert_eq!(reasons(&due), ["Applied"]);
         assert_eq!(due[0].note, "applied client certificate settings (hash h1)");
@@ -708,20 +666,25 @@ mod tests {
         let mut old = with_ready("True", "Applied");
         old.applied_hash = Some("h1".into());
         let new = old.clone();
-        let ready = Cond::new(READY, true, "Applied", "ok");
+        let ready = Cond::new(READY, true, Reason::Applied, "ok");
         assert!(events_due(&set(), &old, &new, &ready, &[]).is_empty());
     }
 
     #[test]
     fn a_failure_is_a_warning_once_per_reason() {
         let old = with_ready("True", "Applied");
-        let ready = Cond::new(READY, false, "WrongPassword", "a: wrong password");
+        let ready = Cond::new(READY, false, wrong_password(), "a: wrong password");
         let due = events_due(&set(), &old, &old, &ready, &[]);
         assert_eq!(reasons(&due), ["WrongPassword"]);
-        assert!(due[0].warning);
+        assert!(due[0].reason.warns());
         let failing = with_ready("False", "WrongPassword");
         assert!(events_due(&set(), &failing, &failing, &ready, &[]).is_empty());
-        let other = Cond::new(READY, false, "Expired", "a: expired");
+        let other = Cond::new(
+            READY,
+            false,
+            Reason::Certificate(crate::pkcs12::Reason::Expired),
+            "a: expired",
+        );
         assert_eq!(
             reasons(&events_due(&set(), &failing, &failing, &other, &[])),
             ["Expired"]
@@ -731,14 +694,14 @@ mod tests {
     #[test]
     fn expiring_soon_is_announced_when_it_starts() {
         let old = with_ready("True", "Applied");
-        let ready = Cond::new(READY, true, "ValidWithWarnings", "w");
+        let ready = Cond::new(READY, true, Reason::ValidWithWarnings, "w");
         let warnings = vec![(
             "a".to_string(),
             Warning::new(WarningKind::ExpiringSoon, "in 3 days"),
         )];
         let due = events_due(&set(), &old, &old, &ready, &warnings);
         assert_eq!(reasons(&due), ["ExpiringSoon"]);
-        assert!(due[0].warning);
+        assert!(due[0].reason.warns());
         let mut already = old.clone();
         already.certificates = vec![CertificateStatus {
             warnings: vec!["expiring-soon: in 4 days".into()],

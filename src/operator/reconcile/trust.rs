@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::dereference::CaMaterial;
+use super::reason::Reason;
 use super::validate::{Failure, time};
 use crate::ca::{self, CaCertificate};
 use crate::resource::{CaCertificateSpec, CaCertificateStatus};
@@ -41,25 +42,24 @@ pub fn check(
 ) -> Trust {
     let mut t = Trust::default();
     for (spec, material) in specs.iter().zip(materials) {
-        let refused = |state: &str, message: String, waiting: bool| {
+        let refused = |reason: Reason, message: String| {
             let row = CaCertificateStatus {
                 name: spec.name.clone(),
-                state: state.to_string(),
+                state: reason.name(),
                 message: Some(message.clone()),
                 ..Default::default()
             };
             let failure = Failure {
-                reason: state.to_string(),
+                reason,
                 message: format!("CA certificate {:?}: {message}", spec.name),
-                waiting,
             };
             (row, failure)
         };
         let (row, failure) = match material {
-            CaMaterial::Missing { reason, message } => refused(reason, message.clone(), true),
-            CaMaterial::Invalid { message } => refused("InvalidName", message.clone(), false),
+            CaMaterial::Missing { reason, message } => refused(*reason, message.clone()),
+            CaMaterial::Invalid { message } => refused(Reason::InvalidName, message.clone()),
             CaMaterial::Bundle(data) => match ca::parse_bundle(data) {
-                Err(e) => refused(e.reason(), e.to_string(), false),
+                Err(e) => refused(Reason::from(&e), e.to_string()),
                 Ok(certs) => {
                     for c in certs {
                         let mut warnings = c.warnings(now);
@@ -101,12 +101,11 @@ pub fn check(
         let count = t.valid.len();
         t.rows.truncate(MAX_CA_CERTIFICATES);
         t.failures.push(Failure {
-            reason: "TooManyCACertificates".into(),
+            reason: Reason::TooManyCACertificates,
             message: format!(
                 "the CA entries hold {count} certificates, over the {MAX_CA_CERTIFICATES} a set renders \
                  (they are files in one Secret): trust fewer, or the issuing CAs only"
             ),
-            waiting: false,
         });
     }
     t
@@ -141,7 +140,7 @@ mod tests {
                 CaMaterial::Bundle(fixture("expired-ca.crt")),
                 CaMaterial::Bundle(fixture("bundle-with-key.pem")),
                 CaMaterial::Missing {
-                    reason: "ConfigMapNotFound",
+                    reason: Reason::ConfigMapNotFound,
                     message: "not yet".into(),
                 },
             ],
@@ -164,9 +163,10 @@ mod tests {
             ]
         );
         assert_eq!(t.valid.len(), 3);
-        assert_eq!(t.failures[0].reason, "PrivateKeyInBundle");
-        assert!(!t.failures[0].waiting);
-        assert!(t.failures[1].waiting);
+        assert_eq!(t.failures[0].reason, Reason::PrivateKeyInBundle);
+        assert!(t.failures[0].reason.is_failure());
+        assert_eq!(t.failures[1].reason, Reason::ConfigMapNotFound);
+        assert!(!t.failures[1].reason.is_failure());
         assert_eq!(t.warnings.len(), 1, "{:?}", t.warnings);
         assert!(
             t.warnings[0].starts_with("old: expired:"),

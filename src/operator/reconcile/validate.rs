@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::dereference::{Inputs, Material};
 use super::names;
+use super::reason::Reason as R;
 use crate::operator::decoding::DecodeCache;
 use crate::pkcs12::{self, Decoded, Policy, Reason, Warning, WarningKind};
 use crate::resource::{
@@ -30,11 +31,8 @@ pub struct ValidCertificate {
 /// The first problem, for the Ready condition and the Event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
-    /// CamelCase condition reason, e.g. `WrongPassword`.
-    pub reason: String,
+    pub reason: crate::operator::reconcile::reason::Reason,
     pub message: String,
-    /// Waiting for something to appear, rather than wrong input.
-    pub waiting: bool,
 }
 
 pub struct Validation {
@@ -137,9 +135,8 @@ pub async fn validate(
     let (kind, name) = set.spec.app.target();
     if !names::is_dns_subdomain(name) {
         failures.push(Failure {
-            reason: "InvalidName".into(),
+            reason: R::InvalidName,
             message: format!("{name:?} is not a {kind} name (a DNS subdomain)"),
-            waiting: false,
         });
     }
     failures.extend(pin_failures(set));
@@ -172,28 +169,26 @@ async fn check(
         Material::Missing { reason, message } => {
             let row = CertificateStatus {
                 name: spec.name.clone(),
-                state: reason.to_string(),
+                state: reason.name(),
                 message: Some(message.clone()),
                 ..Default::default()
             };
             let failure = Failure {
-                reason: reason.to_string(),
+                reason: *reason,
                 message: format!("{}: {message}", spec.name),
-                waiting: true,
             };
             return (row, Err(failure));
         }
         Material::Invalid { message } => {
             let row = CertificateStatus {
                 name: spec.name.clone(),
-                state: "InvalidName".into(),
+                state: R::InvalidName.name(),
                 message: Some(message.clone()),
                 ..Default::default()
             };
             let failure = Failure {
-                reason: "InvalidName".into(),
+                reason: R::InvalidName,
                 message: format!("{}: {message}", spec.name),
-                waiting: false,
             };
             return (row, Err(failure));
         }
@@ -239,9 +234,8 @@ async fn check(
             row.state = problem.reason.code().to_string();
             row.message = Some(problem.message.clone());
             let failure = Failure {
-                reason: problem.reason.camel(),
+                reason: R::Certificate(problem.reason),
                 message: format!("{}: {}", spec.name, problem.message),
-                waiting: false,
             };
             (row, Err(failure))
         }
@@ -294,9 +288,8 @@ fn pin_failures(set: &ClientCertificateSet) -> Vec<Failure> {
         Err(problems) => problems
             .into_iter()
             .map(|p| Failure {
-                reason: p.reason.camel(),
+                reason: R::Certificate(p.reason),
                 message: p.message,
-                waiting: false,
             })
             .collect(),
     }

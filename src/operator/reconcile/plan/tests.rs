@@ -145,7 +145,7 @@ fn invalid_input_during_a_stop_still_ends_the_stop() {
     );
     match p.target {
         Target::Refuse { refusal, restore } => {
-            assert_eq!(refusal.why, Why::InvalidInput);
+            assert_eq!(refusal.why, Reason::InvalidInput);
             assert_eq!(restore, Some(2));
         }
         other => panic!("{other:?}"),
@@ -198,7 +198,7 @@ fn the_apps_own_mount_at_the_mount_path_is_refused_and_nothing_is_written() {
     ]);
     match plan_of(&s, Some(&d), &[]).target {
         Target::Refuse { refusal, restore } => {
-            assert_eq!(refusal.why, Why::MountPathInUse);
+            assert_eq!(refusal.why, Reason::MountPathInUse);
             assert!(
                 refusal.message.contains("\"sidecar\""),
                 "{}",
@@ -234,7 +234,7 @@ fn a_claim_in_force_is_a_conflict_a_copied_one_is_taken_conditionally() {
     };
     let p = plan(&s, "n", Some(&r), &live(Some(&other)));
     assert!(
-        matches!(&p.target, Target::Refuse { refusal, .. } if refusal.why == Why::Conflict),
+        matches!(&p.target, Target::Refuse { refusal, .. } if refusal.why == Reason::Conflict),
         "{p:?}"
     );
     let mut elsewhere = other.clone();
@@ -271,7 +271,7 @@ fn records_follow_the_outcome() {
         &s,
         &p,
         &Outcome::Refused(Refusal {
-            why: Why::Forbidden,
+            why: Reason::Forbidden,
             message: String::new(),
         }),
         Some(&new),
@@ -302,7 +302,7 @@ fn an_object_of_anothers_under_a_rendered_name_is_refused_and_a_stop_still_ends(
     );
     match p.target {
         Target::Refuse { refusal, restore } => {
-            assert_eq!(refusal.why, Why::RenderedNameInUse);
+            assert_eq!(refusal.why, Reason::RenderedNameInUse);
             assert!(
                 refusal.message.contains("Secret \"s-certpin\""),
                 "{}",

@@ -172,3 +172,43 @@ async fn a_manual_set_waiting_for_the_users_restart_is_neither_reconciling_nor_s
     assert_eq!(ready(&w.set("s")).1, "RestartDue");
     assert_eq!(kstatus(&w), vec![]);
 }
+
+/// The failure counter counts what needs attention: a set waiting for its
+/// user's restart is not failing, however many passes look at it; refused
+/// input is.
+#[tokio::test]
+async fn waiting_for_the_users_restart_is_no_failure_in_the_metrics_and_bad_input_is() {
+    use crate::operator::metrics::ReasonLabel;
+    let failures = |w: &World, reason: &str| {
+        w.ctx
+            .metrics
+            .failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .get()
+    };
+    let w = World::new();
+    w.deployment("app", 1, &["mendix"]);
+    w.pod("app", "app-1");
+    w.roll_out("app");
+    w.create_set(
+        "s",
+        json!({"app": {"deployment": "app"}, "restart": "Manual"}),
+    );
+    let a_minute_ago = (k8s_openapi::jiff::Timestamp::now()
+        - k8s_openapi::jiff::SignedDuration::from_secs(60))
+    .to_string();
+    w.fake
+        .with(|st| st.set_created::<k8s_openapi::api::core::v1::Pod>(NS, "app-1", &a_minute_ago));
+    for _ in 0..5 {
+        w.pass_rolled_out("s", "app").await;
+    }
+    assert_eq!(ready(&w.set("s")).1, "RestartDue");
+    assert_eq!(failures(&w, "RestartDue"), 0);
+    w.put_cert("openssl-ec256-modern.p12", b"not the password");
+    w.pass_ok("s").await;
+    w.pass_ok("s").await;
+    assert_eq!(ready(&w.set("s")).1, "WrongPassword");
+    assert_eq!(failures(&w, "WrongPassword"), 2);
+}
