@@ -148,6 +148,17 @@ impl Metrics {
     }
 
     /// Sets one set's readiness series (`None`: the set is gone).
+    /// One pass ended, after `took`, with or without an error.
+    pub fn observe_pass(&self, took: std::time::Duration, ok: bool) {
+        self.duration.observe(took.as_secs_f64());
+        let result = if ok { "ok" } else { "error" };
+        self.reconciliations
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+    }
+
     pub fn set_ready(&self, ns: &str, set: &str, ready: Option<(bool, &str)>) {
         let mut exported = lock(&self.ready_exported);
         let key = (ns.to_string(), set.to_string());

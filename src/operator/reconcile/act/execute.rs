@@ -8,13 +8,14 @@
 use serde_json::Value;
 use tracing::info;
 
-use super::kinds::Workload;
-use super::plan::{Outcome, Plan, Refusal, Restart, Target, Wire};
-use super::reason::Reason;
-use super::{apply, restart};
+use super::{apply, stop_start};
 use crate::operator::context::Context;
 use crate::operator::error::{Error, Result};
 use crate::operator::memory::Key;
+use crate::operator::reconcile::decide::Decision;
+use crate::operator::reconcile::decide::plan::{Outcome, Plan, Refusal, Restart, Target, Wire};
+use crate::operator::reconcile::kinds::Workload;
+use crate::operator::reconcile::reason::Reason;
 use crate::operator::{faults, triggers};
 use crate::resource::ClientCertificateSet;
 
@@ -30,11 +31,12 @@ pub async fn execute(
     ctx: &Context,
     set: &ClientCertificateSet,
     ns: &str,
-    plan: &Plan,
-    rendered: &RenderedWrites,
+    decision: &Decision,
     target: Option<&Workload>,
 ) -> Result<Outcome> {
-    match steps(ctx, set, ns, plan, rendered, target).await {
+    let none = RenderedWrites::default();
+    let rendered = decision.rendering.as_ref().map_or(&none, |(_, w)| w);
+    match steps(ctx, set, ns, &decision.plan, rendered, target).await {
         Err(e) => refused_by_api(e).map(Outcome::Refused),
         done => done,
     }
@@ -50,7 +52,7 @@ async fn steps(
 ) -> Result<Outcome> {
     for r in &plan.release {
         if let Some(replicas) = r.restore {
-            restart::start(ctx, ns, r.kind, &r.name, replicas).await?;
+            stop_start::start(ctx, ns, r.kind, &r.name, replicas).await?;
             info!(kind = %r.kind, workload = %r.name, replicas, "ended a StopStart the set no longer wants");
         }
     }
@@ -59,7 +61,7 @@ async fn steps(
         (Target::Refuse { refusal, restore }, _) => {
             if let Some(replicas) = restore {
                 let (kind, name) = set.spec.app.target();
-                restart::start(ctx, ns, kind, name, *replicas).await?;
+                stop_start::start(ctx, ns, kind, name, *replicas).await?;
                 info!(%kind, workload = %name, replicas, "ended a StopStart: nothing to apply");
             }
             return Ok(Outcome::Refused(refusal.clone()));
@@ -105,15 +107,15 @@ async fn wire_target(
     let uid = set.metadata.uid.as_deref().unwrap_or_default();
     match w.restart {
         Restart::StopStart => {
-            match restart::stop(ctx, ns, d, uid, w.precondition.as_deref()).await? {
-                restart::StopStart::Waiting { pods } => Ok(Outcome::Stopping { pods }),
-                restart::StopStart::Stopped { replicas } => {
+            match stop_start::stop(ctx, ns, d, uid, w.precondition.as_deref()).await? {
+                stop_start::StopStart::Waiting { pods } => Ok(Outcome::Stopping { pods }),
+                stop_start::StopStart::Stopped { replicas } => {
                     if w.change {
                         // The stop record already holds the claim.
                         apply::apply_workload(ctx, ns, w.kind, &w.name, &w.fragment, None).await?;
                         faults::after("apply-deployment");
                     }
-                    restart::start(ctx, ns, w.kind, &w.name, replicas).await?;
+                    stop_start::start(ctx, ns, w.kind, &w.name, replicas).await?;
                     info!(replicas, "StopStart: started again");
                     Ok(Outcome::Wired { restarted: true })
                 }
@@ -123,7 +125,7 @@ async fn wire_target(
             if w.change {
                 apply(ctx, ns, w, d).await?;
             }
-            restart::start(ctx, ns, w.kind, &w.name, replicas).await?;
+            stop_start::start(ctx, ns, w.kind, &w.name, replicas).await?;
             info!(replicas, "started again with the set's current settings");
             Ok(Outcome::Wired { restarted: true })
         }
@@ -143,7 +145,9 @@ async fn apply(ctx: &Context, ns: &str, w: &Wire, d: &Workload) -> Result<()> {
     let key = Key::new(w.kind.as_str(), ns, &w.name);
     ctx.memory.expect_echo(
         key.clone(),
-        triggers::spec_and_annotations_of(apply::after_apply(d, &w.fragment).meta()),
+        triggers::spec_and_annotations_of(
+            crate::operator::reconcile::fragment::after_apply(d, &w.fragment).meta(),
+        ),
     );
     let written = apply::apply_workload(
         ctx,

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::dereference::{Inputs, Material};
-use super::names;
-use super::reason::Reason as R;
 use crate::operator::decoding::DecodeCache;
+use crate::operator::reconcile::names;
+use crate::operator::reconcile::observe::{Inputs, Material};
+use crate::operator::reconcile::reason::Reason as R;
 use crate::pkcs12::{self, Decoded, Policy, Reason, Warning, WarningKind};
 use crate::resource::{
     CaCertificateStatus, CertificateSpec, CertificateStatus, ClientCertificateSet,

@@ -12,9 +12,9 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
 
 use super::build::{self, Earlier};
-use super::dereference::{Inputs, Material};
 use super::trust::ValidCa;
 use super::validate::ValidCertificate;
+use crate::operator::reconcile::observe::{Inputs, Material};
 use crate::pkcs12::{self, Warning, WarningKind};
 use crate::resource::{CertificateStatus, ClientCertificateSet};
 

@@ -4,10 +4,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::dereference::CaMaterial;
-use super::reason::Reason;
 use super::validate::{Failure, time};
 use crate::ca::{self, CaCertificate};
+use crate::operator::reconcile::observe::CaMaterial;
+use crate::operator::reconcile::reason::Reason;
 use crate::resource::{CaCertificateSpec, CaCertificateStatus};
 
 /// A CA certificate that passed, with the entry that named it.

@@ -3,8 +3,8 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 
-use super::kinds::Workload;
-use super::plan::{Outcome, Plan, Restart, Target};
+use super::plan::{Outcome, Plan};
+use crate::operator::reconcile::kinds::Workload;
 
 /// Where the rollout that carries the applied settings stands.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -25,7 +25,7 @@ pub enum Rollout {
 /// object read before the write says nothing about it yet); otherwise the
 /// workload's own status tells.
 pub fn after_pass(plan: &Plan, outcome: &Outcome, live: Option<&Workload>) -> Rollout {
-    let wrote = writes_workload(plan);
+    let wrote = plan.writes_workload();
     let restarted = matches!(outcome, Outcome::Wired { restarted: true });
     match live {
         Some(d) if wrote || restarted => {
@@ -33,15 +33,6 @@ pub fn after_pass(plan: &Plan, outcome: &Outcome, live: Option<&Workload>) -> Ro
         }
         Some(d) => state(d),
         None => Rollout::InProgress("the workload is not there".into()),
-    }
-}
-
-/// Whether the plan changes the workload (wiring or a restart): its
-/// rollout starts with this pass.
-pub fn writes_workload(plan: &Plan) -> bool {
-    match &plan.target {
-        Target::Wire(w) => w.change || !matches!(w.restart, Restart::Apply),
-        Target::Refuse { .. } => false,
     }
 }
 

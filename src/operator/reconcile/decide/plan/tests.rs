@@ -78,6 +78,7 @@ fn plan_of(set: &ClientCertificateSet, target: Option<&Workload>, others: &[Work
             others,
             foreign: &[],
             now: NOW,
+            pods_run_rendering: false,
         },
     )
 }
@@ -141,6 +142,7 @@ fn invalid_input_during_a_stop_still_ends_the_stop() {
             others: &[],
             foreign: &[],
             now: NOW,
+            pods_run_rendering: false,
         },
     );
     match p.target {
@@ -231,6 +233,7 @@ fn a_claim_in_force_is_a_conflict_a_copied_one_is_taken_conditionally() {
         others: &[],
         foreign: &[],
         now: NOW,
+        pods_run_rendering: false,
     };
     let p = plan(&s, "n", Some(&r), &live(Some(&other)));
     assert!(
@@ -298,6 +301,7 @@ fn an_object_of_anothers_under_a_rendered_name_is_refused_and_a_stop_still_ends(
             others: &[],
             foreign: &foreign,
             now: NOW,
+            pods_run_rendering: false,
         },
     );
     match p.target {

@@ -13,10 +13,12 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::names::{self, *};
 use super::trust::ValidCa;
 use super::validate::ValidCertificate;
 use crate::operator::error::{Error, Result};
+use crate::operator::reconcile::act::execute::RenderedWrites;
+use crate::operator::reconcile::fragment;
+use crate::operator::reconcile::names::{self, *};
 use crate::pkcs12;
 use crate::resource::{ClientCertificateSet, RestartStrategy, WorkloadKind};
 use crate::settings::{CertificateFile, render};
@@ -471,16 +473,16 @@ pub fn writes(
     r: &Rendered,
     live_cm: Option<&ConfigMap>,
     earlier: Earlier,
-) -> super::execute::RenderedWrites {
+) -> RenderedWrites {
     fn unless_held<T: serde::Serialize>(live: Option<&T>, body: Value) -> Option<Value> {
         let held = live
             .and_then(|l| serde_json::to_value(l).ok())
-            .is_some_and(|l| super::apply::contains(&l, &body));
+            .is_some_and(|l| fragment::contains(&l, &body));
         (!held).then_some(body)
     }
     // A fresh encoding is written even where the live object looks alike.
     let live_secret = earlier.secret.filter(|_| r.reused);
-    super::execute::RenderedWrites {
+    RenderedWrites {
         name: r.name.clone(),
         config_map: unless_held(live_cm, config_map_object(set, ns, r)),
         secret: unless_held(live_secret, secret_object(set, ns, r)),
@@ -581,8 +583,6 @@ pub fn workload_fragment(
     })
 }
 
-/// The hash to put on the pod template: the new one, except that Manual
-/// leaves a wired Deployment's template as it is (no rollout).
 /// Records when certpin rolled the workload's pods (`at`), or keeps the
 /// record it has (an apply that leaves out a field certpin owns removes it).
 pub fn record_restart(fragment: &mut Value, at: Option<&str>) {
@@ -591,9 +591,17 @@ pub fn record_restart(fragment: &mut Value, at: Option<&str>) {
     }
 }
 
-pub fn template_hash(strategy: RestartStrategy, live: Option<&str>, new: &str) -> String {
-    match (strategy, live) {
-        (RestartStrategy::Manual, Some(live)) => live.to_string(),
+/// The hash to put on the pod template: the new one, except that a wired
+/// template stays as it is (no rollout) under Manual, and when its pods
+/// already run the rendering (a restart by the user, or by the kubelet).
+pub fn template_hash(
+    strategy: RestartStrategy,
+    live: Option<&str>,
+    new: &str,
+    pods_run_it: bool,
+) -> String {
+    match live {
+        Some(live) if strategy == RestartStrategy::Manual || pods_run_it => live.to_string(),
         _ => new.to_string(),
     }
 }
@@ -774,13 +782,24 @@ mod tests {
     #[test]
     fn manual_keeps_the_live_template_hash() {
         assert_eq!(
-            template_hash(RestartStrategy::Manual, Some("old"), "new"),
+            template_hash(RestartStrategy::Manual, Some("old"), "new", false),
             "old"
         );
-        assert_eq!(template_hash(RestartStrategy::Manual, None, "new"), "new");
         assert_eq!(
-            template_hash(RestartStrategy::Rolling, Some("old"), "new"),
+            template_hash(RestartStrategy::Manual, None, "new", false),
             "new"
         );
+        assert_eq!(
+            template_hash(RestartStrategy::Rolling, Some("old"), "new", false),
+            "new"
+        );
+    }
+
+    #[test]
+    fn a_template_whose_pods_already_run_the_rendering_is_left_as_it_is() {
+        for strategy in [RestartStrategy::Rolling, RestartStrategy::StopStart] {
+            assert_eq!(template_hash(strategy, Some("old"), "new", true), "old");
+            assert_eq!(template_hash(strategy, None, "new", true), "new");
+        }
     }
 }

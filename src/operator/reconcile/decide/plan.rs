@@ -9,10 +9,11 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use super::build::{self, Rendered};
-use super::kinds::Workload;
-use super::reason::Reason;
 use super::restart;
-use super::workload::{self, Claim, Collision};
+use crate::operator::reconcile::fragment;
+use crate::operator::reconcile::kinds::Workload;
+use crate::operator::reconcile::reason::Reason;
+use crate::operator::reconcile::workload::{self, Claim, Collision};
 use crate::resource::{ClientCertificateSet, RestartStrategy, WorkloadKind, WorkloadRecord};
 
 /// The target is not wired: why, in words the user can act on.
@@ -81,6 +82,17 @@ pub struct Plan {
     pub release: Vec<Release>,
 }
 
+impl Plan {
+    /// Whether the plan changes the workload (wiring or a restart): its
+    /// rollout starts with this pass.
+    pub fn writes_workload(&self) -> bool {
+        match &self.target {
+            Target::Wire(w) => w.change || !matches!(w.restart, Restart::Apply),
+            Target::Refuse { .. } => false,
+        }
+    }
+}
+
 /// What the pass found in the cluster.
 pub struct Live<'a> {
     pub target: Option<&'a Workload>,
@@ -92,6 +104,9 @@ pub struct Live<'a> {
     pub foreign: &'a [String],
     /// Now, as the workload's restart record takes it.
     pub now: &'a str,
+    /// Every pod of the target already runs the rendering: it needs no
+    /// restart, whatever its template says.
+    pub pods_run_rendering: bool,
 }
 
 /// The plan of one pass. `rendered` is `None` when the input is invalid.
@@ -193,22 +208,27 @@ fn target(
         .template()
         .and_then(|t| t.metadata.as_ref())
         .and_then(|m| m.annotations.as_ref())
-        .and_then(|a| a.get(super::names::ANN_CONFIG_HASH))
+        .and_then(|a| a.get(crate::operator::reconcile::names::ANN_CONFIG_HASH))
         .map(String::as_str);
-    let template_hash = build::template_hash(set.spec.restart, live_hash, &r.config_hash);
+    let template_hash = build::template_hash(
+        set.spec.restart,
+        live_hash,
+        &r.config_hash,
+        live.pods_run_rendering,
+    );
     let idle = restart::replicas_of(d) == 0;
     let rolls_pods = !idle && d.rolls_on_template_change();
     let rolls = live_hash != Some(template_hash.as_str()) && rolls_pods;
     let mut fragment =
         build::workload_fragment(set, ns, kind, name, r, &containers, &template_hash);
-    let restarted_at = workload_annotation(d, super::names::ANN_RESTARTED_AT);
+    let restarted_at = workload_annotation(d, crate::operator::reconcile::names::ANN_RESTARTED_AT);
     build::record_restart(
         &mut fragment,
         if rolls { Some(live.now) } else { restarted_at },
     );
     let wanted: BTreeSet<String> = containers.iter().cloned().collect();
-    let change = !super::apply::workload_has(d, &fragment)
-        || workload::wired_containers(d, &r.name) != wanted;
+    let change =
+        !fragment::workload_has(d, &fragment) || workload::wired_containers(d, &r.name) != wanted;
     let restart = match (set.spec.restart, stopped) {
         (RestartStrategy::StopStart, Some(_)) => Restart::StopStart,
         (RestartStrategy::StopStart, None) if change && !idle => Restart::StopStart,
@@ -382,7 +402,7 @@ pub fn records(
             uid: target.and_then(|d| d.meta().uid.clone()),
             containers: w.containers.clone(),
             mount_path: Some(set.spec.mount_path.clone()),
-            rendered: Some(super::names::rendered(set)),
+            rendered: Some(crate::operator::reconcile::names::rendered(set)),
         }),
         (Outcome::Stopping { .. }, _) => Some(previous.cloned().unwrap_or(WorkloadRecord {
             kind: kind.as_str().into(),

@@ -11,19 +11,22 @@
 use kube::runtime::controller::Action;
 use tracing::{info, warn};
 
-use super::kinds::{self, Workload};
-use super::names::set_name;
-use super::reason::Reason;
-use super::status::{EventSpec, event};
-use super::{apply, dereference, execute, restart, workload};
+use super::publish::event;
+use super::{apply, execute, stop_start};
 use crate::operator::context::Context;
 use crate::operator::error::Result;
 use crate::operator::faults;
+use crate::operator::reconcile::decide::events::EventSpec;
+use crate::operator::reconcile::kinds::{self, Workload};
+use crate::operator::reconcile::names::set_name;
+use crate::operator::reconcile::observe::claims;
+use crate::operator::reconcile::reason::Reason;
+use crate::operator::reconcile::workload;
 use crate::resource::ClientCertificateSet;
 
 pub async fn cleanup(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> Result<Action> {
     let (kind, target) = set.spec.app.target();
-    let mut claimed = dereference::claimed_elsewhere(ctx, set, ns, true).await?;
+    let mut claimed = claims::claimed_elsewhere(ctx, set, ns, true).await?;
     if let Some(d) = kinds::get_opt(&ctx.client, ns, kind, target).await?
         && workload::claimed_by(set, &d)
     {
@@ -50,8 +53,8 @@ pub async fn cleanup(set: &ClientCertificateSet, ctx: &Context, ns: &str) -> Res
 
 async fn release(ctx: &Context, ns: &str, d: &Workload) -> Result<()> {
     let (kind, name) = (d.kind(), d.name());
-    if let Some(record) = restart::record_of(d) {
-        restart::start(ctx, ns, kind, name, record.replicas).await?;
+    if let Some(record) = crate::operator::reconcile::decide::restart::record_of(d) {
+        stop_start::start(ctx, ns, kind, name, record.replicas).await?;
     }
     apply::unwire_workload(ctx, ns, kind, name).await?;
     faults::after("unwire");
