@@ -459,3 +459,53 @@ pub async fn client_as(user: &str) -> Client {
     config.auth_info.impersonate = Some(user.to_string());
     Client::try_from(config).unwrap()
 }
+
+/// The tenant boundary's policy and binding as a manifest: those of
+/// deploy/certpin.yaml, or of the manifest at CERTPIN_TEST_BOUNDARY (an
+/// older deploy/certpin.yaml, to check that the tests catch its gaps).
+pub fn tenant_boundary_manifest() -> String {
+    let path = std::env::var("CERTPIN_TEST_BOUNDARY").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/certpin.yaml").to_string()
+    });
+    let all = std::fs::read_to_string(&path).unwrap();
+    let docs: Vec<&str> = all
+        .split("\n---\n")
+        .filter(|d| d.contains("kind: ValidatingAdmissionPolicy"))
+        .collect();
+    assert_eq!(docs.len(), 2, "the policy and its binding in {path}");
+    docs.join("\n---\n")
+}
+
+/// The name of the tenant boundary's policy (and binding) in `manifest`.
+pub fn tenant_boundary_name(manifest: &str) -> String {
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(manifest.split("\n---\n").next().unwrap()).expect("the policy's YAML");
+    doc["metadata"]["name"].as_str().unwrap().to_string()
+}
+
+/// The chart's RBAC for certpin watching `ns` only (a Role and its binding,
+/// and the Lease's), installed in `ns` as `helm template` renders it:
+/// certpin's ServiceAccount there, as a user to impersonate.
+pub fn install_chart_rbac(ns: &str) -> String {
+    let out = std::process::Command::new("helm")
+        .args([
+            "template",
+            "certpin",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/charts/certpin"),
+            "--namespace",
+            ns,
+            "--set",
+            &format!("watchNamespaces={{{ns}}}"),
+            "--show-only",
+            "templates/rbac.yaml",
+        ])
+        .output()
+        .expect("helm (eval \"$(scripts/testbed env)\")");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    kubectl_apply(&String::from_utf8(out.stdout).unwrap());
+    format!("system:serviceaccount:{ns}:certpin")
+}
