@@ -20,5 +20,6 @@ mod quiet;
 mod restart;
 mod secrets;
 mod stop_start;
+mod strategy;
 mod trust;
 mod wiring;
