@@ -879,6 +879,21 @@ async fn the_costliest_write_is_decided_within_the_cel_budget() {
         .await;
     let message = bed.refused(result).await;
     assert!(message.contains("may not read Secret c20"), "{message}");
+    // Two checks more (a named CA ConfigMap) are over the budget: refused,
+    // not let through.
+    let mut over = serde_json::to_value(&many.spec).unwrap();
+    over["app"] = json!({"deployment": "mine2"});
+    over["caCertificates"] = json!([{"name": "p", "configMap": {"name": "ca", "key": "ca.crt"}}]);
+    match named
+        .patch("many", &dry, &Patch::Merge(json!({"spec": over})))
+        .await
+    {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 422, "{e:?}");
+            assert!(e.message.contains("running out of cost budget"), "{e:?}");
+        }
+        other => panic!("{other:?}"),
+    }
     // Without the right to scale the old workload, that is what is refused.
     let mut to_mine2 = serde_json::to_value(&many.spec).unwrap();
     to_mine2["app"] = json!({"deployment": "mine2"});
