@@ -76,6 +76,7 @@ pub struct ClientCertificateSetSpec {
     #[serde(default = "default_mount_path")]
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = Rule::new("self.startsWith('/') && !self.contains(',')").message("mountPath must be an absolute path without commas"))]
+    #[x_kube(validation = Rule::new("!self.contains('//') && !self.contains('/./') && !self.endsWith('/.') && !self.contains('/../') && !self.endsWith('/..')").message("mountPath must be a normalized path: no '//', '/./' or '/..'"))]
     pub mount_path: String,
     /// Warn (status and Event) when a certificate expires within this many days.
     #[serde(default = "default_warning_days")]

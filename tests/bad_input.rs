@@ -473,6 +473,21 @@ async fn the_api_server_refuses_invalid_manifests() {
             "absolute path",
         ),
         (
+            "a mount path with an empty segment",
+            json!({"app": {"deployment": "d"}, "mountPath": "/etc//certpin", "certificates": [cert("a")]}),
+            "normalized path",
+        ),
+        (
+            "a mount path with a dot segment",
+            json!({"app": {"deployment": "d"}, "mountPath": "/etc/certpin/./client-certificates", "certificates": [cert("a")]}),
+            "normalized path",
+        ),
+        (
+            "a mount path that goes up",
+            json!({"app": {"deployment": "d"}, "mountPath": "/data/..", "certificates": [cert("a")]}),
+            "normalized path",
+        ),
+        (
             "no app",
             json!({"certificates": [cert("a")]}),
             "Required value",

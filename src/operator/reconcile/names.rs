@@ -91,7 +91,35 @@ pub fn file_name(cert: &str, content: &[u8]) -> String {
 
 /// The path in the pod of a file key.
 pub fn file_path(set: &ClientCertificateSet, key: &str) -> String {
-    format!("{}/{key}", set.spec.mount_path.trim_end_matches('/'))
+    format!("{}/{key}", mount_path(set).trim_end_matches('/'))
+}
+
+/// The set's mountPath, normalized.
+pub fn mount_path(set: &ClientCertificateSet) -> String {
+    normal_path(&set.spec.mount_path)
+}
+
+/// A path as the kernel resolves it, lexically: repeated slashes are one,
+/// `.` is nothing, `..` goes up (never above the root), no trailing slash.
+/// Paths are compared only in this form: `/a//b`, `/a/./b` and `/a/b/` are
+/// one place.
+pub fn normal_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    let joined = parts.join("/");
+    if path.starts_with('/') || joined.is_empty() {
+        format!("/{joined}")
+    } else {
+        joined
+    }
 }
 
 /// A DNS subdomain (RFC 1123), as Kubernetes requires of Secret and
@@ -110,7 +138,34 @@ pub fn is_dns_subdomain(name: &str) -> bool {
 
 #[cfg(test)]
 mod name_tests {
-    use super::is_dns_subdomain;
+    use super::{is_dns_subdomain, normal_path};
+
+    #[test]
+    fn paths_are_normalized_as_the_kernel_resolves_them() {
+        for (spelled, normal) in [
+            (
+                "/etc/certpin/client-certificates",
+                "/etc/certpin/client-certificates",
+            ),
+            (
+                "/etc/certpin/./client-certificates",
+                "/etc/certpin/client-certificates",
+            ),
+            (
+                "//etc//certpin/client-certificates/",
+                "/etc/certpin/client-certificates",
+            ),
+            (
+                "/etc/x/../certpin/client-certificates/.",
+                "/etc/certpin/client-certificates",
+            ),
+            ("/../..", "/"),
+            ("/", "/"),
+            ("data/./x", "data/x"),
+        ] {
+            assert_eq!(normal_path(spelled), normal, "{spelled}");
+        }
+    }
 
     #[test]
     fn only_dns_subdomains_are_names() {

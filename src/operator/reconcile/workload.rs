@@ -7,7 +7,9 @@ use k8s_openapi::api::core::v1::Container;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::kinds::Workload;
-use super::names::{ANN_SET, BUILDPACK_ENV, LABEL_SET_UID, SETTING_ENV, VOLUME, set_name};
+use super::names::{
+    ANN_SET, BUILDPACK_ENV, LABEL_SET_UID, SETTING_ENV, VOLUME, normal_path, set_name,
+};
 use crate::resource::ClientCertificateSet;
 
 /// The claim a workload carries: the set's uid (label) and name (annotation).
@@ -194,7 +196,7 @@ pub fn collision(
     if foreign_volume {
         return Some(Collision::VolumeName);
     }
-    let want = mount_path.trim_end_matches('/');
+    let want = normal_path(mount_path);
     for c in spec
         .containers
         .iter()
@@ -204,7 +206,7 @@ pub fn collision(
             .volume_mounts
             .iter()
             .flatten()
-            .find(|m| m.mount_path.trim_end_matches('/') == want && m.name != VOLUME)
+            .find(|m| normal_path(&m.mount_path) == want && m.name != VOLUME)
         {
             return Some(Collision::MountPath {
                 container: c.name.clone(),
@@ -323,6 +325,30 @@ mod tests {
             collision(&mount, &[], "/data", "s-certpin", &SETTING_ENV),
             None
         );
+        // The same place spelled otherwise, on either side.
+        for spelled in ["/./data", "//data", "/x/../data", "/data/."] {
+            assert!(
+                matches!(
+                    collision(&mount, &m, spelled, "s-certpin", &SETTING_ENV),
+                    Some(Collision::MountPath { .. })
+                ),
+                "{spelled}"
+            );
+        }
+        let odd = deployment(
+            json!({}),
+            json!([{"name": "m", "image": "i", "volumeMounts": [{"name": "data", "mountPath": "/etc//certpin/./client-certificates/"}]}]),
+        );
+        assert!(matches!(
+            collision(
+                &odd,
+                &m,
+                "/etc/certpin/client-certificates",
+                "s-certpin",
+                &SETTING_ENV
+            ),
+            Some(Collision::MountPath { .. })
+        ));
         let literal = deployment(
             json!({}),
             json!([{"name": "m", "image": "i", "env": [{"name": "MXRUNTIME_ClientCertificates", "value": "/x.pfx"}]}]),

@@ -557,7 +557,7 @@ pub fn workload_fragment(
             json!({
                 "name": c,
                 "env": env,
-                "volumeMounts": [{"name": VOLUME, "mountPath": set.spec.mount_path, "readOnly": true}],
+                "volumeMounts": [{"name": VOLUME, "mountPath": names::mount_path(set), "readOnly": true}],
             })
         })
         .collect();
