@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use support::kube::{TestNamespace, wait_for, wait_until};
+use support::kube::{TestNamespace, poll_until, wait_for};
 use support::operator::*;
 
 const T: Duration = Duration::from_secs(90);
@@ -239,7 +239,7 @@ async fn a_set_may_make_certpin_do_only_what_its_author_may_do() {
         .await
         .unwrap();
     let sets: Api<ClientCertificateSet> = ns.api();
-    wait_until(&sets, "s", T, "Ready", ready).await;
+    poll_until(&sets, "s", T, "Ready", ready).await;
     // A namespace editor (the built-in edit role, with sets) may too.
     let editor: Api<ClientCertificateSet> = Api::namespaced(client_as(&sa(&ns, "editor")).await, n);
     editor
@@ -273,7 +273,7 @@ async fn a_set_may_make_certpin_do_only_what_its_author_may_do() {
         .unwrap();
     // certpin's own finalizer and status writes pass the policy: the
     // editor's change is applied and the set deletes cleanly.
-    wait_until(&sets, "s", T, "Ready after the editor's change", ready).await;
+    poll_until(&sets, "s", T, "Ready after the editor's change", ready).await;
     sets.delete("s", &DeleteParams::default()).await.unwrap();
     wait_for(T, "the set gone", || {
         let sets = sets.clone();
@@ -297,7 +297,7 @@ async fn an_object_of_anothers_under_the_rendered_name_survives_the_sets_whole_l
     sets.create(&PostParams::default(), &set("s", "Rolling", "cert"))
         .await
         .unwrap();
-    let s = wait_until(
+    let s = poll_until(
         &sets,
         "s",
         T,
@@ -451,7 +451,7 @@ impl Bed {
         )
         .await
         .unwrap();
-        wait_until(&sets, "admins", T, "the admin's set Ready", ready).await;
+        poll_until(&sets, "admins", T, "the admin's set Ready", ready).await;
         // The boundary is in force once a dry run of what it refuses is
         // refused: deleting the administrator's set (checked since issue
         // 39); an older policy (CERTPIN_TEST_BOUNDARY) refuses only writes
@@ -484,7 +484,7 @@ impl Bed {
             )
             .await
             .unwrap();
-        wait_until(&sets, "own", T, "the tenant's set Ready", ready).await;
+        poll_until(&sets, "own", T, "the tenant's set Ready", ready).await;
         Bed {
             ns,
             sets,
@@ -560,7 +560,7 @@ impl Bed {
 
     /// Waits until the Deployment `name` carries no set's wiring.
     async fn unwired(&self, name: &str) {
-        wait_until(
+        poll_until(
             &self.deployments(),
             name,
             T,
@@ -621,7 +621,7 @@ async fn retargeting_an_admins_set_to_the_tenants_own_deployment_is_refused() {
     bed.patch_as_tenant("own", json!({"spec": {"app": {"deployment": "mine2"}}}))
         .await
         .unwrap();
-    wait_until(&bed.sets, "own", T, "Ready on mine2", ready).await;
+    poll_until(&bed.sets, "own", T, "Ready on mine2", ready).await;
     bed.unwired("mine").await;
     let own = bed.sets.get("own").await.unwrap();
     let mine2 = bed.deployments().get("mine2").await.unwrap();
@@ -673,7 +673,7 @@ async fn switching_an_admins_set_to_the_tenants_own_stateful_set_is_refused() {
     .unwrap();
     bed.unwired("mine").await;
     let own = bed.sets.get("own").await.unwrap();
-    wait_until(
+    poll_until(
         &bed.ns.api::<StatefulSet>(),
         "mine-sts",
         T,

@@ -217,3 +217,32 @@ async fn events(ns: &TestNamespace, regarding: Option<&str>) -> Vec<String> {
         })
         .collect()
 }
+
+/// As `wait_until`, but by reading the object every 200 ms instead of
+/// watching it: a watch fails when the test bed compacts etcd under it
+/// ("too old resource version", while other tests restart or compact).
+pub async fn poll_until<K>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    cond: impl Fn(Option<&K>) -> bool,
+) -> K
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let obj = api.get_opt(name).await.ok().flatten();
+        if cond(obj.as_ref())
+            && let Some(obj) = obj
+        {
+            return obj;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: timed out after {timeout:?} waiting for {what}: last seen {obj:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
