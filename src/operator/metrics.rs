@@ -1,7 +1,8 @@
 //! Prometheus metrics (prometheus-client): reconciliations and their
-//! duration, failures by reason code, restarts, decodes, and each
-//! certificate's notAfter so an alert can fire before it expires.
-//! Labels never carry a secret.
+//! duration, failures by reason code, restarts, decodes, each client
+//! certificate's and (in a series of its own) each CA certificate's notAfter
+//! so an alert can fire before it expires, the build and whether this
+//! replica leads. Labels never carry a secret.
 
 use std::sync::Mutex;
 
@@ -36,6 +37,31 @@ pub struct CertificateLabels {
     pub certificate: String,
 }
 
+/// A CA certificate of a set's `caCertificates` entry (one entry may hold
+/// many, told apart by fingerprint). Its own series: an expired CA in a
+/// bundle is a warning, not the page an expired client certificate is.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CaCertificateLabels {
+    pub namespace: String,
+    pub set: String,
+    pub entry: String,
+    pub fingerprint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    pub version: String,
+}
+
+/// What one expiry gauge is about.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum Expiry {
+    /// A client certificate, by its name in the set.
+    Client(String),
+    /// A CA certificate: its `caCertificates` entry and SHA-256 fingerprint.
+    Ca { entry: String, fingerprint: String },
+}
+
 /// One set's readiness, in the style of cert-manager's
 /// `certmanager_certificate_ready_status`: 1 on the series of the current
 /// condition status, with the Ready condition's reason.
@@ -67,9 +93,12 @@ pub struct Metrics {
     pub failures: Family<ReasonLabel, Counter>,
     pub restarts: Family<StrategyLabel, Counter>,
     pub not_after: Family<CertificateLabels, Gauge>,
+    pub ca_not_after: Family<CaCertificateLabels, Gauge>,
     pub decodes: Counter,
+    /// 1 while this replica leads (or runs without leader election).
+    leader: Gauge,
     /// Certificates exported per set, to drop gauges of removed ones.
-    exported: Mutex<std::collections::HashMap<(String, String), Vec<String>>>,
+    exported: Mutex<std::collections::HashMap<(String, String), Vec<Expiry>>>,
 }
 
 impl Default for Metrics {
@@ -105,6 +134,29 @@ impl Default for Metrics {
             "The certificate's notAfter, as a Unix timestamp",
             not_after.clone(),
         );
+        let ca_not_after = Family::<CaCertificateLabels, Gauge>::default();
+        registry.register(
+            "ca_certificate_not_after_timestamp_seconds",
+            "A CA certificate's notAfter (caCertificates entry, SHA-256 fingerprint), as a Unix timestamp",
+            ca_not_after.clone(),
+        );
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "1, labelled with the running certpin's version",
+            build_info,
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica is the leader (the one that reconciles), else 0",
+            leader.clone(),
+        );
         let ready = Family::<ReadyLabels, Gauge>::default();
         registry.register(
             "set_ready_status",
@@ -134,7 +186,9 @@ impl Default for Metrics {
             failures,
             restarts,
             not_after,
+            ca_not_after,
             decodes,
+            leader,
             exported: Mutex::default(),
         }
     }
@@ -195,22 +249,56 @@ impl Metrics {
         }
     }
 
-    /// Replaces the expiry gauges of one set.
-    pub fn set_expiries(&self, ns: &str, set: &str, certs: &[(String, i64)]) {
+    /// Whether this replica leads: only the leader reconciles.
+    pub fn set_leader(&self, leads: bool) {
+        self.leader.set(i64::from(leads));
+    }
+
+    /// Replaces the expiry gauges (client and CA certificates) of one set;
+    /// an empty list drops them all.
+    pub fn set_expiries(&self, ns: &str, set: &str, certs: &[(Expiry, i64)]) {
         let mut exported = lock(&self.exported);
         let key = (ns.to_string(), set.to_string());
-        let labels = |c: &str| CertificateLabels {
-            namespace: ns.into(),
-            set: set.into(),
-            certificate: c.into(),
+        let gauge = |e: &Expiry, value: Option<i64>| match e {
+            Expiry::Client(c) => {
+                let labels = CertificateLabels {
+                    namespace: ns.into(),
+                    set: set.into(),
+                    certificate: c.clone(),
+                };
+                match value {
+                    Some(t) => {
+                        self.not_after.get_or_create(&labels).set(t);
+                    }
+                    None => {
+                        self.not_after.remove(&labels);
+                    }
+                }
+            }
+            Expiry::Ca { entry, fingerprint } => {
+                let labels = CaCertificateLabels {
+                    namespace: ns.into(),
+                    set: set.into(),
+                    entry: entry.clone(),
+                    fingerprint: fingerprint.clone(),
+                };
+                match value {
+                    Some(t) => {
+                        self.ca_not_after.get_or_create(&labels).set(t);
+                    }
+                    None => {
+                        self.ca_not_after.remove(&labels);
+                    }
+                }
+            }
         };
         for old in exported.remove(&key).unwrap_or_default() {
             if !certs.iter().any(|(c, _)| *c == old) {
-                self.not_after.remove(&labels(&old));
+                gauge(&old, None);
             }
         }
         for (c, t) in certs {
-            self.not_after.get_or_create(&labels(c)).set(*t);
+            gauge(c, Some(*t));
         }
         if !certs.is_empty() {
             exported.insert(key, certs.iter().map(|(c, _)| c.clone()).collect());
@@ -235,6 +323,57 @@ mod tests {
         assert!(!text.contains("RolloutInProgress"), "{text}");
         m.set_ready("shop", "prod", None);
         assert!(!m.encode().contains(r#"set="prod""#));
+    }
+
+    #[test]
+    fn ca_certificates_have_their_own_series_and_go_with_their_set() {
+        let m = Metrics::default();
+        let ca = Expiry::Ca {
+            entry: "partner-ca".into(),
+            fingerprint: "AB:CD".into(),
+        };
+        m.set_expiries(
+            "shop",
+            "prod",
+            &[
+                (Expiry::Client("partner-a".into()), 2000),
+                (ca.clone(), 1000),
+            ],
+        );
+        let text = m.encode();
+        let client = r#"certpin_certificate_not_after_timestamp_seconds{namespace="shop",set="prod",certificate="partner-a"} 2000"#;
+        let ca_line = r#"certpin_ca_certificate_not_after_timestamp_seconds{namespace="shop",set="prod",entry="partner-ca",fingerprint="AB:CD"} 1000"#;
+        assert!(text.contains(client), "{text}");
+        assert!(text.contains(ca_line), "{text}");
+        // The client series holds client certificates only.
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("certpin_certificate_not_after_timestamp_seconds{"))
+                .count(),
+            1,
+            "{text}"
+        );
+        m.set_expiries("shop", "prod", &[(ca, 1000)]);
+        let text = m.encode();
+        assert!(!text.contains(client), "{text}");
+        assert!(text.contains(ca_line), "{text}");
+        m.set_expiries("shop", "prod", &[]);
+        assert!(!m.encode().contains(r#"set="prod""#));
+    }
+
+    #[test]
+    fn build_info_and_leader() {
+        let m = Metrics::default();
+        let build = format!(
+            "certpin_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(m.encode().lines().any(|l| l == build), "{}", m.encode());
+        assert!(m.encode().lines().any(|l| l == "certpin_leader 0"));
+        m.set_leader(true);
+        assert!(m.encode().lines().any(|l| l == "certpin_leader 1"));
+        m.set_leader(false);
+        assert!(m.encode().lines().any(|l| l == "certpin_leader 0"));
     }
 
     #[test]

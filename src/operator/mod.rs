@@ -200,6 +200,7 @@ pub async fn run_operator(args: RunArgs) -> Result<(), Error> {
     );
     ready.store(true, Ordering::Relaxed);
     if !args.leader_election {
+        ctx.metrics.set_leader(true);
         run_controllers(&args, &client, ctx).await;
         return Ok(());
     }
@@ -231,9 +232,12 @@ pub async fn run_operator(args: RunArgs) -> Result<(), Error> {
         }
     }
     info!(%identity, "became the leader");
+    ctx.metrics.set_leader(true);
+    let metrics = ctx.metrics.clone();
     let lost = async {
         loop {
             if leader.changed().await.is_err() || !*leader.borrow() {
+                metrics.set_leader(false);
                 return;
             }
         }

@@ -117,7 +117,7 @@ fn record_metrics(
     new: &ClientCertificateSetStatus,
     ready: &Cond,
 ) {
-    use crate::operator::metrics::{ReasonLabel, StrategyLabel};
+    use crate::operator::metrics::{Expiry, ReasonLabel, StrategyLabel};
     // Waiting for a rollout, a StopStart or the user's restart is not a
     // failure: only what needs someone's attention counts.
     if !ready.ok && ready.reason.is_failure() {
@@ -138,20 +138,21 @@ fn record_metrics(
     }
     ctx.metrics
         .set_ready(ns, set_name(set), Some((ready.ok, &ready.reason.name())));
-    // CA certificates are labelled `ca:<entry>:<fingerprint prefix>`: an
-    // entry may hold many.
-    let expiries: Vec<(String, i64)> = new
+    // CA certificates go to a series of their own (an entry may hold many,
+    // told apart by fingerprint): an expired CA is a warning, not a page.
+    let expiries: Vec<(Expiry, i64)> = new
         .certificates
         .iter()
-        .filter_map(|c| Some((c.name.clone(), c.not_after.as_ref()?.0.as_second())))
+        .filter_map(|c| {
+            let t = c.not_after.as_ref()?.0.as_second();
+            Some((Expiry::Client(c.name.clone()), t))
+        })
         .chain(new.ca_certificates.iter().filter_map(|c| {
-            let fingerprint: String = c.sha256_fingerprint.as_ref()?.replace(':', "");
-            let label = format!(
-                "ca:{}:{}",
-                c.name,
-                &fingerprint[..fingerprint.len().min(16)]
-            );
-            Some((label, c.not_after.as_ref()?.0.as_second()))
+            let ca = Expiry::Ca {
+                entry: c.name.clone(),
+                fingerprint: c.sha256_fingerprint.clone()?,
+            };
+            Some((ca, c.not_after.as_ref()?.0.as_second()))
         }))
         .collect();
     ctx.metrics.set_expiries(ns, set_name(set), &expiries);
