@@ -571,6 +571,27 @@ impl Bed {
     }
 }
 
+impl Drop for Bed {
+    /// certpin stops with the test: its finalizers would keep the
+    /// namespace Terminating on the shared test bed. (The administrator
+    /// passes the boundary.)
+    fn drop(&mut self) {
+        let ns = self.ns.name.as_str();
+        let Ok(out) = std::process::Command::new("kubectl")
+            .args(["-n", ns, "get", "clientcertificatesets", "-o", "name"])
+            .output()
+        else {
+            return;
+        };
+        for set in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = std::process::Command::new("kubectl")
+                .args(["-n", ns, "patch", set, "--type=merge"])
+                .args(["-p", r#"{"metadata":{"finalizers":null}}"#])
+                .output();
+        }
+    }
+}
+
 fn stateful_set(name: &str) -> StatefulSet {
     serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "StatefulSet",
