@@ -12,9 +12,12 @@
 //! budget cancelled: the thread stops before its next derivation, and its
 //! slot is freed only when the thread ends, so the decodes alive at once
 //! never exceed the slots. Each distinct content (file and password) is
-//! decoded once even when many passes ask for it together, and the result
-//! is cached by content. The runtime, and with it `/healthz`, other sets
-//! and the watches, never waits on a decode.
+//! decoded once even when many passes ask for it together. What is cached,
+//! by content, is the verdict: the facts of a valid certificate (never its
+//! key or chain) or why it was refused, within a byte bound; a content no
+//! set names any more is forgotten. A pass that must re-encode a file it
+//! found in the cache decodes it again. The runtime, and with it
+//! `/healthz`, other sets and the watches, never waits on a decode.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,9 +29,16 @@ use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 use super::lock::lock;
-use crate::pkcs12::{self, Budget, Cancel, Decoded, Problem, Reason};
+use super::memory::Key;
+use crate::pkcs12::{self, Budget, Cancel, Decoded, Problem, Reason, Summary};
 
 type Outcome = Result<Arc<Decoded>, Problem>;
+
+/// What the cache keeps of a decode.
+type Verdict = Result<Arc<Summary>, Problem>;
+
+/// A verdict, and the decoded certificate when this call decoded it.
+pub type Decoding = Result<(Arc<Summary>, Option<Arc<Decoded>>), Problem>;
 
 /// A decode, run once per lane it tries, charging the budget it is given.
 type Decode = Arc<dyn Fn(&mut Budget) -> Result<Decoded, Problem> + Send + Sync>;
@@ -52,15 +62,16 @@ impl Default for Limits {
     }
 }
 
-/// Enough for thousands of sets; past it the cache starts over.
-const CACHE_LIMIT: usize = 8192;
+/// The verdicts kept, in bytes (about 1 KiB each): tens of thousands of
+/// distinct files. Past it, verdicts no set names go first.
+const CACHE_BYTES: usize = 16 << 20;
 
 /// The cheap lane's budget: 30 times what OpenSSL 3 writes, 3 times
 /// keytool's, a few milliseconds of CPU.
 const CHEAP_WORK: u64 = 100_000;
 
 pub struct DecodeCache {
-    entries: Mutex<HashMap<[u8; 32], Outcome>>,
+    verdicts: Mutex<Verdicts>,
     /// Decodes under way, by content key: later askers wait on the same one.
     flights: Mutex<HashMap<[u8; 32], Shared<BoxFuture<'static, Outcome>>>>,
     lanes: Lanes,
@@ -81,7 +92,7 @@ struct Lanes {
 impl DecodeCache {
     pub fn new(limits: Limits, counter: prometheus_client::metrics::counter::Counter) -> Self {
         DecodeCache {
-            entries: Mutex::default(),
+            verdicts: Mutex::default(),
             flights: Mutex::default(),
             lanes: Lanes {
                 cheap: Arc::new(Semaphore::new((2 * limits.parallelism).max(4))),
@@ -92,11 +103,17 @@ impl DecodeCache {
         }
     }
 
-    /// Decodes (or finds) a PKCS12 file; also returns the content key the
-    /// result is cached under, which callers hash into the input hash.
-    pub async fn decode_pkcs12(&self, data: &[u8], password: &str) -> (Outcome, [u8; 32]) {
+    /// Decodes (or finds the verdict on) a PKCS12 file, decoding it even
+    /// when found if `full` (to re-encode it); also returns the content key
+    /// the verdict is kept under, which callers hash into the input hash.
+    pub async fn decode_pkcs12(
+        &self,
+        data: &[u8],
+        password: &str,
+        full: bool,
+    ) -> (Decoding, [u8; 32]) {
         let key = pkcs12::content_key(data, password);
-        if let Some(hit) = self.cached(&key) {
+        if let Some(hit) = self.cached(&key, full) {
             return (hit, key);
         }
         // The outer structure alone (no key derivation), read only on a
@@ -111,9 +128,9 @@ impl DecodeCache {
         (value, key)
     }
 
-    pub async fn decode_pem(&self, crt: &[u8], key_pem: &[u8]) -> (Outcome, [u8; 32]) {
+    pub async fn decode_pem(&self, crt: &[u8], key_pem: &[u8], full: bool) -> (Decoding, [u8; 32]) {
         let key = pkcs12::pem_content_key(crt, key_pem);
-        if let Some(hit) = self.cached(&key) {
+        if let Some(hit) = self.cached(&key, full) {
             return (hit, key);
         }
         let (crt, key_pem) = (crt.to_vec(), Zeroizing::new(key_pem.to_vec()));
@@ -123,9 +140,20 @@ impl DecodeCache {
         (value, key)
     }
 
-    /// A hit answers without copying the file for a decode.
-    fn cached(&self, key: &[u8; 32]) -> Option<Outcome> {
-        lock(&self.entries).get(key).cloned()
+    /// A hit answers without copying the file for a decode: a refusal
+    /// always, a valid certificate unless it is wanted whole.
+    fn cached(&self, key: &[u8; 32], full: bool) -> Option<Decoding> {
+        match lock(&self.verdicts).get(key)? {
+            Ok(summary) if !full => Some(Ok((summary, None))),
+            Ok(_) => None,
+            Err(problem) => Some(Err(problem)),
+        }
+    }
+
+    /// `set` now names these contents: the verdicts on contents no set
+    /// names any more are forgotten.
+    pub fn used_by(&self, set: &Key, keys: Vec<[u8; 32]>) {
+        lock(&self.verdicts).used_by(set, keys);
     }
 
     async fn get_or(
@@ -133,10 +161,7 @@ impl DecodeCache {
         key: [u8; 32],
         costly: impl FnOnce() -> bool,
         decode: impl Fn(&mut Budget) -> Result<Decoded, Problem> + Send + Sync + 'static,
-    ) -> Outcome {
-        if let Some(hit) = self.cached(&key) {
-            return hit;
-        }
+    ) -> Decoding {
         let costly = costly();
         let flight = lock(&self.flights)
             .entry(key)
@@ -149,15 +174,96 @@ impl DecodeCache {
             })
             .clone();
         let value = flight.await;
-        let mut entries = lock(&self.entries);
-        if entries.len() >= CACHE_LIMIT {
-            entries.clear();
-        }
-        entries.insert(key, value.clone());
-        drop(entries);
+        let decoding = value.map(|d| (Arc::new(d.summary()), Some(d)));
+        let verdict = decoding
+            .as_ref()
+            .map(|(s, _)| s.clone())
+            .map_err(Clone::clone);
+        lock(&self.verdicts).insert(key, verdict);
         lock(&self.flights).remove(&key);
-        value
+        decoding
     }
+}
+
+/// The verdicts by content, which sets name which content, and their size.
+#[derive(Default)]
+struct Verdicts {
+    by_content: HashMap<[u8; 32], (Verdict, usize)>,
+    bytes: usize,
+    /// Each set's contents, and how many sets name each content.
+    named: HashMap<Key, Vec<[u8; 32]>>,
+    names: HashMap<[u8; 32], usize>,
+}
+
+impl Verdicts {
+    fn get(&self, key: &[u8; 32]) -> Option<Verdict> {
+        self.by_content.get(key).map(|(v, _)| v.clone())
+    }
+
+    fn insert(&mut self, key: [u8; 32], verdict: Verdict) {
+        let size = size_of(&verdict);
+        if self.bytes + size > CACHE_BYTES {
+            self.forget_unnamed();
+        }
+        if self.bytes + size > CACHE_BYTES {
+            self.by_content.clear();
+            self.bytes = 0;
+        }
+        if let Some((_, old)) = self.by_content.insert(key, (verdict, size)) {
+            self.bytes -= old;
+        }
+        self.bytes += size;
+    }
+
+    fn used_by(&mut self, set: &Key, keys: Vec<[u8; 32]>) {
+        for k in &keys {
+            *self.names.entry(*k).or_default() += 1;
+        }
+        let before = match keys.is_empty() {
+            true => self.named.remove(set),
+            false => self.named.insert(set.clone(), keys),
+        };
+        for k in before.unwrap_or_default() {
+            let left = self.names.get_mut(&k).map(|n| {
+                *n -= 1;
+                *n
+            });
+            if left == Some(0) {
+                self.names.remove(&k);
+                self.remove(&k);
+            }
+        }
+    }
+
+    fn forget_unnamed(&mut self) {
+        let unnamed: Vec<[u8; 32]> = (self.by_content.keys())
+            .filter(|k| !self.names.contains_key(*k))
+            .copied()
+            .collect();
+        unnamed.iter().for_each(|k| self.remove(k));
+    }
+
+    fn remove(&mut self, key: &[u8; 32]) {
+        if let Some((_, size)) = self.by_content.remove(key) {
+            self.bytes -= size;
+        }
+    }
+}
+
+/// About what a verdict holds in memory.
+fn size_of(v: &Verdict) -> usize {
+    let text = match v {
+        Ok(s) => {
+            let f = &s.facts;
+            [&f.subject, &f.issuer, &f.serial, &f.encryption_detail]
+                .iter()
+                .map(|t| t.len())
+                .sum::<usize>()
+                + s.jvm_refusals.iter().map(String::len).sum::<usize>()
+        }
+        Err(p) => p.message.len(),
+    };
+    256 + text
 }
 
 /// How one lane's attempt ended.
@@ -264,7 +370,7 @@ mod tests {
         assert!(results.iter().all(Result::is_err));
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         // And later askers are answered from the cache.
-        ask().await.unwrap_err();
+        cache.cached(&[7; 32], false).expect("a hit").unwrap_err();
         assert_eq!(runs.load(Ordering::SeqCst), 1);
     }
 
@@ -405,6 +511,70 @@ mod tests {
         assert_eq!(
             (c.unwrap_err().reason, q.unwrap_err().reason),
             (Reason::Corrupt, Reason::Corrupt)
+        );
+    }
+
+    fn valid() -> Decoded {
+        let file = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/pkcs12/openssl-ec256-modern.p12"
+        ))
+        .expect("a fixture");
+        pkcs12::decode_pkcs12(&file, "changeit").expect("it decodes")
+    }
+
+    #[tokio::test]
+    async fn a_valid_verdict_keeps_the_facts_not_the_key_and_a_whole_decode_runs_again() {
+        let cache = DecodeCache::new(Limits::default(), Default::default());
+        let got = cache.get_or([3; 32], || false, |_| Ok(valid())).await;
+        assert!(
+            matches!(got, Ok((_, Some(_)))),
+            "the decoding call gets it whole"
+        );
+        let hit = cache.cached(&[3; 32], false).expect("a hit");
+        assert!(matches!(hit, Ok((_, None))), "a hit has the facts only");
+        assert!(
+            cache.cached(&[3; 32], true).is_none(),
+            "whole: decoded again"
+        );
+    }
+
+    #[tokio::test]
+    async fn verdicts_go_when_no_set_names_their_content() {
+        let cache = DecodeCache::new(Limits::default(), Default::default());
+        let (a, b) = (Key::set("ns", "a"), Key::set("ns", "b"));
+        cache.get_or([1; 32], || false, |_| Ok(valid())).await.ok();
+        cache.get_or([2; 32], || false, |_| problem()).await.ok();
+        cache.used_by(&a, vec![[1; 32], [2; 32]]);
+        cache.used_by(&b, vec![[1; 32]]);
+        // a's file was rotated: its old content goes, the shared one stays.
+        cache.used_by(&a, vec![[1; 32]]);
+        assert!(cache.cached(&[2; 32], false).is_none());
+        assert!(cache.cached(&[1; 32], false).is_some());
+        // Both sets deleted: nothing is left.
+        cache.used_by(&a, Vec::new());
+        assert!(cache.cached(&[1; 32], false).is_some(), "b still names it");
+        cache.used_by(&b, Vec::new());
+        assert!(cache.cached(&[1; 32], false).is_none());
+        assert_eq!(lock(&cache.verdicts).bytes, 0);
+    }
+
+    #[test]
+    fn the_verdicts_stay_within_their_byte_bound() {
+        let mut v = Verdicts::default();
+        let summary = Arc::new(valid().summary());
+        let named = Key::set("ns", "a");
+        v.insert([0; 32], Ok(summary.clone()));
+        v.used_by(&named, vec![[0; 32]]);
+        for i in 1..=u16::MAX {
+            let mut key = [0; 32];
+            key[..2].copy_from_slice(&i.to_be_bytes());
+            v.insert(key, Ok(summary.clone()));
+            assert!(v.bytes <= CACHE_BYTES);
+        }
+        assert!(
+            v.get(&[0; 32]).is_some(),
+            "a named verdict outlives the unnamed"
         );
     }
 }

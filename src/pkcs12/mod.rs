@@ -50,8 +50,32 @@ impl Policy {
     }
 }
 
+/// What is known of a decoded certificate without its key or chain: what
+/// a verdict needs, and what a cache of verdicts keeps.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub key_kind: KeyKind,
+    pub facts: Facts,
+    pub jvm_refusals: Vec<String>,
+}
+
+impl Decoded {
+    pub fn summary(&self) -> Summary {
+        Summary {
+            key_kind: self.key_kind,
+            facts: self.facts.clone(),
+            jvm_refusals: self.jvm_refusals.clone(),
+        }
+    }
+}
+
 /// The verdict on an already decoded certificate: warnings when valid.
 pub fn judge(decoded: &Decoded, policy: &Policy) -> Result<Vec<Warning>, Problem> {
+    verdict(&decoded.summary(), policy)
+}
+
+/// `judge`, on what is known of a decoded certificate.
+pub fn verdict(decoded: &Summary, policy: &Policy) -> Result<Vec<Warning>, Problem> {
     let mut warnings = Vec::new();
     if !decoded.jvm_refusals.is_empty() {
         if policy.jvm_strict {

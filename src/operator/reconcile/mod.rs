@@ -42,7 +42,9 @@ pub async fn reconcile(set: Arc<ClientCertificateSet>, ctx: Arc<Context>) -> Res
     let result = if set.metadata.deletion_timestamp.is_none() {
         pass(&set, &ctx, &ns, &api).await
     } else if set.finalizers().iter().any(|f| f == FINALIZER) {
-        ctx.memory.forget_set(&Key::set(&ns, &set.name_any()));
+        let key = Key::set(&ns, &set.name_any());
+        ctx.memory.forget_set(&key);
+        ctx.cache.used_by(&key, Vec::new());
         match cleanup::cleanup(&set, &ctx, &ns).await {
             Ok(action) => finalizer::remove(&api, &set).await.map(|()| action),
             Err(e) => Err(e),

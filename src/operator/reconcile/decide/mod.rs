@@ -16,9 +16,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 
 use crate::operator::decoding::DecodeCache;
 use crate::operator::error::Result;
+use crate::operator::memory::Key;
 use crate::operator::reconcile::act::execute::RenderedWrites;
 use crate::operator::reconcile::kinds::Workload;
 use crate::operator::reconcile::observe::Observed;
@@ -60,7 +62,12 @@ pub async fn decide(
         (Some(valid), Some(_)) => render(set, ns, valid, &v.cas, earlier, live_cm).map(Some),
         _ => Ok(None),
     };
-    let mut validation = validate::validate(set, inputs, earlier.secret, cache, now).await;
+    let renders = target.is_some();
+    let mut validation = validated(set, inputs, earlier, true, cache, now, renders).await?;
+    cache.used_by(
+        &Key::set(ns, &set.name_any()),
+        validate::content_keys(inputs),
+    );
     let mut rendering = rendering_of(&validation)?;
     // Known certificates stand for what the status says only if the status
     // describes this rendering (a pass cut short after the Secret was
@@ -68,7 +75,7 @@ pub async fn decide(
     // decode after all.
     let applied = set.status.as_ref().and_then(|s| s.applied_hash.as_deref());
     if validation.known && rendering.as_ref().map(|(r, _)| r.config_hash.as_str()) != applied {
-        validation = validate::validate(set, inputs, None, cache, now).await;
+        validation = validated(set, inputs, earlier, false, cache, now, renders).await?;
         rendering = rendering_of(&validation)?;
     }
     let runs = rendering
@@ -88,6 +95,29 @@ pub async fn decide(
         rendering,
         plan,
     })
+}
+
+/// The verdicts on the inputs (`known`: the earlier rendering's validation
+/// may stand for them), with every certificate a new encoding needs
+/// decoded whole.
+async fn validated(
+    set: &ClientCertificateSet,
+    inputs: &crate::operator::reconcile::observe::Inputs,
+    earlier: build::Earlier<'_>,
+    known: bool,
+    cache: &DecodeCache,
+    now: DateTime<Utc>,
+    renders: bool,
+) -> Result<Validation> {
+    let known_from = earlier.secret.filter(|_| known);
+    let mut v = validate::validate(set, inputs, known_from, cache, now).await;
+    if let (Some(valid), true) = (v.valid.as_mut(), renders) {
+        let hash = build::input_hash(set, valid, &v.cas);
+        if !build::can_reuse(earlier, &hash, valid.len()) {
+            validate::decode_whole(inputs, valid, cache).await?;
+        }
+    }
+    Ok(v)
 }
 
 /// Second precision, as pod creation timestamps have.

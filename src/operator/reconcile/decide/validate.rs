@@ -9,7 +9,7 @@ use crate::operator::decoding::DecodeCache;
 use crate::operator::reconcile::names;
 use crate::operator::reconcile::observe::{Inputs, Material};
 use crate::operator::reconcile::reason::Reason as R;
-use crate::pkcs12::{self, Decoded, Policy, Reason, Warning, WarningKind};
+use crate::pkcs12::{self, Decoded, Policy, Reason, Summary, Warning, WarningKind};
 use crate::resource::{
     CaCertificateStatus, CertificateSpec, CertificateStatus, ClientCertificateSet,
 };
@@ -62,7 +62,7 @@ pub(super) fn time(
 }
 
 /// A row of facts; its path is known once the file is rendered.
-fn row_with_facts(name: &str, d: &Decoded) -> CertificateStatus {
+fn row_with_facts(name: &str, d: &Summary) -> CertificateStatus {
     let f = &d.facts;
     CertificateStatus {
         name: name.into(),
@@ -167,70 +167,44 @@ async fn check(
 ) -> (CertificateStatus, Checked) {
     let (decoded, input_key) = match material {
         Material::Missing { reason, message } => {
-            let row = CertificateStatus {
-                name: spec.name.clone(),
-                state: reason.name(),
-                message: Some(message.clone()),
-                ..Default::default()
-            };
-            let failure = Failure {
-                reason: *reason,
-                message: format!("{}: {message}", spec.name),
-            };
-            return (row, Err(failure));
+            return refused(spec, *reason, *reason, message.clone());
         }
         Material::Invalid { message } => {
-            let row = CertificateStatus {
-                name: spec.name.clone(),
-                state: R::InvalidName.name(),
-                message: Some(message.clone()),
-                ..Default::default()
-            };
-            let failure = Failure {
-                reason: R::InvalidName,
-                message: format!("{}: {message}", spec.name),
-            };
-            return (row, Err(failure));
+            return refused(spec, R::InvalidName, R::InvalidName, message.clone());
         }
-        Material::Pkcs12 { data, password } => decode_pkcs12(cache, data, password).await,
+        Material::Pkcs12 { data, password } => decode_pkcs12(cache, data, password, false).await,
         Material::Pem { crt, key } => {
-            let (result, k) = cache.decode_pem(crt, key).await;
+            let (result, k) = cache.decode_pem(crt, key, false).await;
             (result.map(|d| (d, None)), k)
         }
     };
-    let judged = decoded.and_then(|(d, extra)| {
-        pkcs12::judge(&d, policy).map(|mut w| {
+    let ((summary, decoded), extra) = match decoded {
+        Ok(found) => found,
+        Err(problem) => {
+            let reason = R::Certificate(problem.reason);
+            let mut checked = refused(spec, reason, reason, problem.message);
+            checked.0.state = problem.reason.code().to_string();
+            return checked;
+        }
+    };
+    match pkcs12::verdict(&summary, policy) {
+        Ok(mut w) => {
             w.extend(extra);
-            (d, w)
-        })
-    });
-    match judged {
-        Ok((d, w)) => {
-            let mut row = row_with_facts(&spec.name, &d);
+            let mut row = row_with_facts(&spec.name, &summary);
             row.warnings = w.iter().map(Warning::to_string).collect();
             let cert = ValidCertificate {
                 name: spec.name.clone(),
-                not_after: d.facts.not_after,
-                decoded: Some(d),
+                not_after: summary.facts.not_after,
+                decoded,
                 input_key,
                 pins: spec.pin_to.clone(),
             };
             (row, Ok((cert, w)))
         }
         Err(problem) => {
-            let mut row = match material {
-                // Show what the certificate is even when it is refused
-                // (e.g. expired), when it could be decoded.
-                Material::Pkcs12 { data, password } => cache
-                    .decode_pkcs12(data, password)
-                    .await
-                    .0
-                    .map(|d| row_with_facts(&spec.name, &d))
-                    .unwrap_or_default(),
-                _ => CertificateStatus::default(),
-            };
-            row.name = spec.name.clone();
-            row.path = None;
+            // Show what the certificate is even when it is refused (e.g.
+            // expired).
+            let mut row = row_with_facts(&spec.name, &summary);
             row.state = problem.reason.code().to_string();
             row.message = Some(problem.message.clone());
             let failure = Failure {
@@ -242,20 +216,42 @@ async fn check(
     }
 }
 
+/// A certificate refused before or at its decode: a row with `state`
+/// and the message, and the failure.
+fn refused(
+    spec: &CertificateSpec,
+    state: R,
+    reason: R,
+    message: String,
+) -> (CertificateStatus, Checked) {
+    let row = CertificateStatus {
+        name: spec.name.clone(),
+        state: state.name(),
+        message: Some(message.clone()),
+        ..Default::default()
+    };
+    let failure = Failure {
+        reason,
+        message: format!("{}: {message}", spec.name),
+    };
+    (row, Err(failure))
+}
+
 type Decoding = (
-    Result<(Arc<Decoded>, Option<Warning>), pkcs12::Problem>,
+    Result<((Arc<Summary>, Option<Arc<Decoded>>), Option<Warning>), pkcs12::Problem>,
     [u8; 32],
 );
 
-/// Decodes a PKCS12 file; a password that only fails for a trailing
-/// newline (`echo pw > file; kubectl create secret --from-file`) is
-/// accepted without it, with a warning.
-async fn decode_pkcs12(cache: &DecodeCache, data: &[u8], password: &str) -> Decoding {
-    let (result, key) = cache.decode_pkcs12(data, password).await;
+/// Decodes a PKCS12 file (`full`: even when its verdict is known); a
+/// password that only fails for a trailing newline (`echo pw > file;
+/// kubectl create secret --from-file`) is accepted without it, with a
+/// warning.
+async fn decode_pkcs12(cache: &DecodeCache, data: &[u8], password: &str, full: bool) -> Decoding {
+    let (result, key) = cache.decode_pkcs12(data, password, full).await;
     if matches!(&result, Err(p) if p.reason == Reason::WrongPassword) {
         let trimmed = password.trim_end_matches(['\n', '\r']);
         if trimmed.len() != password.len() {
-            let (retry, retry_key) = cache.decode_pkcs12(data, trimmed).await;
+            let (retry, retry_key) = cache.decode_pkcs12(data, trimmed, full).await;
             if let Ok(d) = retry {
                 let w = Warning::new(
                     WarningKind::PasswordNewline,
@@ -266,6 +262,52 @@ async fn decode_pkcs12(cache: &DecodeCache, data: &[u8], password: &str) -> Deco
         }
     }
     (result.map(|d| (d, None)), key)
+}
+
+/// Decodes again, whole, the valid certificates a new encoding needs that
+/// the cache or the earlier validation answered without their key.
+pub async fn decode_whole(
+    inputs: &Inputs,
+    valid: &mut [ValidCertificate],
+    cache: &DecodeCache,
+) -> crate::operator::error::Result<()> {
+    for (cert, material) in valid.iter_mut().zip(&inputs.materials) {
+        if cert.decoded.is_some() {
+            continue;
+        }
+        let decoded = match material {
+            Material::Pkcs12 { data, password } => decode_pkcs12(cache, data, password, true)
+                .await
+                .0
+                .map(|((_, d), _)| d),
+            Material::Pem { crt, key } => cache.decode_pem(crt, key, true).await.0.map(|(_, d)| d),
+            _ => Ok(None),
+        };
+        cert.decoded = decoded.map_err(|p| {
+            crate::operator::error::Error::Render(format!("{}: {}", cert.name, p.message))
+        })?;
+    }
+    Ok(())
+}
+
+/// The contents the set's certificates are, as the decode cache keys them
+/// (a password with a trailing newline, also without it).
+pub fn content_keys(inputs: &Inputs) -> Vec<[u8; 32]> {
+    let mut keys = Vec::new();
+    for material in &inputs.materials {
+        match material {
+            Material::Pkcs12 { data, password } => {
+                keys.push(pkcs12::content_key(data, password));
+                let trimmed = password.trim_end_matches(['\n', '\r']);
+                if trimmed.len() != password.len() {
+                    keys.push(pkcs12::content_key(data, trimmed));
+                }
+            }
+            Material::Pem { crt, key } => keys.push(pkcs12::pem_content_key(crt, key)),
+            Material::Missing { .. } | Material::Invalid { .. } => {}
+        }
+    }
+    keys
 }
 
 /// The pins and names must render: checked with placeholder passwords (the
