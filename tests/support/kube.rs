@@ -139,14 +139,25 @@ pub async fn wait_until<K>(
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    match tokio::time::timeout(timeout, await_condition(api.clone(), name, cond)).await {
-        Ok(Ok(Some(obj))) => obj,
-        Ok(Ok(None)) => panic!("{name}: deleted while waiting for {what}"),
-        Ok(Err(e)) => panic!("{name}: watch failed while waiting for {what}: {e}"),
-        Err(_) => panic!(
-            "{name}: timed out after {timeout:?} waiting for {what}: last seen {:?}",
-            api.get_opt(name).await.ok().flatten()
-        ),
+    let deadline = tokio::time::Instant::now() + timeout;
+    let cond = |o: Option<&K>| cond.matches_object(o);
+    loop {
+        let watched = await_condition(api.clone(), name, cond);
+        match tokio::time::timeout_at(deadline, watched).await {
+            Ok(Ok(Some(obj))) => return obj,
+            Ok(Ok(None)) => panic!("{name}: deleted while waiting for {what}"),
+            // The watch fell behind the API server's window (410 Expired,
+            // when other suites share the API server): start over from a
+            // fresh list, which sees the current object.
+            Ok(Err(e)) => {
+                eprintln!("{name}: the watch for {what} failed ({e}); watching again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(_) => panic!(
+                "{name}: timed out after {timeout:?} waiting for {what}: last seen {:?}",
+                api.get_opt(name).await.ok().flatten()
+            ),
+        }
     }
 }
 
