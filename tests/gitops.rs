@@ -429,6 +429,8 @@ async fn alert_rules_fire_for_a_broken_set_and_stay_quiet_for_a_manual_one() {
             "certpin",
             concat!(env!("CARGO_MANIFEST_DIR"), "/charts/certpin"),
         ])
+        // The chart needs 1.30+; the test bed's Helm (no release stamp) assumes 1.20.
+        .args(["--kube-version", "1.30.0"])
         .args(["--set", "metrics.prometheusRule.enabled=true"])
         .args(["--show-only", "templates/prometheusrule.yaml"])
         .output()
@@ -458,27 +460,30 @@ async fn alert_rules_fire_for_a_broken_set_and_stay_quiet_for_a_manual_one() {
                 {"series": recovering, "values": "1x10 0x20"},
                 {"series": expiry, "values": format!("{}x30", 10 * 86400)}],
              "alert_rule_test": [
-                {"eval_time": "14m", "alertname": "ClientCertificateSetNotReady", "exp_alerts": []},
-                {"eval_time": "20m", "alertname": "ClientCertificateSetNotReady", "exp_alerts": [
+                {"eval_time": "14m", "alertname": "CertpinClientCertificateSetNotReady", "exp_alerts": []},
+                {"eval_time": "20m", "alertname": "CertpinClientCertificateSetNotReady", "exp_alerts": [
                     {"exp_labels": {"severity": "warning", "namespace": ns_label, "set": "broken", "reason": "WrongPassword"},
                      "exp_annotations": {
                         "summary": format!("ClientCertificateSet {ns_label}/broken is not Ready: WrongPassword"),
-                        "description": format!("kubectl describe clientcertificateset -n {ns_label} broken says why; the app keeps its last good certificates meanwhile.")}}]},
-                {"eval_time": "20m", "alertname": "ClientCertificateExpiringSoon", "exp_alerts": [
+                        "description": format!("kubectl describe clientcertificateset -n {ns_label} broken says why; the app keeps its last good certificates meanwhile."),
+                        "runbook_url": "https://github.com/certpin/certpin/blob/main/README.md#certpinclientcertificatesetnotready"}}]},
+                {"eval_time": "20m", "alertname": "CertpinClientCertificateExpiringSoon", "exp_alerts": [
                     {"exp_labels": {"severity": "warning", "namespace": ns_label, "set": "manual", "certificate": "c"},
                      "exp_annotations": {
                         "summary": format!("Client certificate c of {ns_label}/manual expires soon"),
-                        "description": "It expires in 9d 23h 40m 0s. Put the renewed certificate into its Secret; certpin rolls it out."}}]},
-                {"eval_time": "20m", "alertname": "ClientCertificateExpired", "exp_alerts": []}]},
+                        "description": "It expires in 9d 23h 40m 0s. Put the renewed certificate into its Secret; certpin rolls it out.",
+                        "runbook_url": "https://github.com/certpin/certpin/blob/main/README.md#certpinclientcertificateexpiringsoon"}}]},
+                {"eval_time": "20m", "alertname": "CertpinClientCertificateExpired", "exp_alerts": []}]},
             {"interval": "1m",
              "input_series": [{"series": expiry, "values": "0x5"}],
              "alert_rule_test": [
-                {"eval_time": "1m", "alertname": "ClientCertificateExpired", "exp_alerts": [
+                {"eval_time": "1m", "alertname": "CertpinClientCertificateExpired", "exp_alerts": [
                     {"exp_labels": {"severity": "critical", "namespace": ns_label, "set": "manual", "certificate": "c"},
                      "exp_annotations": {
                         "summary": format!("Client certificate c of {ns_label}/manual has expired"),
-                        "description": "The app's connections that present it fail. Put the renewed certificate into its Secret; certpin rolls it out."}}]},
-                {"eval_time": "1m", "alertname": "ClientCertificateExpiringSoon", "exp_alerts": []}]}
+                        "description": "The app's connections that present it fail. Put the renewed certificate into its Secret; certpin rolls it out.",
+                        "runbook_url": "https://github.com/certpin/certpin/blob/main/README.md#certpinclientcertificateexpired"}}]},
+                {"eval_time": "1m", "alertname": "CertpinClientCertificateExpiringSoon", "exp_alerts": []}]}
         ]
     });
     std::fs::write(

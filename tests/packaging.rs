@@ -17,10 +17,18 @@ use support::operator::*;
 
 const T: Duration = Duration::from_secs(90);
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/certpin");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn run(cmd: &str, args: &[&str]) -> (bool, String) {
+    let mut args = args.to_vec();
+    // The chart needs Kubernetes 1.30+ (Chart.yaml's kubeVersion): render it
+    // for the oldest it supports. (The test bed's Helm, built without Helm's
+    // release stamp, would assume 1.20 and refuse it.)
+    if cmd == "helm" && args.first() == Some(&"template") {
+        args.push("--kube-version=1.30.0");
+    }
     let out = Command::new(cmd)
-        .args(args)
+        .args(&args)
         .output()
         .unwrap_or_else(|e| panic!("{cmd}: {e} (run the tests with scripts/test)"));
     (
@@ -328,6 +336,15 @@ async fn two_replicas_one_leader_and_failover_finishes_pending_work() {
     };
     assert!(standby.log_text().contains("waiting to become the leader"));
     assert_eq!(standby.reconciles("first"), 0, "the standby reconciled");
+    // Which replica acts, as Prometheus sees it.
+    let leads_gauge = |o: &Operator| {
+        http_get(&o.metrics_url())
+            .lines()
+            .find(|l| l.starts_with("certpin_leader "))
+            .map(str::to_string)
+    };
+    assert_eq!(leads_gauge(leader).as_deref(), Some("certpin_leader 1"));
+    assert_eq!(leads_gauge(standby).as_deref(), Some("certpin_leader 0"));
 
     // The leader dies (SIGKILL: no release); work arrives meanwhile.
     leader.kill();
@@ -344,6 +361,7 @@ async fn two_replicas_one_leader_and_failover_finishes_pending_work() {
     )
     .await;
     assert!(standby.log_text().contains("became the leader"));
+    assert_eq!(leads_gauge(standby).as_deref(), Some("certpin_leader 1"));
     // The pass logs after its status write lands: wait for the line.
     wait_for(
         Duration::from_secs(10),
@@ -394,6 +412,11 @@ async fn metrics_expose_the_exact_expiry_of_a_known_certificate() {
     ] {
         assert!(body.contains(metric), "no {metric} in:\n{body}");
     }
+    let build = format!(
+        "certpin_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(body.lines().any(|l| l == build), "no {build} in:\n{body}");
     assert!(!body.contains("changeit"));
     let health = http_get(&url.replace("/metrics", "/healthz"));
     assert!(health.contains(" 200 "), "{health}");
@@ -687,4 +710,253 @@ async fn the_chart_installs_as_a_subchart_and_namespace_users_get_sets_through_b
         assert!(!allowed, "{user} may patch the status: {out}");
     }
     ok("helm", &["uninstall", "platform", "--namespace", &rel.name]);
+}
+
+/// The chart's alert rules pass their promtool cases
+/// (`tests/prometheus/rules_test.yaml`), including "an expired CA in a
+/// bundle does not fire the critical alert"; every rule has a case where it
+/// fires, is named `Certpin...`, and links a runbook that the README has.
+#[test]
+fn alert_rules_pass_their_promtool_tests_and_link_their_runbooks() {
+    let (found, version) = run_opt("promtool", &["--version"]);
+    assert!(
+        found,
+        "promtool is not on PATH: eval \"$(scripts/testbed env)\" (scripts/testbed builds it){version}"
+    );
+    let (success, docs, out) = template(&["metrics.prometheusRule.enabled=true"]);
+    assert!(success, "{out}");
+    let rule = of_kind(&docs, "PrometheusRule");
+    assert_eq!(rule.len(), 1, "{out}");
+    let groups = &rule[0]["spec"]["groups"];
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = serde_yaml::Mapping::new();
+    file.insert("groups".into(), groups.clone());
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        serde_yaml::to_string(&file).unwrap(),
+    )
+    .unwrap();
+    let cases =
+        std::fs::read_to_string(format!("{ROOT}/tests/prometheus/rules_test.yaml")).unwrap();
+    std::fs::write(dir.path().join("rules_test.yaml"), &cases).unwrap();
+    let out = Command::new("promtool")
+        .args(["test", "rules", "rules_test.yaml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Alerts with a case where they fire, and their severities.
+    let cases: serde_yaml::Value = serde_yaml::from_str(&cases).unwrap();
+    let fired: Vec<(String, String)> = cases["tests"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["alert_rule_test"].as_sequence().unwrap())
+        .flat_map(|a| {
+            let name = a["alertname"].as_str().unwrap().to_string();
+            a["exp_alerts"].as_sequence().unwrap().iter().map(move |e| {
+                let severity = e["exp_labels"]["severity"].as_str().unwrap().to_string();
+                (name.clone(), severity)
+            })
+        })
+        .collect();
+    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).unwrap();
+    let anchors: Vec<String> = readme
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| {
+            // GitHub's heading anchors: lower case, spaces to '-', other
+            // punctuation dropped.
+            l.trim_start_matches('#')
+                .trim()
+                .to_lowercase()
+                .chars()
+                .filter_map(|c| match c {
+                    ' ' => Some('-'),
+                    c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
+    let rules = groups[0]["rules"].as_sequence().unwrap();
+    let mut severities = Vec::new();
+    for r in rules {
+        let alert = r["alert"].as_str().unwrap();
+        let severity = r["labels"]["severity"].as_str().unwrap();
+        assert!(alert.starts_with("Certpin"), "{alert}");
+        assert!(
+            fired.contains(&(alert.to_string(), severity.to_string())),
+            "{alert}: no case in tests/prometheus/rules_test.yaml where it fires"
+        );
+        let url = r["annotations"]["runbook_url"].as_str().unwrap();
+        let (page, anchor) = url.split_once('#').unwrap();
+        assert_eq!(
+            page,
+            "https://github.com/certpin/certpin/blob/main/README.md"
+        );
+        assert_eq!(anchor, alert.to_lowercase());
+        assert!(
+            anchors.iter().any(|a| a == anchor),
+            "{alert}: the README has no heading #{anchor}"
+        );
+        severities.push((alert, severity));
+    }
+    // An expired or expiring CA only warns; an expired client certificate pages.
+    assert_eq!(
+        severities,
+        [
+            ("CertpinClientCertificateExpiringSoon", "warning"),
+            ("CertpinClientCertificateExpired", "critical"),
+            ("CertpinCACertificateExpiringSoon", "warning"),
+            ("CertpinCACertificateExpired", "warning"),
+            ("CertpinClientCertificateSetNotReady", "warning"),
+        ]
+    );
+}
+
+/// Like `run`, but a missing command is `false`, not a panic.
+fn run_opt(cmd: &str, args: &[&str]) -> (bool, String) {
+    match Command::new(cmd).args(args).output() {
+        Ok(out) => (out.status.success(), String::new()),
+        Err(e) => (false, format!(" ({e})")),
+    }
+}
+
+/// One version everywhere a release names it: Cargo's, the chart's
+/// `version` and `appVersion`, the image the chart runs by default and the
+/// one Artifact Hub lists.
+#[test]
+fn the_cargo_version_chart_version_app_version_and_image_tag_agree() {
+    let cargo = env!("CARGO_PKG_VERSION");
+    let chart: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(format!("{CHART}/Chart.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(chart["version"].as_str(), Some(cargo));
+    assert_eq!(chart["appVersion"].as_str(), Some(cargo));
+    let (success, docs, out) = template(&[]);
+    assert!(success, "{out}");
+    let image = pod_spec(&docs)["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(image, format!("ghcr.io/certpin/certpin:{cargo}"));
+    let listed: serde_yaml::Value = serde_yaml::from_str(
+        chart["annotations"]["artifacthub.io/images"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(listed[0]["image"].as_str(), Some(image.as_str()));
+    // The image's own version label.
+    let dockerfile = std::fs::read_to_string(format!("{ROOT}/Dockerfile")).unwrap();
+    assert!(
+        dockerfile
+            .lines()
+            .any(|l| l == format!("ARG VERSION={cargo}")),
+        "the Dockerfile's ARG VERSION is not {cargo}"
+    );
+}
+
+/// Chart users' usual knobs: names, namespace, and a PodMonitor.
+#[test]
+fn chart_names_namespace_and_pod_monitor_follow_their_values() {
+    let name = |docs: &[serde_yaml::Value], kind: &str| {
+        of_kind(docs, kind)[0]["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (success, docs, out) = template(&["nameOverride=mtls"]);
+    assert!(success, "{out}");
+    assert_eq!(name(&docs, "Deployment"), "certpin-mtls");
+    let labels = &of_kind(&docs, "Deployment")[0]["spec"]["selector"]["matchLabels"];
+    assert_eq!(labels["app.kubernetes.io/name"].as_str(), Some("mtls"));
+    let (success, docs, out) = template(&["fullnameOverride=mine"]);
+    assert!(success, "{out}");
+    assert_eq!(name(&docs, "Deployment"), "mine");
+    assert_eq!(name(&docs, "ServiceAccount"), "mine");
+
+    let (success, docs, out) = template(&[
+        "namespaceOverride=elsewhere",
+        "metrics.podMonitor.enabled=true",
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+    ]);
+    assert!(success, "{out}");
+    for d in &docs {
+        let kind = d["kind"].as_str().unwrap();
+        let cluster_wide = kind.starts_with("Cluster")
+            || kind.starts_with("ValidatingAdmissionPolicy")
+            || kind == "CustomResourceDefinition";
+        if !cluster_wide {
+            assert_eq!(
+                d["metadata"]["namespace"].as_str(),
+                Some("elsewhere"),
+                "{kind} {}",
+                d["metadata"]["name"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    let binding = of_kind(&docs, "ClusterRoleBinding");
+    assert!(
+        binding
+            .iter()
+            .all(|b| b["subjects"][0]["namespace"].as_str() == Some("elsewhere")),
+        "{out}"
+    );
+    let pod_monitor = of_kind(&docs, "PodMonitor");
+    assert_eq!(pod_monitor.len(), 1, "{out}");
+    let pod_labels = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in pod_monitor[0]["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .unwrap()
+    {
+        assert_eq!(&pod_labels[k], v, "the PodMonitor selects certpin's pods");
+    }
+    let endpoint = &pod_monitor[0]["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["port"].as_str(), Some("metrics"));
+    assert_eq!(endpoint["honorLabels"].as_bool(), Some(true));
+    let (success, docs, _) = template(&[]);
+    assert!(success);
+    assert!(of_kind(&docs, "PodMonitor").is_empty());
+}
+
+/// charts/certpin/README.md is what scripts/gen-chart-readme makes from
+/// values.yaml now, and lists every top-level value.
+#[test]
+fn the_chart_readme_is_generated_from_the_current_values() {
+    let (fresh, out) = run(&format!("{ROOT}/scripts/gen-chart-readme"), &["--check"]);
+    assert!(fresh, "{out}");
+    let readme = std::fs::read_to_string(format!("{CHART}/README.md")).unwrap();
+    let values: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(format!("{CHART}/values.yaml")).unwrap())
+            .unwrap();
+    for key in values.as_mapping().unwrap().keys() {
+        let key = key.as_str().unwrap();
+        assert!(
+            readme.contains(&format!("| `{key}` |")) || readme.contains(&format!("| `{key}.")),
+            "{key} is not in the chart README"
+        );
+    }
+    assert!(readme.contains("-f values.yaml"));
+    assert!(
+        !readme.contains(
+            "helm upgrade certpin charts/certpin --namespace certpin-system --reuse-values"
+        )
+    );
+}
+
+/// The GitHub workflows pass actionlint (installed and cached by
+/// scripts/actionlint from the Go module proxy).
+#[test]
+fn the_workflows_pass_actionlint() {
+    let out = ok(&format!("{ROOT}/scripts/actionlint"), &[]);
+    assert!(!out.contains("error"), "{out}");
 }

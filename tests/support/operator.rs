@@ -494,6 +494,8 @@ pub fn install_chart_rbac(ns: &str) -> String {
             concat!(env!("CARGO_MANIFEST_DIR"), "/charts/certpin"),
             "--namespace",
             ns,
+            // The chart needs 1.30+; the test bed's Helm (no release stamp) assumes 1.20.
+            "--kube-version=1.30.0",
             "--set",
             &format!("watchNamespaces={{{ns}}}"),
             "--show-only",
