@@ -214,7 +214,7 @@ impl Budget {
             .max(1)
             .saturating_add(u64::try_from(extra).unwrap_or(u64::MAX));
         self.fits(cost, iterations, || {
-            "a part asking for more than the rest allows".into()
+            "counting one unit per 64 bytes of salt and password past the first KiB".into()
         })?;
         self.spent += cost;
         self.derivations += 1;
