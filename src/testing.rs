@@ -3,8 +3,14 @@
 //! everything else under `operator` is private to the crate.
 
 /// The pure rendering (the bench floor writes what certpin writes).
-pub use crate::operator::reconcile::build;
+pub mod build {
+    pub use crate::operator::reconcile::build::{
+        Rendered, config_hash, config_map_object, secret_object, workload_fragment,
+    };
+}
 /// Adding and removing the finalizer (tests/operator.rs).
-pub use crate::operator::reconcile::finalizer;
+pub mod finalizer {
+    pub use crate::operator::reconcile::finalizer::{ensure, remove};
+}
 /// Names, labels and annotations certpin writes.
 pub use crate::operator::reconcile::names;

@@ -2,20 +2,20 @@
 //! to, decide what the app gets and what to write, act, remember. Invalid
 //! input changes nothing that runs: the last good rendering and wiring stay.
 
-pub mod act;
-pub mod decide;
+mod act;
+mod decide;
 mod fragment;
 pub(crate) mod kinds;
 pub mod names;
-pub mod observe;
-pub mod reason;
-pub mod workload;
+mod observe;
+mod reason;
+mod workload;
 
 #[cfg(test)]
 mod scenarios;
 
-pub use act::finalizer;
-pub use decide::build;
+pub(crate) use act::finalizer;
+pub(crate) use decide::build;
 pub use decide::rollout::{deployment_stage, stateful_set_stage};
 
 use std::sync::Arc;

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::trust::ValidCa;
 use super::validate::ValidCertificate;
+use crate::ca::CaCertificate;
 use crate::operator::error::{Error, Result};
 use crate::operator::reconcile::act::execute::RenderedWrites;
 use crate::operator::reconcile::fragment;
@@ -71,7 +71,7 @@ pub struct Earlier<'a> {
 pub fn input_hash(
     set: &ClientCertificateSet,
     valid: &[ValidCertificate],
-    cas: &[ValidCa],
+    cas: &[CaCertificate],
 ) -> String {
     let mut h = Sha256::new();
     let mut field = |b: &[u8]| {
@@ -95,7 +95,7 @@ pub fn input_hash(
     if !cas.is_empty() {
         field(b"\0ca");
         for c in cas {
-            field(&c.certificate.der);
+            field(&c.der);
         }
     }
     hex::encode(h.finalize())
@@ -182,7 +182,7 @@ fn reusable(earlier: Earlier, input_hash: &str, count: usize) -> Option<Vec<Enco
 pub fn render_objects(
     set: &ClientCertificateSet,
     valid: &[ValidCertificate],
-    cas: &[ValidCa],
+    cas: &[CaCertificate],
     earlier: Earlier,
     now: &str,
 ) -> Result<Rendered> {
@@ -262,13 +262,13 @@ pub fn render_objects(
 /// `files`: their keys in order, and each certificate's path by fingerprint.
 fn trust_files(
     set: &ClientCertificateSet,
-    cas: &[ValidCa],
+    cas: &[CaCertificate],
     files: &mut BTreeMap<String, ByteString>,
 ) -> (Vec<String>, BTreeMap<String, String>) {
     let mut keys = Vec::new();
     let mut paths = BTreeMap::new();
     for ca in cas {
-        let c = &ca.certificate;
+        let c = ca;
         if paths.contains_key(&c.sha256_fingerprint) {
             continue;
         }
@@ -414,55 +414,6 @@ pub fn secret_object(set: &ClientCertificateSet, ns: &str, r: &Rendered) -> Valu
         body["metadata"]["annotations"][ANN_CA_FILES] = json!(r.ca_keys.join(","));
     }
     body
-}
-
-/// Annotations certpin writes on its rendered Secret.
-const SECRET_ANNOTATIONS: [&str; 5] = [
-    ANN_INPUT_HASH,
-    ANN_RENDERED_AT,
-    ANN_FILES,
-    ANN_PREVIOUS_FILES,
-    ANN_CA_FILES,
-];
-
-/// A live rendered Secret of this set as a server-side apply body that
-/// writes it back as it is: to put back a rendering written early
-/// (`early`). certpin's own annotations only; all data (certpin writes
-/// every key of it).
-pub fn secret_object_of(set: &ClientCertificateSet, ns: &str, live: &Secret) -> Value {
-    let annotations: BTreeMap<&str, &String> = live
-        .metadata
-        .annotations
-        .iter()
-        .flatten()
-        .filter(|(k, _)| SECRET_ANNOTATIONS.contains(&k.as_str()))
-        .map(|(k, v)| (k.as_str(), v))
-        .collect();
-    json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": live.type_.as_deref().unwrap_or("Opaque"),
-        "metadata": {
-            "name": live.metadata.name, "namespace": ns, "labels": labels(set),
-            "annotations": annotations,
-            "ownerReferences": [owner_reference(set)],
-        },
-        "data": live.data.clone().unwrap_or_default(),
-    })
-}
-
-/// A live rendered ConfigMap of this set as a server-side apply body that
-/// writes it back as it is (see `secret_object_of`).
-pub fn config_map_object_of(set: &ClientCertificateSet, ns: &str, live: &ConfigMap) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": live.metadata.name, "namespace": ns, "labels": labels(set),
-            "ownerReferences": [owner_reference(set)],
-        },
-        "data": live.data.clone().unwrap_or_default(),
-    })
 }
 
 /// The rendered objects as server-side apply bodies, each only when the
@@ -653,34 +604,6 @@ mod tests {
         Earlier {
             secret: Some(secret),
         }
-    }
-
-    #[test]
-    fn a_live_rendering_written_back_is_what_was_applied() {
-        let (s, v) = (set("Modern"), valid());
-        let first = render_objects(&s, &v, &[], Earlier::default(), "t0").unwrap();
-        let live = applied(&s, &first);
-        let second = render_objects(&set("Legacy"), &v, &[], earlier(&live), "t1").unwrap();
-        for r in [&first, &second] {
-            let body = secret_object(&s, "shop", r);
-            // What the API server returns carries more than certpin wrote.
-            let mut live = as_secret(&body);
-            live.metadata.resource_version = Some("7".into());
-            live.metadata
-                .annotations
-                .get_or_insert_default()
-                .insert("team.example/owner".into(), "shop".into());
-            assert_eq!(secret_object_of(&s, "shop", &live), body);
-            let cm = config_map_object(&s, "shop", r);
-            let live_cm: ConfigMap = serde_json::from_value(cm.clone()).unwrap();
-            assert_eq!(config_map_object_of(&s, "shop", &live_cm), cm);
-        }
-        // The second keeps the first's files: those are written back too.
-        let retaining = secret_object(&s, "shop", &second);
-        assert_eq!(
-            retaining["metadata"]["annotations"][ANN_PREVIOUS_FILES],
-            json!(first.keys.join(","))
-        );
     }
 
     #[test]

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
 
 use super::build::{self, Earlier};
-use super::trust::ValidCa;
 use super::validate::ValidCertificate;
+use crate::ca::CaCertificate;
 use crate::operator::reconcile::observe::{Inputs, Material};
 use crate::pkcs12::{self, Warning, WarningKind};
 use crate::resource::{CertificateStatus, ClientCertificateSet};
@@ -35,7 +35,7 @@ pub fn known(
     set: &ClientCertificateSet,
     inputs: &Inputs,
     earlier: Option<&Secret>,
-    cas: &[ValidCa],
+    cas: &[CaCertificate],
     now: DateTime<Utc>,
     warn_within: chrono::Duration,
 ) -> Option<Known> {

@@ -131,7 +131,7 @@ fn render(
     set: &ClientCertificateSet,
     ns: &str,
     valid: &[validate::ValidCertificate],
-    cas: &[trust::ValidCa],
+    cas: &[crate::ca::CaCertificate],
     earlier: build::Earlier,
     config_map: Option<&k8s_openapi::api::core::v1::ConfigMap>,
 ) -> Result<(build::Rendered, RenderedWrites)> {
@@ -259,7 +259,7 @@ fn next_expiry_check(
 ) -> Option<Duration> {
     let warn = chrono::Duration::days(i64::from(set.spec.expiry_warning_days.max(0)));
     let ends = v.valid.iter().flatten().map(|c| c.not_after);
-    let ca_ends = v.cas.iter().map(|c| c.certificate.not_after);
+    let ca_ends = v.cas.iter().map(|c| c.not_after);
     ends.chain(ca_ends)
         .flat_map(|end| [end - warn, end + chrono::Duration::seconds(1)])
         .filter(|t| *t > now)

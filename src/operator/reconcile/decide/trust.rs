@@ -10,19 +10,12 @@ use crate::operator::reconcile::observe::CaMaterial;
 use crate::operator::reconcile::reason::Reason;
 use crate::resource::{CaCertificateSpec, CaCertificateStatus};
 
-/// A CA certificate that passed, with the entry that named it.
-#[derive(Debug, Clone)]
-pub struct ValidCa {
-    pub name: String,
-    pub certificate: CaCertificate,
-}
-
 #[derive(Default)]
 pub struct Trust {
     pub rows: Vec<CaCertificateStatus>,
     /// Every entry's certificates, in order (duplicates across entries
     /// included: the rendering keeps one file each).
-    pub valid: Vec<ValidCa>,
+    pub valid: Vec<CaCertificate>,
     pub failures: Vec<Failure>,
     /// `entry: kind: detail`.
     pub warnings: Vec<String>,
@@ -85,10 +78,7 @@ pub fn check(
                             message: None,
                             warnings,
                         });
-                        t.valid.push(ValidCa {
-                            name: spec.name.clone(),
-                            certificate: c,
-                        });
+                        t.valid.push(c);
                     }
                     continue;
                 }

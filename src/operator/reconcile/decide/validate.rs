@@ -43,7 +43,7 @@ pub struct Validation {
     /// the settings can be rendered.
     pub valid: Option<Vec<ValidCertificate>>,
     /// The CA certificates, in order (meaningful when `valid` is).
-    pub cas: Vec<super::trust::ValidCa>,
+    pub cas: Vec<crate::ca::CaCertificate>,
     /// The CA certificates' warnings, each `entry: kind: detail`.
     pub ca_warnings: Vec<String>,
     /// The certificates were known from the earlier rendering, not decoded.
