@@ -6,3 +6,4 @@
 pub mod jvm;
 pub mod kube;
 pub mod operator;
+pub mod realnode;
