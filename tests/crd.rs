@@ -36,14 +36,14 @@ fn crd_carries_the_schema_rules_the_api_server_enforces() {
 #[test]
 fn every_field_has_a_description() {
     let yaml = certpin::cli::crd_yaml();
-    let crd: serde_yaml::Value = serde_yaml::from_str(yaml.split_once("---\n").unwrap().1).unwrap();
+    let crd: yaml_serde::Value = yaml_serde::from_str(yaml.split_once("---\n").unwrap().1).unwrap();
     let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
     let root = schema["description"].as_str().unwrap_or_default();
     assert!(
         root.starts_with("A ClientCertificateSet gives one app"),
         "root description: {root:?}"
     );
-    fn walk(node: &serde_yaml::Value, path: &str, missing: &mut Vec<String>, total: &mut usize) {
+    fn walk(node: &yaml_serde::Value, path: &str, missing: &mut Vec<String>, total: &mut usize) {
         if let Some(props) = node["properties"].as_mapping() {
             for (k, p) in props {
                 let path = format!("{path}.{}", k.as_str().unwrap_or_default());

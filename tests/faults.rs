@@ -254,7 +254,7 @@ async fn another_manager_reapplying_the_deployment_keeps_its_fields_and_ours_wit
     // The deployment controller may still be writing the rollout's status:
     // a replace on a stale resourceVersion is refused (409), so read and
     // replace again, as any client of `replace` must.
-    let mut plain: Deployment = serde_yaml::from_str(&manifest("d")).unwrap();
+    let mut plain: Deployment = yaml_serde::from_str(&manifest("d")).unwrap();
     let mut attempts = 0;
     loop {
         plain.metadata.resource_version = deployments

@@ -440,8 +440,8 @@ async fn alert_rules_fire_for_a_broken_set_and_stay_quiet_for_a_manual_one() {
         "{}",
         String::from_utf8_lossy(&rules.stderr)
     );
-    let rule: serde_yaml::Value = serde_yaml::from_slice(&rules.stdout).unwrap();
-    let groups = serde_yaml::to_string(
+    let rule: yaml_serde::Value = yaml_serde::from_slice(&rules.stdout).unwrap();
+    let groups = yaml_serde::to_string(
         &json!({"groups": serde_json::to_value(&rule["spec"]["groups"]).unwrap()}),
     )
     .unwrap();
@@ -488,7 +488,7 @@ async fn alert_rules_fire_for_a_broken_set_and_stay_quiet_for_a_manual_one() {
     });
     std::fs::write(
         dir.path().join("rules_test.yaml"),
-        serde_yaml::to_string(&tests).unwrap(),
+        yaml_serde::to_string(&tests).unwrap(),
     )
     .unwrap();
     let out = Command::new("promtool")

@@ -40,7 +40,7 @@ fn ok(cmd: &str, args: &[&str]) -> String {
 }
 
 /// The Deployment the chart renders with these values.
-fn chart_deployment(values: &[String]) -> serde_yaml::Value {
+fn chart_deployment(values: &[String]) -> yaml_serde::Value {
     let mut args = vec![
         "template".to_string(),
         "certpin".into(),
@@ -55,7 +55,7 @@ fn chart_deployment(values: &[String]) -> serde_yaml::Value {
         args.extend(["--set".to_string(), v.clone()]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    serde_yaml::from_str(&ok("helm", &args)).unwrap()
+    yaml_serde::from_str(&ok("helm", &args)).unwrap()
 }
 
 /// The API server's address and CA, from the test bed's kubeconfig.
@@ -94,10 +94,10 @@ struct PodRun {
     probes: Vec<(String, i64)>,
 }
 
-fn pod_run(d: &serde_yaml::Value, pod_name: &str, pod_ns: &str) -> PodRun {
+fn pod_run(d: &yaml_serde::Value, pod_name: &str, pod_ns: &str) -> PodRun {
     let spec = &d["spec"]["template"]["spec"];
     let c = &spec["containers"][0];
-    let strings = |v: &serde_yaml::Value| -> Vec<String> {
+    let strings = |v: &yaml_serde::Value| -> Vec<String> {
         v.as_sequence()
             .into_iter()
             .flatten()
@@ -119,7 +119,7 @@ fn pod_run(d: &serde_yaml::Value, pod_name: &str, pod_ns: &str) -> PodRun {
             (name, value)
         })
         .collect();
-    let port_of = |p: &serde_yaml::Value| -> i64 {
+    let port_of = |p: &yaml_serde::Value| -> i64 {
         match p.as_str() {
             Some(name) => c["ports"]
                 .as_sequence()

@@ -425,7 +425,7 @@ async fn metrics_expose_the_exact_expiry_of_a_known_certificate() {
 }
 
 /// The YAML documents `helm template` prints, with the given `--set`s.
-fn template(sets: &[&str]) -> (bool, Vec<serde_yaml::Value>, String) {
+fn template(sets: &[&str]) -> (bool, Vec<yaml_serde::Value>, String) {
     let mut args = vec![
         "template",
         "certpin",
@@ -438,8 +438,8 @@ fn template(sets: &[&str]) -> (bool, Vec<serde_yaml::Value>, String) {
     }
     let (success, out) = run("helm", &args);
     let docs = if success {
-        serde_yaml::Deserializer::from_str(&out)
-            .filter_map(|d| serde_yaml::Value::deserialize(d).ok())
+        yaml_serde::Deserializer::from_str(&out)
+            .filter_map(|d| yaml_serde::Value::deserialize(d).ok())
             .filter(|d| !d.is_null())
             .collect()
     } else {
@@ -448,13 +448,13 @@ fn template(sets: &[&str]) -> (bool, Vec<serde_yaml::Value>, String) {
     (success, docs, out)
 }
 
-fn of_kind<'a>(docs: &'a [serde_yaml::Value], kind: &str) -> Vec<&'a serde_yaml::Value> {
+fn of_kind<'a>(docs: &'a [yaml_serde::Value], kind: &str) -> Vec<&'a yaml_serde::Value> {
     docs.iter()
         .filter(|d| d["kind"].as_str() == Some(kind))
         .collect()
 }
 
-fn pod_spec(docs: &[serde_yaml::Value]) -> &serde_yaml::Value {
+fn pod_spec(docs: &[yaml_serde::Value]) -> &yaml_serde::Value {
     &of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
 }
 
@@ -464,7 +464,7 @@ fn chart_defaults_spread_the_replicas_and_bound_disruptions() {
     assert!(success, "{out}");
     let pdb = of_kind(&docs, "PodDisruptionBudget");
     assert_eq!(pdb.len(), 1, "{out}");
-    assert_eq!(pdb[0]["spec"]["maxUnavailable"], serde_yaml::Value::from(1));
+    assert_eq!(pdb[0]["spec"]["maxUnavailable"], yaml_serde::Value::from(1));
     let spec = pod_spec(&docs);
     let spread = &spec["topologySpreadConstraints"][0];
     assert_eq!(
@@ -474,7 +474,7 @@ fn chart_defaults_spread_the_replicas_and_bound_disruptions() {
     assert_eq!(spread["whenUnsatisfiable"].as_str(), Some("ScheduleAnyway"));
     assert_eq!(
         spec["securityContext"]["runAsUser"],
-        serde_yaml::Value::from(65532)
+        yaml_serde::Value::from(65532)
     );
     let image = spec["containers"][0]["image"].as_str().unwrap_or_default();
     assert!(image.starts_with("ghcr.io/certpin/certpin:"), "{image}");
@@ -729,11 +729,11 @@ fn alert_rules_pass_their_promtool_tests_and_link_their_runbooks() {
     assert_eq!(rule.len(), 1, "{out}");
     let groups = &rule[0]["spec"]["groups"];
     let dir = tempfile::tempdir().unwrap();
-    let mut file = serde_yaml::Mapping::new();
+    let mut file = yaml_serde::Mapping::new();
     file.insert("groups".into(), groups.clone());
     std::fs::write(
         dir.path().join("rules.yaml"),
-        serde_yaml::to_string(&file).unwrap(),
+        yaml_serde::to_string(&file).unwrap(),
     )
     .unwrap();
     let cases =
@@ -752,7 +752,7 @@ fn alert_rules_pass_their_promtool_tests_and_link_their_runbooks() {
     );
 
     // Alerts with a case where they fire, and their severities.
-    let cases: serde_yaml::Value = serde_yaml::from_str(&cases).unwrap();
+    let cases: yaml_serde::Value = yaml_serde::from_str(&cases).unwrap();
     let fired: Vec<(String, String)> = cases["tests"]
         .as_sequence()
         .unwrap()
@@ -835,8 +835,8 @@ fn run_opt(cmd: &str, args: &[&str]) -> (bool, String) {
 #[test]
 fn the_cargo_version_chart_version_app_version_and_image_tag_agree() {
     let cargo = env!("CARGO_PKG_VERSION");
-    let chart: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(format!("{CHART}/Chart.yaml")).unwrap())
+    let chart: yaml_serde::Value =
+        yaml_serde::from_str(&std::fs::read_to_string(format!("{CHART}/Chart.yaml")).unwrap())
             .unwrap();
     assert_eq!(chart["version"].as_str(), Some(cargo));
     assert_eq!(chart["appVersion"].as_str(), Some(cargo));
@@ -847,7 +847,7 @@ fn the_cargo_version_chart_version_app_version_and_image_tag_agree() {
         .unwrap()
         .to_string();
     assert_eq!(image, format!("ghcr.io/certpin/certpin:{cargo}"));
-    let listed: serde_yaml::Value = serde_yaml::from_str(
+    let listed: yaml_serde::Value = yaml_serde::from_str(
         chart["annotations"]["artifacthub.io/images"]
             .as_str()
             .unwrap(),
@@ -867,7 +867,7 @@ fn the_cargo_version_chart_version_app_version_and_image_tag_agree() {
 /// Chart users' usual knobs: names, namespace, and a PodMonitor.
 #[test]
 fn chart_names_namespace_and_pod_monitor_follow_their_values() {
-    let name = |docs: &[serde_yaml::Value], kind: &str| {
+    let name = |docs: &[yaml_serde::Value], kind: &str| {
         of_kind(docs, kind)[0]["metadata"]["name"]
             .as_str()
             .unwrap()
@@ -935,8 +935,8 @@ fn the_chart_readme_is_generated_from_the_current_values() {
     let (fresh, out) = run(&format!("{ROOT}/scripts/gen-chart-readme"), &["--check"]);
     assert!(fresh, "{out}");
     let readme = std::fs::read_to_string(format!("{CHART}/README.md")).unwrap();
-    let values: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(format!("{CHART}/values.yaml")).unwrap())
+    let values: yaml_serde::Value =
+        yaml_serde::from_str(&std::fs::read_to_string(format!("{CHART}/values.yaml")).unwrap())
             .unwrap();
     for key in values.as_mapping().unwrap().keys() {
         let key = key.as_str().unwrap();

@@ -136,7 +136,7 @@ fn inputs(args: &SettingsArgs) -> Result<Inputs, UsageError> {
     if let Some(path) = &args.file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?;
-        let local: LocalFile = serde_yaml::from_str(&text)
+        let local: LocalFile = yaml_serde::from_str(&text)
             .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
         let base = path.parent().map(PathBuf::from).unwrap_or_default();
         let mut out = Vec::new();

@@ -21,7 +21,7 @@ pub async fn install_crd(client: &Client) {
         "/crds/clientcertificateset.yaml"
     ))
     .unwrap();
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
+    let crd: CustomResourceDefinition = yaml_serde::from_str(&text).unwrap();
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let name = crd.metadata.name.clone().unwrap();
     api.patch(
@@ -478,8 +478,8 @@ pub fn tenant_boundary_manifest() -> String {
 
 /// The name of the tenant boundary's policy (and binding) in `manifest`.
 pub fn tenant_boundary_name(manifest: &str) -> String {
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(manifest.split("\n---\n").next().unwrap()).expect("the policy's YAML");
+    let doc: yaml_serde::Value =
+        yaml_serde::from_str(manifest.split("\n---\n").next().unwrap()).expect("the policy's YAML");
     doc["metadata"]["name"].as_str().unwrap().to_string()
 }
 

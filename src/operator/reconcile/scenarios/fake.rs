@@ -853,7 +853,7 @@ fn handle(
     };
     let parse = || -> Result<Value, Refused> {
         serde_json::from_slice(body)
-            .or_else(|_| serde_yaml::from_slice(body))
+            .or_else(|_| yaml_serde::from_slice(body))
             .map_err(|e| refuse(400, format!("the body does not parse: {e}")))
     };
     match (method, t.name.as_deref(), t.sub.as_deref()) {
