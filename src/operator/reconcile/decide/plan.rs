@@ -12,6 +12,7 @@ use super::build::{self, Rendered};
 use super::restart;
 use crate::operator::reconcile::fragment;
 use crate::operator::reconcile::kinds::Workload;
+use crate::operator::reconcile::names;
 use crate::operator::reconcile::reason::Reason;
 use crate::operator::reconcile::workload::{self, Claim, Collision};
 use crate::resource::{ClientCertificateSet, RestartStrategy, WorkloadKind, WorkloadRecord};
@@ -152,43 +153,15 @@ fn target(
             WorkloadKind::Deployment => Reason::DeploymentNotFound,
             WorkloadKind::StatefulSet => Reason::StatefulSetNotFound,
         };
-        return refuse(
-            why,
-            format!("{kind} {name:?} does not exist (yet); certpin wires it when it appears"),
-            None,
-        );
+        let message =
+            format!("{kind} {name:?} does not exist (yet); certpin wires it when it appears");
+        return refuse(why, message, None);
     };
-    let ours = workload::claimed_by(set, d);
     // A stop this set started is ended whatever else this pass decides.
-    let stopped = restart::record_of(d).filter(|_| ours);
+    let stopped = restart::record_of(d).filter(|_| workload::claimed_by(set, d));
     let restore = stopped.map(|r| r.replicas);
-    if let Some(message) = owned_elsewhere(set, d) {
-        return refuse(Reason::OwnedByController, message, restore);
-    }
-    if set.spec.restart == RestartStrategy::StopStart
-        && stopped.is_none()
-        && d.scale_down_deletes_volumes()
-    {
-        let message = format!(
-            "{} deletes its PersistentVolumeClaims when it is scaled down \
-             (persistentVolumeClaimRetentionPolicy.whenScaled: Delete), so StopStart would delete \
-             its data; nothing was changed: use restart: Rolling, or set whenScaled: Retain",
-            d.describe()
-        );
-        return refuse(Reason::StopStartDeletesVolumes, message, None);
-    }
-    if let Some(claim) = workload::claim(d).filter(|_| !ours)
-        && workload::claim_in_force(&claim, live.claimant, d)
-    {
-        return refuse(Reason::Conflict, conflict_message(d, &claim), None);
-    }
-    if !live.foreign.is_empty() {
-        let message = format!(
-            "{} already exists and was not made by this set; certpin does not take over \
-             another's object: rename or delete it, or rename the set",
-            live.foreign.join(" and ")
-        );
-        return refuse(Reason::RenderedNameInUse, message, restore);
+    if let Some(refused) = blocked(set, d, live, stopped.is_some()) {
+        return refused;
     }
     let Some(r) = rendered else {
         let message = match &set.status.as_ref().and_then(|s| s.applied_hash.clone()) {
@@ -200,15 +173,66 @@ fn target(
     if let Some(message) = too_large(r) {
         return refuse(Reason::RenderedTooLarge, message, restore);
     }
-    let containers = match containers_to_wire(set, d, r, restore) {
-        Ok(c) => c,
-        Err(refused) => return refused,
-    };
+    match containers_to_wire(set, d, r, restore) {
+        Ok(containers) => Target::Wire(wire(set, ns, d, r, live, containers, stopped)),
+        Err(refused) => refused,
+    }
+}
+
+/// What keeps certpin off the target before anything is rendered: another
+/// controller owns it, StopStart would delete its volumes, another set
+/// wires it, or an object certpin did not make has a rendered name.
+fn blocked(set: &ClientCertificateSet, d: &Workload, live: &Live, stopped: bool) -> Option<Target> {
+    let ours = workload::claimed_by(set, d);
+    let restore = restart::record_of(d).filter(|_| ours).map(|r| r.replicas);
+    if let Some(message) = owned_elsewhere(set, d) {
+        return Some(refuse(Reason::OwnedByController, message, restore));
+    }
+    if set.spec.restart == RestartStrategy::StopStart && !stopped && d.scale_down_deletes_volumes()
+    {
+        let message = format!(
+            "{} deletes its PersistentVolumeClaims when it is scaled down \
+             (persistentVolumeClaimRetentionPolicy.whenScaled: Delete), so StopStart would delete \
+             its data; nothing was changed: use restart: Rolling, or set whenScaled: Retain",
+            d.describe()
+        );
+        return Some(refuse(Reason::StopStartDeletesVolumes, message, None));
+    }
+    if let Some(claim) = workload::claim(d).filter(|_| !ours)
+        && workload::claim_in_force(&claim, live.claimant, d)
+    {
+        return Some(refuse(Reason::Conflict, conflict_message(d, &claim), None));
+    }
+    (!live.foreign.is_empty()).then(|| {
+        let message = format!(
+            "{} already exists and was not made by this set; certpin does not take over \
+             another's object: rename or delete it, or rename the set",
+            live.foreign.join(" and ")
+        );
+        refuse(Reason::RenderedNameInUse, message, restore)
+    })
+}
+
+/// The wiring of `d` with rendering `r`, and how its pods get it.
+fn wire(
+    set: &ClientCertificateSet,
+    ns: &str,
+    d: &Workload,
+    r: &Rendered,
+    live: &Live,
+    containers: Vec<String>,
+    stopped: Option<restart::StopStartRecord>,
+) -> Wire {
+    let (kind, name) = set.spec.app.target();
     let live_hash = d
         .template()
-        .and_then(|t| t.metadata.as_ref())
-        .and_then(|m| m.annotations.as_ref())
-        .and_then(|a| a.get(crate::operator::reconcile::names::ANN_CONFIG_HASH))
+        .and_then(|t| {
+            t.metadata
+                .as_ref()?
+                .annotations
+                .as_ref()?
+                .get(names::ANN_CONFIG_HASH)
+        })
         .map(String::as_str);
     let template_hash = build::template_hash(
         set.spec.restart,
@@ -217,15 +241,11 @@ fn target(
         live.pods_run_rendering,
     );
     let idle = restart::replicas_of(d) == 0;
-    let rolls_pods = !idle && d.rolls_on_template_change();
-    let rolls = live_hash != Some(template_hash.as_str()) && rolls_pods;
+    let rolls = live_hash != Some(template_hash.as_str()) && !idle && d.rolls_on_template_change();
     let mut fragment =
         build::workload_fragment(set, ns, kind, name, r, &containers, &template_hash);
-    let restarted_at = workload_annotation(d, crate::operator::reconcile::names::ANN_RESTARTED_AT);
-    build::record_restart(
-        &mut fragment,
-        if rolls { Some(live.now) } else { restarted_at },
-    );
+    let recorded = workload_annotation(d, names::ANN_RESTARTED_AT);
+    build::record_restart(&mut fragment, if rolls { Some(live.now) } else { recorded });
     let wanted: BTreeSet<String> = containers.iter().cloned().collect();
     let change =
         !fragment::workload_has(d, &fragment) || workload::wired_containers(d, &r.name) != wanted;
@@ -237,7 +257,8 @@ fn target(
         },
         _ => Restart::Apply,
     };
-    Target::Wire(Wire {
+    let ours = workload::claimed_by(set, d);
+    Wire {
         kind,
         name: name.to_string(),
         containers,
@@ -247,7 +268,7 @@ fn target(
         idle,
         precondition: (!ours).then(|| d.meta().resource_version.clone()).flatten(),
         restart,
-    })
+    }
 }
 
 fn workload_annotation<'a>(d: &'a Workload, key: &str) -> Option<&'a str> {
@@ -402,7 +423,7 @@ pub fn records(
             uid: target.and_then(|d| d.meta().uid.clone()),
             containers: w.containers.clone(),
             mount_path: Some(set.spec.mount_path.clone()),
-            rendered: Some(crate::operator::reconcile::names::rendered(set)),
+            rendered: Some(names::rendered(set)),
         }),
         (Outcome::Stopping { .. }, _) => Some(previous.cloned().unwrap_or(WorkloadRecord {
             kind: kind.as_str().into(),
