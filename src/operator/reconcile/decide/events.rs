@@ -49,21 +49,51 @@ pub fn events_due(
     ready: &Cond,
     warnings: &[(String, Warning)],
 ) -> Vec<EventSpec> {
-    let mut due = Vec::new();
+    let mut due: Vec<EventSpec> = ready_event(old, ready).into_iter().collect();
+    due.extend(applied_events(set, old, new));
+    due.extend(ca_warning_event(old, new));
+    let new_app_warnings: Vec<&str> = (new.warnings.iter())
+        .filter(|w| !old.warnings.contains(w))
+        .map(String::as_str)
+        .collect();
+    if !new_app_warnings.is_empty() {
+        let note = new_app_warnings.join("; ");
+        due.push(EventSpec::new(
+            Reason::BuildpackCertificateSetting,
+            "Validate",
+            note,
+        ));
+    }
+    due.extend(expiring_event(old, warnings));
+    due
+}
+
+/// A new reason the set is not Ready. A rollout under way is the Applied
+/// Event's sequel: no Event of its own.
+fn ready_event(old: &ClientCertificateSetStatus, ready: &Cond) -> Option<EventSpec> {
     let before = condition(Some(old), READY);
     let changed =
         before.is_none_or(|b| b.reason != ready.reason.name() || (b.status == "True") != ready.ok);
-    // A rollout under way is the Applied Event's sequel: no Event of its own.
-    if changed && !ready.ok && ready.reason != Reason::RolloutInProgress {
-        let action = if ready.reason == Reason::StopStartInProgress {
-            "Restart"
-        } else {
-            "Validate"
-        };
-        due.push(EventSpec::new(ready.reason, action, ready.message.clone()));
+    if !changed || ready.ok || ready.reason == Reason::RolloutInProgress {
+        return None;
     }
-    // A change and the restart it caused are one Event: each Event is a
-    // write the API server stores, and a user reads them together anyway.
+    let action = if ready.reason == Reason::StopStartInProgress {
+        "Restart"
+    } else {
+        "Validate"
+    };
+    Some(EventSpec::new(ready.reason, action, ready.message.clone()))
+}
+
+/// A change and the restart it caused are one Event: each Event is a write
+/// the API server stores, and a user reads them together anyway. The
+/// workload gets its own (`kubectl describe` of it lists only Events about
+/// it) saying why it rolled.
+fn applied_events(
+    set: &ClientCertificateSet,
+    old: &ClientCertificateSetStatus,
+    new: &ClientCertificateSetStatus,
+) -> Vec<EventSpec> {
     let applied = new
         .applied_hash
         .as_ref()
@@ -73,9 +103,11 @@ pub fn events_due(
             let (kind, name) = set.spec.app.target();
             format!("restarted {kind} {name:?} ({:?})", set.spec.restart)
         });
-    // `kubectl describe` of the workload lists only Events about it: say
-    // there why it rolled.
-    due.extend(restarted.as_deref().map(|r| on_workload(set, new, r)));
+    let mut due: Vec<EventSpec> = restarted
+        .as_deref()
+        .map(|r| on_workload(set, new, r))
+        .into_iter()
+        .collect();
     match (applied, restarted) {
         (Some(h), restarted) => {
             let mut note = format!("applied client certificate settings (hash {h})");
@@ -87,18 +119,15 @@ pub fn events_due(
         (None, Some(r)) => due.push(EventSpec::new(Reason::Restarted, "Restart", r)),
         (None, None) => {}
     }
-    let expiring: Vec<String> = warnings
-        .iter()
-        .filter(|(_, w)| w.kind == WarningKind::ExpiringSoon)
-        .map(|(c, w)| format!("{c}: {w}"))
-        .collect();
-    let was_expiring = old.certificates.iter().any(|c| {
-        c.warnings
-            .iter()
-            .any(|w| WarningKind::ExpiringSoon.is_in(w))
-    });
-    // Each CA warning once: by entry, certificate and kind, not by its
-    // text (an expiring-soon text counts the days down).
+    due
+}
+
+/// Each CA warning once: by entry, certificate and kind, not by its text
+/// (an expiring-soon text counts the days down).
+fn ca_warning_event(
+    old: &ClientCertificateSetStatus,
+    new: &ClientCertificateSetStatus,
+) -> Option<EventSpec> {
     let ca_warnings = |s: &ClientCertificateSetStatus| -> Vec<(String, String)> {
         s.ca_certificates
             .iter()
@@ -120,34 +149,27 @@ pub fn events_due(
         .filter(|(k, _)| !was.contains(k))
         .map(|(_, text)| text)
         .collect();
-    if !fresh.is_empty() {
-        due.push(EventSpec::new(
-            Reason::CACertificateWarning,
-            "Validate",
-            fresh.join("; "),
-        ));
-    }
-    let new_app_warnings: Vec<&String> = new
-        .warnings
+    (!fresh.is_empty())
+        .then(|| EventSpec::new(Reason::CACertificateWarning, "Validate", fresh.join("; ")))
+}
+
+/// The first expiring-soon warning of the set's certificates.
+fn expiring_event(
+    old: &ClientCertificateSetStatus,
+    warnings: &[(String, Warning)],
+) -> Option<EventSpec> {
+    let expiring: Vec<String> = warnings
         .iter()
-        .filter(|w| !old.warnings.contains(w))
+        .filter(|(_, w)| w.kind == WarningKind::ExpiringSoon)
+        .map(|(c, w)| format!("{c}: {w}"))
         .collect();
-    if !new_app_warnings.is_empty() {
-        let text: Vec<&str> = new_app_warnings.iter().map(|w| w.as_str()).collect();
-        due.push(EventSpec::new(
-            Reason::BuildpackCertificateSetting,
-            "Validate",
-            text.join("; "),
-        ));
-    }
-    if !expiring.is_empty() && !was_expiring {
-        due.push(EventSpec::new(
-            Reason::ExpiringSoon,
-            "Validate",
-            expiring.join("; "),
-        ));
-    }
-    due
+    let was_expiring = old.certificates.iter().any(|c| {
+        c.warnings
+            .iter()
+            .any(|w| WarningKind::ExpiringSoon.is_in(w))
+    });
+    (!expiring.is_empty() && !was_expiring)
+        .then(|| EventSpec::new(Reason::ExpiringSoon, "Validate", expiring.join("; ")))
 }
 
 /// The Event about the workload itself for a restart certpin made.
