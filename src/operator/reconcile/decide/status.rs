@@ -144,32 +144,12 @@ pub fn derive(p: Pass) -> Derived {
             .iter()
             .filter_map(|r| r.not_after.clone())
             .min_by_key(|t| t.0),
-        certificates: v
-            .rows
-            .iter()
-            .cloned()
-            .map(|mut row| {
-                if row.state == "Valid" {
-                    row.path = p.paths.and_then(|m| m.get(&row.name)).cloned();
-                }
-                row
-            })
-            .collect(),
         applied_hash: old.applied_hash.clone(),
         last_restart: old.last_restart.clone(),
         conditions: Vec::new(),
         workloads: p.workloads.clone(),
         warnings: p.app_warnings.clone(),
-        ca_certificates: v
-            .ca_rows
-            .iter()
-            .cloned()
-            .map(|mut row| {
-                let fingerprint = row.sha256_fingerprint.as_ref();
-                row.path = fingerprint.and_then(|f| p.ca_paths.and_then(|m| m.get(f)).cloned());
-                row
-            })
-            .collect(),
+        ..rows(&p)
     };
     let mut conds = vec![match &v.failure {
         None => Cond::new(
@@ -195,6 +175,28 @@ pub fn derive(p: Pass) -> Derived {
         status,
         ready,
         requeue,
+    }
+}
+
+/// The certificates' and CA certificates' rows, each with its path in the
+/// pod when it was rendered.
+fn rows(p: &Pass) -> ClientCertificateSetStatus {
+    let v = p.validation;
+    let certificates = v.rows.iter().cloned().map(|mut row| {
+        if row.state == "Valid" {
+            row.path = p.paths.and_then(|m| m.get(&row.name)).cloned();
+        }
+        row
+    });
+    let ca_certificates = v.ca_rows.iter().cloned().map(|mut row| {
+        let fingerprint = row.sha256_fingerprint.as_ref();
+        row.path = fingerprint.and_then(|f| p.ca_paths.and_then(|m| m.get(f)).cloned());
+        row
+    });
+    ClientCertificateSetStatus {
+        certificates: certificates.collect(),
+        ca_certificates: ca_certificates.collect(),
+        ..Default::default()
     }
 }
 
@@ -238,86 +240,84 @@ fn outcome_conditions(
     status: &mut ClientCertificateSetStatus,
     conds: &mut Vec<Cond>,
 ) -> (Option<Blocker>, Option<Duration>) {
-    let set = p.set;
-    let mut requeue = None;
-    let blocker = match p.outcome {
-        Outcome::Wired { restarted } => {
-            if *restarted {
-                status.last_restart = Some(p.now.clone());
-            } else if let Some(at) = p
-                .restarted_at
-                .as_ref()
-                .filter(|at| status.last_restart.as_ref().is_none_or(|l| l.0 < at.0))
-            {
-                status.last_restart = Some(at.clone());
-            }
-            status.applied_hash = p.applied_hash.clone();
-            conds.push(Cond::new(
-                APPLIED,
-                true,
-                Reason::Applied,
-                applied_message(set, status),
-            ));
-            // A restart the user owes: Manual's pods started before the
-            // change, or a workload that replaces pods only by hand (a
-            // StatefulSet with OnDelete, or partitioned). Neither
-            // Reconciling nor Stalled.
-            let due = match (&p.restart_due, &p.rollout) {
-                (Some(msg), _) => Some((msg.clone(), MANUAL_RECHECK)),
-                (None, Rollout::WaitsForUser(m)) => Some((m.clone(), ROLLOUT_RECHECK)),
-                _ => None,
-            };
-            match due {
-                Some((msg, recheck)) => {
-                    conds.push(Cond::new(
-                        RESTART_DUE,
-                        true,
-                        Reason::RestartDue,
-                        msg.clone(),
-                    ));
-                    // Pods are not watched: look again soon for the user's restart.
-                    requeue = Some(recheck);
-                    Some(Blocker::new(Reason::RestartDue, msg))
-                }
-                None => {
-                    conds.push(Cond::new(
-                        RESTART_DUE,
-                        false,
-                        Reason::UpToDate,
-                        "the app runs with the applied settings",
-                    ));
-                    match &p.rollout {
-                        Rollout::Complete | Rollout::WaitsForUser(_) => None,
-                        Rollout::InProgress(m) => {
-                            requeue = Some(ROLLOUT_RECHECK);
-                            Some(Blocker::new(Reason::RolloutInProgress, m))
-                        }
-                        Rollout::Stuck(m) => {
-                            requeue = Some(STUCK_RECHECK);
-                            Some(Blocker::new(Reason::RolloutStuck, m))
-                        }
-                    }
-                }
-            }
-        }
+    match p.outcome {
+        Outcome::Wired { restarted } => wired(p, *restarted, status, conds),
         Outcome::Stopping { pods } => {
-            requeue = Some(STOPPING_RECHECK);
             let msg = format!("StopStart in progress: waiting for {pods} pod(s) to stop");
-            conds.push(Cond::new(
-                APPLIED,
-                false,
-                Reason::StopStartInProgress,
-                msg.clone(),
-            ));
-            Some(Blocker::new(Reason::StopStartInProgress, msg))
+            let reason = Reason::StopStartInProgress;
+            conds.push(Cond::new(APPLIED, false, reason, msg.clone()));
+            (Some(Blocker::new(reason, msg)), Some(STOPPING_RECHECK))
         }
         Outcome::Refused(r) => {
-            requeue = r.why.retry_after();
             conds.push(Cond::new(APPLIED, false, r.why, r.message.clone()));
-            Some(Blocker::new(r.why, r.message.clone()))
+            (
+                Some(Blocker::new(r.why, r.message.clone())),
+                r.why.retry_after(),
+            )
         }
+    }
+}
+
+/// The conditions of a wired target: Applied, RestartDue, and the rollout.
+fn wired(
+    p: &Pass,
+    restarted: bool,
+    status: &mut ClientCertificateSetStatus,
+    conds: &mut Vec<Cond>,
+) -> (Option<Blocker>, Option<Duration>) {
+    let set = p.set;
+    if restarted {
+        status.last_restart = Some(p.now.clone());
+    } else if let Some(at) = p
+        .restarted_at
+        .as_ref()
+        .filter(|at| status.last_restart.as_ref().is_none_or(|l| l.0 < at.0))
+    {
+        status.last_restart = Some(at.clone());
+    }
+    status.applied_hash = p.applied_hash.clone();
+    conds.push(Cond::new(
+        APPLIED,
+        true,
+        Reason::Applied,
+        applied_message(set, status),
+    ));
+    // A restart the user owes: Manual's pods started before the
+    // change, or a workload that replaces pods only by hand (a
+    // StatefulSet with OnDelete, or partitioned). Neither
+    // Reconciling nor Stalled.
+    let due = match (&p.restart_due, &p.rollout) {
+        (Some(msg), _) => Some((msg.clone(), MANUAL_RECHECK)),
+        (None, Rollout::WaitsForUser(m)) => Some((m.clone(), ROLLOUT_RECHECK)),
+        _ => None,
     };
-    (blocker, requeue)
+    if let Some((msg, recheck)) = due {
+        conds.push(Cond::new(
+            RESTART_DUE,
+            true,
+            Reason::RestartDue,
+            msg.clone(),
+        ));
+        // Pods are not watched: look again soon for the user's restart.
+        return (Some(Blocker::new(Reason::RestartDue, msg)), Some(recheck));
+    }
+    conds.push(Cond::new(
+        RESTART_DUE,
+        false,
+        Reason::UpToDate,
+        "the app runs with the applied settings",
+    ));
+    match &p.rollout {
+        Rollout::Complete | Rollout::WaitsForUser(_) => (None, None),
+        Rollout::InProgress(m) => (
+            Some(Blocker::new(Reason::RolloutInProgress, m)),
+            Some(ROLLOUT_RECHECK),
+        ),
+        Rollout::Stuck(m) => (
+            Some(Blocker::new(Reason::RolloutStuck, m)),
+            Some(STUCK_RECHECK),
+        ),
+    }
 }
 
 fn applied_message(set: &ClientCertificateSet, status: &ClientCertificateSetStatus) -> String {
