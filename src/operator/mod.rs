@@ -174,16 +174,7 @@ pub async fn run_operator(args: RunArgs) -> Result<(), Error> {
         Duration::from_millis(args.debounce_ms),
     );
     let ready = Arc::new(AtomicBool::new(false));
-    let health = http::Health {
-        metrics: ctx.metrics.clone(),
-        ready: ready.clone(),
-    };
-    let addr = args.metrics_addr;
-    tokio::spawn(async move {
-        if let Err(e) = http::serve(addr, health).await {
-            error!(error = %e, %addr, "the metrics endpoint failed");
-        }
-    });
+    serve_health(&args, &ctx, ready.clone());
     // Fail early and clearly when the CRD is missing or access is denied.
     for ns in namespaces(&args) {
         let sets: Api<ClientCertificateSet> = api(&client, ns);
@@ -204,6 +195,26 @@ pub async fn run_operator(args: RunArgs) -> Result<(), Error> {
         run_controllers(&args, &client, ctx).await;
         return Ok(());
     }
+    run_as_leader(&args, &client, ctx).await
+}
+
+/// `/metrics`, `/healthz` and `/readyz`, in the background.
+fn serve_health(args: &RunArgs, ctx: &Context, ready: Arc<AtomicBool>) {
+    let health = http::Health {
+        metrics: ctx.metrics.clone(),
+        ready,
+    };
+    let addr = args.metrics_addr;
+    tokio::spawn(async move {
+        if let Err(e) = http::serve(addr, health).await {
+            error!(error = %e, %addr, "the metrics endpoint failed");
+        }
+    });
+}
+
+/// Waits for the Lease, runs the controllers while it is held, and exits
+/// when it is lost, so that only the leader writes.
+async fn run_as_leader(args: &RunArgs, client: &Client, ctx: Arc<Context>) -> Result<(), Error> {
     let identity = args.identity.clone().unwrap_or_else(|| {
         format!(
             "{}-{}",
@@ -243,7 +254,7 @@ pub async fn run_operator(args: RunArgs) -> Result<(), Error> {
         }
     };
     let result = tokio::select! {
-        _ = run_controllers(&args, &client, ctx) => Ok(()),
+        _ = run_controllers(args, client, ctx) => Ok(()),
         _ = lost => Err(Error::Lease("lost the lease to another replica; exiting so that only the leader writes".into())),
     };
     drop(leader);
@@ -273,87 +284,17 @@ async fn run_controllers(args: &RunArgs, client: &Client, ctx: Arc<Context>) {
 }
 
 async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: Arc<Context>) {
-    let sets: Api<ClientCertificateSet> = api(client, ns);
     let (reader, writer) = reflector::store();
-    // A set is reconciled when its spec changes or it is deleted, not when
-    // its status or finalizers do: certpin's own writes to it must not
-    // trigger another pass.
-    let index = Arc::new(NameIndex::of(name_index::referenced_secrets));
-    let cm_index = Arc::new(NameIndex::of(name_index::referenced_config_maps));
-    let deployment_index = Arc::new(NameIndex::of(name_index::targeted_deployments));
-    let stateful_set_index = Arc::new(NameIndex::of(name_index::targeted_stateful_sets));
-    let indexes = [
-        index.clone(),
-        cm_index.clone(),
-        deployment_index.clone(),
-        stateful_set_index.clone(),
-    ];
-    let set_changes = watcher(sets, list_config())
-        .backoff(triggers::watch_backoff())
-        .modify(slim)
-        .reflect(writer)
-        .inspect(move |event| match event {
-            Ok(watcher::Event::Apply(set) | watcher::Event::InitApply(set)) => {
-                indexes.iter().for_each(|i| i.update(set));
-            }
-            Ok(watcher::Event::Delete(set)) => {
-                indexes.iter().for_each(|i| i.remove(set));
-            }
-            _ => {}
-        })
-        .applied_objects()
-        .predicate_filter(set_changed, PredicateConfig::default());
-    let controller = Controller::for_stream(set_changes, reader)
-        .with_config(ControllerConfig::default().concurrency(args.concurrency));
+    let indexes = Indexes::default();
+    let controller =
+        Controller::for_stream(set_changes(client, ns, writer, indexes.clone()), reader)
+            .with_config(ControllerConfig::default().concurrency(args.concurrency));
     let store = controller.store();
-    let secrets = referenced_events::<Secret>(client, ns);
-    let config_maps = referenced_events::<ConfigMap>(client, ns);
-    let cm_store = store.clone();
-    let deployments = workload_events(client, ns, ctx.clone(), reconcile::deployment_stage);
-    let stateful_sets = workload_events(client, ns, ctx.clone(), reconcile::stateful_set_stage);
-    let secret_store = store.clone();
     info!(
         namespace = ns.unwrap_or("<all>"),
         "certpin controller starting"
     );
-    // Secrets and workloads (their changes, and the status updates of a
-    // rollout a set follows) go through one short debounce per set. An
-    // input's change is recorded when it arrives: a pass writes only once
-    // the set's inputs have been quiet for the window (`reconcile::quiet`),
-    // so that a burst of rotations is one restart.
-    let (secret_ctx, cm_ctx) = (ctx.clone(), ctx.clone());
-    let secret_sets = changes(secrets, "Secret", move |s| {
-        let ns = s.namespace().unwrap_or_default();
-        touched(
-            &secret_ctx,
-            sets_using(&index, &secret_store, &ns, &s.name_any()),
-        )
-    });
-    let config_map_sets = changes(config_maps, "ConfigMap", move |c| {
-        let ns = c.namespace().unwrap_or_default();
-        touched(
-            &cm_ctx,
-            sets_using(&cm_index, &cm_store, &ns, &c.name_any()),
-        )
-    });
-    let workload_sets = futures::stream::select(
-        changes(
-            deployments,
-            "Deployment",
-            sets_targeting(&store, deployment_index),
-        ),
-        changes(
-            stateful_sets,
-            "StatefulSet",
-            sets_targeting(&store, stateful_set_index),
-        ),
-    );
-    // The quiet wait is in the pass (`reconcile::quiet`), after its reads;
-    // a set triggered again while its pass runs is passed once more after.
-    let triggered = futures::stream::select(
-        futures::stream::select(secret_sets, config_map_sets),
-        workload_sets,
-    );
+    let triggered = triggers_of(client, ns, &ctx, &store, indexes);
     let results = controller.reconcile_on(triggered).shutdown_on_signal().run(
         reconcile::reconcile,
         error_policy,
@@ -368,6 +309,122 @@ async fn run_controller(args: &RunArgs, client: &Client, ns: Option<&str>, ctx: 
         namespace = ns.unwrap_or("<all>"),
         "certpin controller stopped"
     );
+}
+
+/// Which sets name which objects, per kind of object, kept from the set
+/// watch.
+#[derive(Clone)]
+struct Indexes {
+    secrets: Arc<NameIndex>,
+    config_maps: Arc<NameIndex>,
+    deployments: Arc<NameIndex>,
+    stateful_sets: Arc<NameIndex>,
+}
+
+impl Default for Indexes {
+    fn default() -> Self {
+        Indexes {
+            secrets: Arc::new(NameIndex::of(name_index::referenced_secrets)),
+            config_maps: Arc::new(NameIndex::of(name_index::referenced_config_maps)),
+            deployments: Arc::new(NameIndex::of(name_index::targeted_deployments)),
+            stateful_sets: Arc::new(NameIndex::of(name_index::targeted_stateful_sets)),
+        }
+    }
+}
+
+impl Indexes {
+    fn all(&self) -> [&Arc<NameIndex>; 4] {
+        [
+            &self.secrets,
+            &self.config_maps,
+            &self.deployments,
+            &self.stateful_sets,
+        ]
+    }
+}
+
+/// The sets, kept in the store and the indexes. A set is reconciled when
+/// its spec changes or it is deleted, not when its status or finalizers
+/// do: certpin's own writes to it must not trigger another pass.
+fn set_changes(
+    client: &Client,
+    ns: Option<&str>,
+    writer: reflector::store::Writer<ClientCertificateSet>,
+    indexes: Indexes,
+) -> impl futures::Stream<Item = Result<ClientCertificateSet, watcher::Error>> + Send + use<> {
+    watcher(api::<ClientCertificateSet>(client, ns), list_config())
+        .backoff(triggers::watch_backoff())
+        .modify(slim)
+        .reflect(writer)
+        .inspect(move |event| match event {
+            Ok(watcher::Event::Apply(set) | watcher::Event::InitApply(set)) => {
+                indexes.all().iter().for_each(|i| i.update(set));
+            }
+            Ok(watcher::Event::Delete(set)) => {
+                indexes.all().iter().for_each(|i| i.remove(set));
+            }
+            _ => {}
+        })
+        .applied_objects()
+        .predicate_filter(set_changed, PredicateConfig::default())
+}
+
+/// The sets that the changes of their Secrets, ConfigMaps and workloads
+/// (and the status updates of a rollout a set follows) concern. An
+/// input's change is recorded when it arrives: a pass writes only once the
+/// set's inputs have been quiet for the window (`reconcile::quiet`), so
+/// that a burst of rotations is one restart; a set triggered again while
+/// its pass runs is passed once more after.
+fn triggers_of(
+    client: &Client,
+    ns: Option<&str>,
+    ctx: &Arc<Context>,
+    store: &Store<ClientCertificateSet>,
+    indexes: Indexes,
+) -> impl futures::Stream<Item = ObjectRef<ClientCertificateSet>> + Send + use<> {
+    let (secret_ctx, cm_ctx) = (ctx.clone(), ctx.clone());
+    let (secret_store, cm_store) = (store.clone(), store.clone());
+    let (secrets, config_maps) = (indexes.secrets, indexes.config_maps);
+    let secret_sets = changes(
+        referenced_events::<Secret>(client, ns),
+        "Secret",
+        move |s| {
+            let ns = s.namespace().unwrap_or_default();
+            touched(
+                &secret_ctx,
+                sets_using(&secrets, &secret_store, &ns, &s.name_any()),
+            )
+        },
+    );
+    let config_map_sets = changes(
+        referenced_events::<ConfigMap>(client, ns),
+        "ConfigMap",
+        move |c| {
+            let ns = c.namespace().unwrap_or_default();
+            touched(
+                &cm_ctx,
+                sets_using(&config_maps, &cm_store, &ns, &c.name_any()),
+            )
+        },
+    );
+    let deployments = workload_events(client, ns, ctx.clone(), reconcile::deployment_stage);
+    let stateful_sets = workload_events(client, ns, ctx.clone(), reconcile::stateful_set_stage);
+    let workload_sets = futures::stream::select(
+        changes(
+            deployments,
+            "Deployment",
+            sets_targeting(store, indexes.deployments),
+        ),
+        changes(
+            stateful_sets,
+            "StatefulSet",
+            sets_targeting(store, indexes.stateful_sets),
+        ),
+    );
+    futures::stream::select(
+        futures::stream::select(secret_sets, config_map_sets),
+        workload_sets,
+    )
 }
 
 fn touched(
