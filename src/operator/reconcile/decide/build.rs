@@ -190,43 +190,9 @@ pub fn render_objects(
     let reuse = reusable(earlier, &input_hash, valid.len());
     let reused = reuse.is_some();
     let encoded = encode(set, valid, reuse, earlier)?;
-    let mut files = BTreeMap::new();
-    let mut keys = Vec::new();
-    let mut paths = BTreeMap::new();
-    let mut certificate_files = Vec::new();
-    for (c, (key, data, password)) in valid.iter().zip(encoded) {
-        let path = names::file_path(set, &key);
-        paths.insert(c.name.clone(), path.clone());
-        certificate_files.push(CertificateFile {
-            name: c.name.clone(),
-            path,
-            password,
-            pins: c.pins.clone(),
-        });
-        keys.push(key.clone());
-        files.insert(key, data);
-    }
-    let settings = render(&certificate_files, &set.spec.no_certificate_for).map_err(|p| {
-        Error::Render(
-            p.into_iter()
-                .map(|p| p.message)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
-    let mut config_map = BTreeMap::new();
-    let mut secret = BTreeMap::new();
-    // A set of CA certificates alone sets no client certificate setting.
-    if !valid.is_empty() {
-        config_map.insert(KEY_CERTIFICATES.to_string(), settings.certificates.clone());
-        secret.insert(
-            KEY_PASSWORDS.to_string(),
-            ByteString(settings.passwords.clone().into_bytes()),
-        );
-    }
-    if let Some(u) = &settings.usages {
-        config_map.insert(KEY_USAGES.to_string(), u.clone());
-    }
+    let client = client_files(set, valid, encoded)?;
+    let (mut config_map, secret) = client.settings;
+    let mut files = client.files;
     let (ca_keys, ca_paths) = trust_files(set, cas, &mut files);
     if !ca_keys.is_empty() {
         let paths: Vec<String> = ca_keys.iter().map(|k| names::file_path(set, k)).collect();
@@ -248,14 +214,64 @@ pub fn render_objects(
         secret,
         files,
         retained,
-        keys,
+        keys: client.keys,
         ca_keys,
         ca_paths,
-        paths,
+        paths: client.paths,
         input_hash,
         config_hash,
         reused,
     })
+}
+
+/// The client certificates' files, their keys and paths in order, and
+/// the settings that name them (ConfigMap, Secret).
+struct ClientFiles {
+    files: BTreeMap<String, ByteString>,
+    keys: Vec<String>,
+    paths: BTreeMap<String, String>,
+    settings: (BTreeMap<String, String>, BTreeMap<String, ByteString>),
+}
+
+fn client_files(
+    set: &ClientCertificateSet,
+    valid: &[ValidCertificate],
+    encoded: Vec<Encoded>,
+) -> Result<ClientFiles> {
+    let mut out = ClientFiles {
+        files: BTreeMap::new(),
+        keys: Vec::new(),
+        paths: BTreeMap::new(),
+        settings: Default::default(),
+    };
+    let mut certificate_files = Vec::new();
+    for (c, (key, data, password)) in valid.iter().zip(encoded) {
+        let path = names::file_path(set, &key);
+        out.paths.insert(c.name.clone(), path.clone());
+        certificate_files.push(CertificateFile {
+            name: c.name.clone(),
+            path,
+            password,
+            pins: c.pins.clone(),
+        });
+        out.keys.push(key.clone());
+        out.files.insert(key, data);
+    }
+    let settings = render(&certificate_files, &set.spec.no_certificate_for).map_err(|p| {
+        let messages: Vec<String> = p.into_iter().map(|p| p.message).collect();
+        Error::Render(messages.join("; "))
+    })?;
+    let (config_map, secret) = &mut out.settings;
+    // A set of CA certificates alone sets no client certificate setting.
+    if !valid.is_empty() {
+        config_map.insert(KEY_CERTIFICATES.to_string(), settings.certificates.clone());
+        let passwords = ByteString(settings.passwords.clone().into_bytes());
+        secret.insert(KEY_PASSWORDS.to_string(), passwords);
+    }
+    if let Some(u) = &settings.usages {
+        config_map.insert(KEY_USAGES.to_string(), u.clone());
+    }
+    Ok(out)
 }
 
 /// The CA certificates' files (one certificate each, each once) added to
