@@ -166,10 +166,15 @@ fn the_image_script_builds_what_the_dockerfile_describes() {
             .collect()
     };
     assert_eq!(arg("FROM"), ["gcr.io/distroless/cc-debian12:nonroot"]);
-    let config: serde_json::Value = serde_json::from_str(&run(std::process::Command::new(
-        format!("{ROOT}/scripts/images"),
+    // The image the real node runs. The test runs inside cargo, so it
+    // builds nothing (a nested cargo would wait for this one's lock):
+    // scripts/testbed up built it.
+    let tar =
+        run(std::process::Command::new(format!("{ROOT}/scripts/images")).args(["last", "certpin"]));
+    let tar = tar.trim();
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}.json", tar.trim_end_matches(".tar"))).unwrap(),
     )
-    .args(["config", "certpin"])))
     .unwrap();
     let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
     assert_eq!(config["Entrypoint"], json(&arg("ENTRYPOINT")[0]));
@@ -188,9 +193,6 @@ fn the_image_script_builds_what_the_dockerfile_describes() {
     assert_eq!(exposed, want);
 
     // The files: list the image's single layer.
-    let tar =
-        run(std::process::Command::new(format!("{ROOT}/scripts/images")).args(["tar", "certpin"]));
-    let tar = tar.trim();
     let manifest: serde_json::Value =
         serde_json::from_str(&run(std::process::Command::new("tar").args([
             "-xOf",
@@ -230,11 +232,14 @@ fn the_image_script_builds_what_the_dockerfile_describes() {
         parts,
         ["--from=build", "/src/target/release/certpin", "/certpin"]
     );
-    let release = std::fs::read(format!("{ROOT}/target/release/certpin")).unwrap();
+    // target/release/certpin, beside this test's own target/debug/deps/
+    let target = std::env::current_exe().unwrap();
+    let target = target.ancestors().nth(3).unwrap();
+    let release = std::fs::read(target.join("release/certpin")).unwrap();
     let in_image = std::fs::read(dir.path().join("certpin")).unwrap();
     assert!(
         in_image == release,
-        "/certpin is not target/release/certpin"
+        "/certpin is not target/release/certpin (after a rebuild: scripts/realnode images)"
     );
     use std::os::unix::fs::PermissionsExt;
     assert!(
@@ -246,7 +251,7 @@ fn the_image_script_builds_what_the_dockerfile_describes() {
             != 0
     );
     // What the binary loads is there (the base image's glibc and libgcc).
-    let ldd = run(std::process::Command::new("ldd").arg(format!("{ROOT}/target/release/certpin")));
+    let ldd = run(std::process::Command::new("ldd").arg(target.join("release/certpin")));
     for lib in ldd.lines().filter_map(|l| {
         l.split_whitespace()
             .find(|w| w.starts_with('/'))
@@ -297,8 +302,10 @@ fn the_real_node_leaves_the_host_as_it_found_it() {
     let bed = format!("hoststate{}", std::process::id() % 10000);
     let cmd = |script: &str| {
         let mut c = std::process::Command::new(format!("{ROOT}/scripts/{script}"));
+        // no certpin image: building it would run cargo inside this cargo
         c.env("CERTPIN_TESTBED_NAME", &bed)
-            .env("CERTPIN_TESTBED_REAL_NODE", "1");
+            .env("CERTPIN_TESTBED_REAL_NODE", "1")
+            .env("CERTPIN_IMAGES", "pause app");
         c
     };
     // Other real nodes (the suite's own) must be idle while the host is
@@ -381,7 +388,7 @@ spec:
   - name: c
     image: certpin.local/jvm-app:1
     imagePullPolicy: Never
-    command: ["sh", "-c", "cat /s/password; echo $GREETING; exec sleep 3600"]
+    command: ["sh", "-c", "echo $(cat /s/password) $GREETING; exec sleep 3600"]
     env: [{name: GREETING, valueFrom: {configMapKeyRef: {name: c, key: greeting}}}]
     volumeMounts: [{name: s, mountPath: /s}]
   volumes: [{name: s, secret: {secretName: s}}]
@@ -402,7 +409,7 @@ spec:
         .unwrap();
     assert!(apply.wait().unwrap().success());
     kubectl(&["wait", "--for=condition=Ready", "pod/p", "--timeout=120s"]);
-    assert_eq!(kubectl(&["logs", "p"]).trim(), "x\nhello");
+    assert_eq!(kubectl(&["logs", "p"]).trim(), "x hello");
     let during = state();
     assert_ne!(during, before, "the node changed nothing that is compared");
     let env = run(cmd("realnode").arg("env"));
@@ -417,6 +424,7 @@ spec:
 
     run(cmd("testbed").arg("down"));
     let after = state();
+    let _ = std::fs::remove_dir_all(base.join(&bed));
     if after != before {
         let b: Vec<&str> = before.lines().collect();
         let a: Vec<&str> = after.lines().collect();
