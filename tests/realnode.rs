@@ -586,7 +586,7 @@ async fn an_app_container_restarted_during_a_rotation_pairs_files_and_passwords(
         "rn-crash-app",
         Kind::Deployment {
             replicas: 1,
-            min_ready: 60,
+            min_ready: 30,
         },
         "Rolling",
     )
