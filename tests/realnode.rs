@@ -480,15 +480,30 @@ async fn stop_start_really_stops_and_starts_a_statefulsets_pods() {
 
     // Watch the pod count while the rotation runs: StopStart means none.
     let fewest = Arc::new(AtomicUsize::new(usize::MAX));
+    // A watch, not polling: the API server's events for these pods in
+    // order, so a moment with none at all is seen however short it was.
     let watcher = {
         let (fewest, api) = (fewest.clone(), m.ns.api::<Pod>());
         let labels = format!("app={}", m.app);
         tokio::spawn(async move {
-            loop {
-                if let Ok(l) = api.list(&ListParams::default().labels(&labels)).await {
-                    fewest.fetch_min(l.items.len(), Ordering::SeqCst);
+            use futures::StreamExt;
+            use kube::runtime::watcher;
+            let (mut live, mut listed) = (BTreeSet::new(), false);
+            let mut stream = watcher(api, watcher::Config::default().labels(&labels)).boxed();
+            while let Some(Ok(e)) = stream.next().await {
+                match e {
+                    watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                        live.insert(uid(&p));
+                    }
+                    watcher::Event::Delete(p) => {
+                        live.remove(&uid(&p));
+                    }
+                    watcher::Event::Init => live.clear(),
+                    watcher::Event::InitDone => listed = true,
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                if listed {
+                    fewest.fetch_min(live.len(), Ordering::SeqCst);
+                }
             }
         })
     };
