@@ -151,8 +151,9 @@ async fn a_manual_rotation_right_after_the_rollout_is_a_restart_due() {
     assert_eq!(ready(&s).1, "Applied", "{:?}", ready(&s));
 }
 
-#[tokio::test]
-async fn a_manual_set_waiting_for_the_users_restart_is_neither_reconciling_nor_stalled() {
+/// A Manual set on `app`, whose one running pod predates any rendering by
+/// a minute.
+fn manual_set_with_an_older_pod() -> World {
     let w = World::new();
     w.deployment("app", 1, &["mendix"]);
     w.pod("app", "app-1");
@@ -161,12 +162,17 @@ async fn a_manual_set_waiting_for_the_users_restart_is_neither_reconciling_nor_s
         "s",
         json!({"app": {"deployment": "app"}, "restart": "Manual"}),
     );
-    // The pod predates the rendering by a minute.
     let a_minute_ago = (k8s_openapi::jiff::Timestamp::now()
         - k8s_openapi::jiff::SignedDuration::from_secs(60))
     .to_string();
     w.fake
         .with(|st| st.set_created::<k8s_openapi::api::core::v1::Pod>(NS, "app-1", &a_minute_ago));
+    w
+}
+
+#[tokio::test]
+async fn a_manual_set_waiting_for_the_users_restart_is_neither_reconciling_nor_stalled() {
+    let w = manual_set_with_an_older_pod();
     w.pass_ok("s").await;
     w.pass_rolled_out("s", "app").await;
     assert_eq!(ready(&w.set("s")).1, "RestartDue");
@@ -188,19 +194,7 @@ async fn waiting_for_the_users_restart_is_no_failure_in_the_metrics_and_bad_inpu
             })
             .get()
     };
-    let w = World::new();
-    w.deployment("app", 1, &["mendix"]);
-    w.pod("app", "app-1");
-    w.roll_out("app");
-    w.create_set(
-        "s",
-        json!({"app": {"deployment": "app"}, "restart": "Manual"}),
-    );
-    let a_minute_ago = (k8s_openapi::jiff::Timestamp::now()
-        - k8s_openapi::jiff::SignedDuration::from_secs(60))
-    .to_string();
-    w.fake
-        .with(|st| st.set_created::<k8s_openapi::api::core::v1::Pod>(NS, "app-1", &a_minute_ago));
+    let w = manual_set_with_an_older_pod();
     for _ in 0..5 {
         w.pass_rolled_out("s", "app").await;
     }
