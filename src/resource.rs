@@ -333,6 +333,11 @@ pub struct ClientCertificateSetStatus {
     /// still sets CLIENT_CERTIFICATES or CERTIFICATE_AUTHORITIES).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The reconcile request (annotation `certpin.dev/reconcile-requested-at`,
+    /// or Flux's `reconcile.fluxcd.io/requestedAt`) that the latest pass
+    /// handled: a pass that read, validated and reported the set again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
 }
 
 /// One workload certpin changed for a set, and how.

@@ -344,8 +344,9 @@ impl Indexes {
 }
 
 /// The sets, kept in the store and the indexes. A set is reconciled when
-/// its spec changes or it is deleted, not when its status or finalizers
-/// do: certpin's own writes to it must not trigger another pass.
+/// its spec changes, a reconcile request arrives or it is deleted, not
+/// when its status or finalizers do: certpin's own writes to it must not
+/// trigger another pass.
 fn set_changes(
     client: &Client,
     ns: Option<&str>,
@@ -555,6 +556,9 @@ fn set_changed(set: &ClientCertificateSet) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     set.metadata.generation.hash(&mut h);
     set.metadata.deletion_timestamp.is_some().hash(&mut h);
+    // An annotation changes no generation: without this, a request would
+    // wait for the next resync.
+    reconcile::reconcile_requested(set).hash(&mut h);
     Some(h.finish())
 }
 
@@ -573,4 +577,38 @@ fn error_policy(set: Arc<ClientCertificateSet>, err: &Error, ctx: Arc<Context>) 
         "reconcile error; retrying"
     );
     Action::requeue(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(annotations: serde_json::Value, status: serde_json::Value) -> ClientCertificateSet {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "certpin.dev/v1alpha1", "kind": "ClientCertificateSet",
+            "metadata": {"name": "s", "generation": 1, "annotations": annotations},
+            "spec": {"app": {"deployment": "app"}}, "status": status,
+        }))
+        .expect("a set")
+    }
+
+    #[test]
+    fn a_reconcile_request_passes_the_filter_and_certpins_own_status_does_not() {
+        let plain = set(serde_json::json!({}), serde_json::json!({}));
+        let echoed = set(
+            serde_json::json!({}),
+            serde_json::json!({"lastHandledReconcileAt": "x"}),
+        );
+        let flux = set(
+            serde_json::json!({"reconcile.fluxcd.io/requestedAt": "x"}),
+            serde_json::json!({}),
+        );
+        let ours = set(
+            serde_json::json!({"certpin.dev/reconcile-requested-at": "y"}),
+            serde_json::json!({}),
+        );
+        assert_eq!(set_changed(&plain), set_changed(&echoed));
+        assert_ne!(set_changed(&plain), set_changed(&flux));
+        assert_ne!(set_changed(&flux), set_changed(&ours));
+    }
 }

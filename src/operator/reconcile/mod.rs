@@ -17,6 +17,7 @@ mod scenarios;
 pub(crate) use act::finalizer;
 pub(crate) use decide::build;
 pub use decide::rollout::{deployment_stage, stateful_set_stage};
+pub(crate) use observe::request::requested as reconcile_requested;
 
 use std::sync::Arc;
 

@@ -28,6 +28,12 @@ pub const ANN_SET: &str = "certpin.dev/set";
 pub const LABEL_SET_UID: &str = "certpin.dev/set-uid";
 /// On the Deployment during a StopStart: the replica count to restore.
 pub const ANN_STOP_START: &str = "certpin.dev/stop-start";
+/// On the set: a request for a pass now (Flux's `requestedAt` convention:
+/// any new value; the pass echoes it to status.lastHandledReconcileAt).
+pub const ANN_RECONCILE_REQUESTED: &str = "certpin.dev/reconcile-requested-at";
+/// Flux's own name for the same request, so that tooling made for Flux's
+/// objects works on sets too.
+pub const ANN_FLUX_REQUESTED_AT: &str = "reconcile.fluxcd.io/requestedAt";
 pub const VOLUME: &str = "certpin-client-certificates";
 pub const FINALIZER: &str = "certpin.dev/unwire";
 

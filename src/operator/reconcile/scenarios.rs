@@ -17,6 +17,7 @@ mod following;
 mod health;
 mod kinds;
 mod quiet;
+mod request;
 mod restart;
 mod secrets;
 mod stop_start;

@@ -243,6 +243,7 @@ pub fn status(
         app_warnings: target
             .map(|d| workload::buildpack_env_warnings(set, d))
             .unwrap_or_default(),
+        reconcile_request: seen.reconcile_request.as_deref(),
         now: &Time(k8s_openapi::jiff::Timestamp::now()),
     });
     if let Some(wake) = next_expiry_check(&decision.validation, set, now) {

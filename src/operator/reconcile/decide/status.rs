@@ -91,6 +91,8 @@ pub struct Pass<'a> {
     pub rollout: Rollout,
     /// What is wrong with the app's workload but does not stop certpin.
     pub app_warnings: Vec<String>,
+    /// The reconcile request this pass handles, if any.
+    pub reconcile_request: Option<&'a str>,
     pub now: &'a Time,
 }
 
@@ -149,6 +151,12 @@ pub fn derive(p: Pass) -> Derived {
         conditions: Vec::new(),
         workloads: p.workloads.clone(),
         warnings: p.app_warnings.clone(),
+        // The echo tells whoever asked that this pass, which read and
+        // judged the inputs anew, is done; a removed request keeps it.
+        last_handled_reconcile_at: p
+            .reconcile_request
+            .map(str::to_string)
+            .or(old.last_handled_reconcile_at.clone()),
         ..rows(&p)
     };
     let mut conds = vec![match &v.failure {

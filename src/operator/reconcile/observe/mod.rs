@@ -4,6 +4,7 @@
 pub mod claims;
 pub mod inputs;
 pub mod pods;
+pub mod request;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::PartialObjectMeta;
@@ -25,6 +26,8 @@ pub struct Observed {
     pub others: Vec<Workload>,
     /// The target's pods, when what they run decides (`pods_matter`).
     pub pods: Option<Vec<PartialObjectMeta<Pod>>>,
+    /// The reconcile request the set carries, to echo in its status.
+    pub reconcile_request: Option<String>,
 }
 
 impl Observed {
@@ -56,6 +59,7 @@ pub async fn observe(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Res
         claimant,
         others,
         pods,
+        reconcile_request: request::requested(set),
     })
 }
 
