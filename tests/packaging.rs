@@ -98,18 +98,39 @@ fn chart_lints_templates_and_the_manifests_are_generated_from_it() {
             "crds.install=false",
         ],
     );
-    // certpin's own rights stay in the namespaces; the only ClusterRoles
-    // are the users' aggregated ones, bound to nobody by the chart.
-    assert!(
-        !ns.contains("kind: ClusterRoleBinding"),
-        "cluster-wide RBAC despite watchNamespaces"
-    );
-    assert_eq!(
-        ns.matches("kind: ClusterRole\n").count(),
-        ns.matches("rbac.authorization.k8s.io/aggregate-to-admin: \"true\"")
-            .count(),
-        "a ClusterRole that is not a user role despite watchNamespaces"
-    );
+    // certpin's own rights stay in the namespaces. Cluster-wide, only the
+    // users' aggregated roles (bound to nobody by the chart) and reading
+    // the tenant boundary's two objects by name.
+    let docs = yaml_docs(&ns);
+    for binding in of_kind(&docs, "ClusterRoleBinding") {
+        let role = binding["roleRef"]["name"].as_str().unwrap_or_default();
+        let rules = of_kind(&docs, "ClusterRole")
+            .into_iter()
+            .find(|r| r["metadata"]["name"].as_str() == Some(role))
+            .map(|r| yaml_serde::to_string(&r["rules"]).unwrap_or_default())
+            .unwrap_or_default();
+        assert_eq!(
+            rules,
+            "- apiGroups:\n  - admissionregistration.k8s.io\n  resources:\n  - validatingadmissionpolicies\n  - validatingadmissionpolicybindings\n  resourceNames:\n  - certpin-default-tenant-boundary\n  verbs:\n  - get\n",
+            "cluster-wide RBAC despite watchNamespaces: {role}"
+        );
+    }
+    let bound: Vec<&str> = of_kind(&docs, "ClusterRoleBinding")
+        .iter()
+        .filter_map(|b| b["roleRef"]["name"].as_str())
+        .collect();
+    for role in of_kind(&docs, "ClusterRole") {
+        let labels = &role["metadata"]["labels"];
+        let aggregated = ["admin", "edit", "view"].iter().any(|to| {
+            labels[format!("rbac.authorization.k8s.io/aggregate-to-{to}").as_str()].as_str()
+                == Some("true")
+        });
+        let name = role["metadata"]["name"].as_str().unwrap_or_default();
+        assert!(
+            aggregated || bound.contains(&name),
+            "a ClusterRole that is not a user role despite watchNamespaces: {name}"
+        );
+    }
     // The tenant boundary, bound to the watched namespaces only.
     assert!(ns.contains("kind: ValidatingAdmissionPolicyBinding"));
     assert!(ns.contains(r#"values: ["team-a","team-b"]"#), "{ns}");
@@ -437,15 +458,15 @@ fn template(sets: &[&str]) -> (bool, Vec<yaml_serde::Value>, String) {
         args.extend(["--set", s]);
     }
     let (success, out) = run("helm", &args);
-    let docs = if success {
-        yaml_serde::Deserializer::from_str(&out)
-            .filter_map(|d| yaml_serde::Value::deserialize(d).ok())
-            .filter(|d| !d.is_null())
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let docs = if success { yaml_docs(&out) } else { Vec::new() };
     (success, docs, out)
+}
+
+fn yaml_docs(out: &str) -> Vec<yaml_serde::Value> {
+    yaml_serde::Deserializer::from_str(out)
+        .filter_map(|d| yaml_serde::Value::deserialize(d).ok())
+        .filter(|d| !d.is_null())
+        .collect()
 }
 
 fn of_kind<'a>(docs: &'a [yaml_serde::Value], kind: &str) -> Vec<&'a yaml_serde::Value> {

@@ -1054,18 +1054,36 @@ async fn certpin_reports_whether_its_tenant_boundary_is_installed() {
         none.log_text()
             .contains("the tenant boundary is not checked (no --tenant-boundary)")
     );
+    // With the chart's namespaced RBAC (watchNamespaces) certpin may read
+    // its own boundary's two objects, by name, and nothing else.
     let certpin = install_chart_rbac(n);
+    let own = format!("certpin-{n}-tenant-boundary");
+    let (policy, denying) = stand_in_boundary(&own, n, "Deny");
+    kubectl_apply(&policy);
+    kubectl_apply(&denying);
+    let as_certpin = format!("--impersonate={certpin}");
     let namespaced = Operator::start_with(
         n,
         "-namespaced",
-        &[&flag, &format!("--impersonate={certpin}")],
+        &[&format!("--tenant-boundary={own}"), &as_certpin],
     );
-    wait_gauge(&namespaced, r#"{state="unreadable"} 0"#);
+    wait_gauge(&namespaced, r#"{state="installed"} 1"#);
+    let other = Operator::start_with(n, "-other", &[&flag, &as_certpin]);
+    wait_gauge(&other, r#"{state="unreadable"} 0"#);
     assert!(
-        namespaced
+        other
             .log_text()
             .contains("cannot tell whether the tenant boundary is installed"),
         "{}",
-        namespaced.log_text()
+        other.log_text()
     );
+    let deleted = std::process::Command::new("kubectl")
+        .args([
+            "delete",
+            "validatingadmissionpolicybinding,validatingadmissionpolicy,clusterrolebinding,clusterrole",
+            &own,
+        ])
+        .status()
+        .unwrap();
+    assert!(deleted.success());
 }
