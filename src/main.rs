@@ -1,9 +1,10 @@
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 
 use certpin::cli::{self, Cli, Command, UsageError};
 
 fn main() {
-    let matches = Cli::command().get_matches();
+    let argv0 = std::env::args_os().next();
+    let matches = cli::command(argv0.as_deref()).get_matches();
     let parsed = Cli::from_arg_matches(&matches).map_err(|e| e.exit());
     let Ok(mut cli) = parsed;
     if let (Command::Settings(args), Some(("settings", sub))) =

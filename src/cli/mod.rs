@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub mod cluster;
+pub mod reconcile;
 pub mod settings;
+pub mod status;
 pub mod trust;
 pub mod validate;
 
@@ -39,6 +42,39 @@ pub enum Command {
     Crd,
     /// Run the operator (kubeconfig from KUBECONFIG or ~/.kube/config, or in-cluster).
     Run(crate::operator::RunArgs),
+    /// Print the ClientCertificateSets of a namespace (-A: of all) as certpin last reported
+    /// them: Ready, reason, earliest expiry, workload, last restart.
+    Status(status::StatusArgs),
+    /// Ask certpin to read, validate and report a set again now, and wait until a pass has
+    /// (exit 1 if none did within --timeout).
+    Reconcile(reconcile::ReconcileArgs),
+    /// Print a shell completion script: `source <(certpin completions bash)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The name kubectl runs a plugin by: `ln -s $(which certpin) kubectl-certpin`
+/// on the PATH makes `kubectl certpin ...` this binary.
+pub const PLUGIN_NAME: &str = "kubectl-certpin";
+
+/// The command line, named as it was invoked: as a kubectl plugin, its
+/// help and errors say `kubectl certpin`; it parses the same either way.
+pub fn command(argv0: Option<&std::ffi::OsStr>) -> clap::Command {
+    use clap::CommandFactory as _;
+    let cmd = Cli::command();
+    if invoked_as_plugin(argv0) {
+        cmd.bin_name("kubectl certpin")
+    } else {
+        cmd
+    }
+}
+
+fn invoked_as_plugin(argv0: Option<&std::ffi::OsStr>) -> bool {
+    argv0
+        .and_then(|a| std::path::Path::new(a).file_stem())
+        .is_some_and(|stem| stem == PLUGIN_NAME)
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -99,6 +135,12 @@ pub fn run(command: Command) -> i32 {
         // The operator's own errors are logged where they happen; a stop
         // for any of them is exit code 1, a clean shutdown 0.
         Command::Run(args) => return i32::from(crate::operator::run(args).is_err()),
+        Command::Status(args) => return status::run(&args),
+        Command::Reconcile(args) => return reconcile::run(&args),
+        Command::Completions { shell } => {
+            completions(shell);
+            Ok(0)
+        }
     };
     match result {
         Ok(code) => code,
@@ -107,6 +149,19 @@ pub fn run(command: Command) -> i32 {
             2
         }
     }
+}
+
+/// The completion script for `shell`, for the name the binary was run by
+/// (`certpin`, or `kubectl-certpin` when run as the plugin).
+fn completions(shell: clap_complete::Shell) {
+    let argv0 = std::env::args_os().next();
+    let name = if invoked_as_plugin(argv0.as_deref()) {
+        PLUGIN_NAME
+    } else {
+        "certpin"
+    };
+    let mut cmd = command(None);
+    clap_complete::generate(shell, &mut cmd, name, &mut std::io::stdout());
 }
 
 /// The CRD as YAML, exactly as checked in under crds/.
