@@ -3,7 +3,7 @@
 //! requests by verb, so "writes when idle" is measured outside certpin, not
 //! reported by certpin about itself. It can also answer writes with 409
 //! Conflict, as the API server does for a stale resourceVersion (certpin's
-//! fault tests use this).
+//! fault tests use this), and keep watches of Secrets silent.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -37,6 +37,10 @@ pub struct Faults {
     /// Answer the first write to each object (method and path) with 409
     /// Conflict; the retry of it goes through.
     pub conflict_first_write: AtomicBool,
+    /// Hold every watch of Secrets without an answer (the lists still go
+    /// through): the program misses each change to a Secret, as with a
+    /// watch that broke silently, and sees it only where it reads one.
+    pub silent_secret_watches: AtomicBool,
     seen: Mutex<HashSet<String>>,
 }
 
@@ -161,6 +165,13 @@ async fn forward(State(up): State<Upstream>, req: Request) -> Response {
     if let Ok(mut m) = up.counts.by_verb.lock() {
         *m.entry(verb_and_resource(&parts.method, parts.uri.path(), watch))
             .or_default() += 1;
+    }
+    if watch
+        && up.faults.silent_secret_watches.load(Ordering::Relaxed)
+        && verb_and_resource(&parts.method, parts.uri.path(), watch) == "watch secrets"
+    {
+        // The client's read timeout (minutes) ends it; it watches again.
+        std::future::pending::<()>().await;
     }
     if write && up.faults.conflict(&parts.method, parts.uri.path()) {
         up.counts.conflicts.fetch_add(1, Ordering::Relaxed);
