@@ -103,94 +103,95 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("certpin");
-        let reconciliations = Family::<ResultLabel, Counter>::default();
-        registry.register(
+        let mut m = Metrics {
+            registry: Registry::with_prefix("certpin"),
+            tenant_boundary: Family::default(),
+            boundary_exported: Mutex::default(),
+            ready: Family::default(),
+            ready_exported: Mutex::default(),
+            reconciliations: Family::default(),
+            duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            failures: Family::default(),
+            restarts: Family::default(),
+            not_after: Family::default(),
+            ca_not_after: Family::default(),
+            decodes: Counter::default(),
+            leader: Gauge::default(),
+            exported: Mutex::default(),
+        };
+        m.describe_passes();
+        m.describe_state();
+        m
+    }
+}
+
+impl Metrics {
+    /// What certpin did: passes, failures, restarts, decodes.
+    fn describe_passes(&mut self) {
+        let r = &mut self.registry;
+        r.register(
             "reconciliations",
             "Reconciliations of ClientCertificateSets, by result",
-            reconciliations.clone(),
+            self.reconciliations.clone(),
         );
-        let duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
-        registry.register(
+        r.register(
             "reconcile_duration_seconds",
             "Duration of one reconciliation",
-            duration.clone(),
+            self.duration.clone(),
         );
-        let failures = Family::<ReasonLabel, Counter>::default();
-        registry.register(
+        r.register(
             "reconcile_failures",
             "Reconciliations that left a set not Ready, by reason code (e.g. WrongPassword) or API error",
-            failures.clone(),
+            self.failures.clone(),
         );
-        let restarts = Family::<StrategyLabel, Counter>::default();
-        registry.register(
+        r.register(
             "restarts",
             "App restarts certpin performed, by strategy",
-            restarts.clone(),
+            self.restarts.clone(),
         );
-        let not_after = Family::<CertificateLabels, Gauge>::default();
-        registry.register(
+        r.register(
+            "pkcs12_decodes",
+            "PKCS12/PEM decodes performed (cache misses)",
+            self.decodes.clone(),
+        );
+    }
+
+    /// What holds now: expiries, readiness, leadership, the boundary.
+    fn describe_state(&mut self) {
+        let r = &mut self.registry;
+        r.register(
             "certificate_not_after_timestamp_seconds",
             "The certificate's notAfter, as a Unix timestamp",
-            not_after.clone(),
+            self.not_after.clone(),
         );
-        let ca_not_after = Family::<CaCertificateLabels, Gauge>::default();
-        registry.register(
+        r.register(
             "ca_certificate_not_after_timestamp_seconds",
             "A CA certificate's notAfter (caCertificates entry, SHA-256 fingerprint), as a Unix timestamp",
-            ca_not_after.clone(),
+            self.ca_not_after.clone(),
         );
         let build_info = Family::<VersionLabel, Gauge>::default();
-        build_info
-            .get_or_create(&VersionLabel {
-                version: env!("CARGO_PKG_VERSION").into(),
-            })
-            .set(1);
-        registry.register(
+        let version = env!("CARGO_PKG_VERSION").into();
+        build_info.get_or_create(&VersionLabel { version }).set(1);
+        r.register(
             "build_info",
             "1, labelled with the running certpin's version",
             build_info,
         );
-        let leader = Gauge::default();
-        registry.register(
+        r.register(
             "leader",
             "1 while this replica is the leader (the one that reconciles), else 0",
-            leader.clone(),
+            self.leader.clone(),
         );
-        let ready = Family::<ReadyLabels, Gauge>::default();
-        registry.register(
+        r.register(
             "set_ready_status",
             "1 for each set's current Ready condition status (True or False) and reason",
-            ready.clone(),
+            self.ready.clone(),
         );
-        let decodes = Counter::default();
-        registry.register(
-            "pkcs12_decodes",
-            "PKCS12/PEM decodes performed (cache misses)",
-            decodes.clone(),
-        );
-        let tenant_boundary = Family::<BoundaryLabels, Gauge>::default();
-        registry.register(
+        r.register(
             "tenant_boundary_installed",
             "1 when the tenant boundary (ValidatingAdmissionPolicy and binding) is installed and covers the sets certpin watches, else 0; state says why",
-            tenant_boundary.clone(),
+            self.tenant_boundary.clone(),
         );
-        Metrics {
-            registry,
-            tenant_boundary,
-            boundary_exported: Mutex::default(),
-            ready,
-            ready_exported: Mutex::default(),
-            reconciliations,
-            duration,
-            failures,
-            restarts,
-            not_after,
-            ca_not_after,
-            decodes,
-            leader,
-            exported: Mutex::default(),
-        }
     }
 }
 

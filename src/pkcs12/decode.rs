@@ -242,7 +242,25 @@ fn assemble(
             "the file holds a private key but no certificate; export it again including the certificate",
         ));
     }
-    let parsed: Vec<X509Certificate<'_>> = certs
+    let parsed = parse_all(&certs)?;
+    let matching: Vec<usize> = (0..parsed.len())
+        .filter(|i| keys::public_key_of_certificate(&parsed[*i]).as_ref() == Some(&public))
+        .collect();
+    let leaf = leaf_of(&parsed, &matching)?;
+    let (order, chain_len) = chain_order(&parsed, leaf, &matching);
+    let facts = Facts::extract(&parsed[leaf], &certs[leaf], chain_len, scheme);
+    let chain = order.into_iter().map(|i| certs[i].clone()).collect();
+    Ok(Decoded {
+        key_pkcs8: key,
+        chain,
+        key_kind: kind,
+        facts,
+        jvm_refusals: Vec::new(),
+    })
+}
+
+fn parse_all(certs: &[Vec<u8>]) -> Result<Vec<X509Certificate<'_>>, Problem> {
+    certs
         .iter()
         .map(|der| {
             parse_x509_certificate(der).map(|(_, c)| c).map_err(|e| {
@@ -252,27 +270,35 @@ fn assemble(
                 )
             })
         })
-        .collect::<Result<_, _>>()?;
-    let matching: Vec<usize> = (0..parsed.len())
-        .filter(|i| keys::public_key_of_certificate(&parsed[*i]).as_ref() == Some(&public))
-        .collect();
-    // Several certificates for one key (a renewal kept beside the old one):
-    // the one valid longest is the one to present.
-    let Some(&leaf) = matching
+        .collect()
+}
+
+/// Of the certificates for the key (`matching`), the one to present:
+/// with a renewal kept beside the old one, the one valid longest.
+fn leaf_of(parsed: &[X509Certificate<'_>], matching: &[usize]) -> Result<usize, Problem> {
+    let leaf = matching
         .iter()
-        .max_by_key(|i| parsed[**i].validity().not_after.timestamp())
-    else {
+        .max_by_key(|i| parsed[**i].validity().not_after.timestamp());
+    leaf.copied().ok_or_else(|| {
         let subjects: Vec<String> = parsed.iter().map(|c| c.subject().to_string()).collect();
-        return Err(Problem::new(
+        Problem::new(
             Reason::KeyMismatch,
             format!(
                 "no certificate in the file belongs to its private key (certificates: {}); export the key together \
                  with its own certificate",
                 subjects.join("; ")
             ),
-        ));
-    };
-    // Order: leaf, then follow issuer -> subject links; unrelated ones last.
+        )
+    })
+}
+
+/// The leaf, then its issuers by subject, then the unrelated ones (other
+/// certificates for the key are dropped); and how long the chain is.
+fn chain_order(
+    parsed: &[X509Certificate<'_>],
+    leaf: usize,
+    matching: &[usize],
+) -> (Vec<usize>, usize) {
     let mut order = vec![leaf];
     loop {
         let current = &parsed[*order.last().unwrap_or(&leaf)];
@@ -292,13 +318,5 @@ fn assemble(
             order.push(i);
         }
     }
-    let facts = Facts::extract(&parsed[leaf], &certs[leaf], chain_len, scheme);
-    let chain = order.into_iter().map(|i| certs[i].clone()).collect();
-    Ok(Decoded {
-        key_pkcs8: key,
-        chain,
-        key_kind: kind,
-        facts,
-        jvm_refusals: Vec::new(),
-    })
+    (order, chain_len)
 }

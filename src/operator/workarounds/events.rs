@@ -77,11 +77,6 @@ impl Publisher {
             regarding: n.regarding.uid.clone(),
             related: n.related.and_then(|r| r.uid.clone()),
         };
-        let namespace = n
-            .regarding
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
         let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
         // Decided under the lock, written without it: Events of many
         // passes go out at once.
@@ -94,29 +89,64 @@ impl Publisher {
                 (p.namespace.clone(), p.name.clone(), p.count)
             })
         };
-        if let Some((ns, name, count)) = repeat {
-            let series = EventSeries {
-                count,
-                last_observed_time: now,
-            };
-            let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
-            api.patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"series": series})),
-            )
-            .await?;
-            return Ok(());
+        match repeat {
+            Some((ns, name, count)) => self.count_repeat(&ns, &name, count, now).await,
+            None => {
+                let event = self.event(&n, now);
+                let (namespace, name) = (
+                    event.metadata.namespace.clone(),
+                    event.metadata.name.clone(),
+                );
+                let namespace = namespace.unwrap_or_default();
+                Api::<Event>::namespaced(self.client.clone(), &namespace)
+                    .create(&PostParams::default(), &event)
+                    .await?;
+                let (name, count, at) = (name.unwrap_or_default(), 1, Instant::now());
+                self.lock().insert(
+                    key,
+                    Published {
+                        namespace,
+                        name,
+                        count,
+                        at,
+                    },
+                );
+                Ok(())
+            }
         }
+    }
+
+    /// A repeat: the earlier Event's series counts it.
+    async fn count_repeat(
+        &self,
+        ns: &str,
+        name: &str,
+        count: i32,
+        now: MicroTime,
+    ) -> kube::Result<()> {
+        let series = EventSeries {
+            count,
+            last_observed_time: now,
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), ns);
+        let patch = json!({ "series": series });
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+
+    /// A new Event for `n`.
+    fn event(&self, n: &Note<'_>, now: MicroTime) -> Event {
+        let namespace = n.regarding.namespace.clone();
         let name = format!(
             "{}.{:x}",
             n.regarding.name.as_deref().unwrap_or(&self.controller),
             now.0.as_nanosecond()
         );
-        let event = Event {
+        Event {
             metadata: kube::api::ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(namespace.clone()),
+                name: Some(name),
+                namespace: Some(namespace.unwrap_or_else(|| "default".into())),
                 ..Default::default()
             },
             event_time: Some(now),
@@ -129,19 +159,6 @@ impl Publisher {
             reporting_controller: Some(self.controller.clone()),
             reporting_instance: Some(self.instance.clone()),
             ..Default::default()
-        };
-        Api::<Event>::namespaced(self.client.clone(), &namespace)
-            .create(&PostParams::default(), &event)
-            .await?;
-        self.lock().insert(
-            key,
-            Published {
-                namespace,
-                name,
-                count: 1,
-                at: Instant::now(),
-            },
-        );
-        Ok(())
+        }
     }
 }

@@ -35,57 +35,20 @@ pub fn check(
 ) -> Trust {
     let mut t = Trust::default();
     for (spec, material) in specs.iter().zip(materials) {
-        let refused = |reason: Reason, message: String| {
-            let row = CaCertificateStatus {
-                name: spec.name.clone(),
-                state: reason.name(),
-                message: Some(message.clone()),
-                ..Default::default()
-            };
-            let failure = Failure {
-                reason,
-                message: format!("CA certificate {:?}: {message}", spec.name),
-            };
-            (row, failure)
-        };
-        let (row, failure) = match material {
-            CaMaterial::Missing { reason, message } => refused(*reason, message.clone()),
-            CaMaterial::Invalid { message } => refused(Reason::InvalidName, message.clone()),
+        let (reason, message) = match material {
+            CaMaterial::Missing { reason, message } => (*reason, message.clone()),
+            CaMaterial::Invalid { message } => (Reason::InvalidName, message.clone()),
             CaMaterial::Bundle(data) => match ca::parse_bundle(data) {
-                Err(e) => refused(Reason::from(&e), e.to_string()),
+                Err(e) => (Reason::from(&e), e.to_string()),
                 Ok(certs) => {
                     for c in certs {
-                        let mut warnings = c.warnings(now);
-                        let left = c.not_after - now;
-                        if warnings.is_empty() && left <= warn_within {
-                            warnings.push(format!(
-                                "expiring-soon: the CA certificate ({}) expires on {}, in {} days",
-                                c.subject,
-                                c.not_after.to_rfc3339(),
-                                left.num_days()
-                            ));
-                        }
-                        t.warnings
-                            .extend(warnings.iter().map(|w| format!("{}: {w}", spec.name)));
-                        t.rows.push(CaCertificateStatus {
-                            name: spec.name.clone(),
-                            path: None,
-                            subject: Some(c.subject.clone()),
-                            sha256_fingerprint: Some(c.sha256_fingerprint.clone()),
-                            not_before: time(c.not_before),
-                            not_after: time(c.not_after),
-                            state: "Valid".into(),
-                            message: None,
-                            warnings,
-                        });
-                        t.valid.push(c);
+                        t.trust(spec, c, now, warn_within);
                     }
                     continue;
                 }
             },
         };
-        t.rows.push(row);
-        t.failures.push(failure);
+        t.refuse(spec, reason, message);
     }
     if t.valid.len() > MAX_CA_CERTIFICATES {
         let count = t.valid.len();
@@ -99,6 +62,56 @@ pub fn check(
         });
     }
     t
+}
+
+impl Trust {
+    /// An entry refused whole: a row saying why, and a failure.
+    fn refuse(&mut self, spec: &CaCertificateSpec, reason: Reason, message: String) {
+        self.failures.push(Failure {
+            reason,
+            message: format!("CA certificate {:?}: {message}", spec.name),
+        });
+        self.rows.push(CaCertificateStatus {
+            name: spec.name.clone(),
+            state: reason.name(),
+            message: Some(message),
+            ..Default::default()
+        });
+    }
+
+    /// One certificate of an entry's bundle, trusted, with its warnings.
+    fn trust(
+        &mut self,
+        spec: &CaCertificateSpec,
+        c: CaCertificate,
+        now: DateTime<Utc>,
+        warn_within: chrono::Duration,
+    ) {
+        let mut warnings = c.warnings(now);
+        let left = c.not_after - now;
+        if warnings.is_empty() && left <= warn_within {
+            warnings.push(format!(
+                "expiring-soon: the CA certificate ({}) expires on {}, in {} days",
+                c.subject,
+                c.not_after.to_rfc3339(),
+                left.num_days()
+            ));
+        }
+        self.warnings
+            .extend(warnings.iter().map(|w| format!("{}: {w}", spec.name)));
+        self.rows.push(CaCertificateStatus {
+            name: spec.name.clone(),
+            path: None,
+            subject: Some(c.subject.clone()),
+            sha256_fingerprint: Some(c.sha256_fingerprint.clone()),
+            not_before: time(c.not_before),
+            not_after: time(c.not_after),
+            state: "Valid".into(),
+            message: None,
+            warnings,
+        });
+        self.valid.push(c);
+    }
 }
 
 #[cfg(test)]
