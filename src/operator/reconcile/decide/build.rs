@@ -386,6 +386,14 @@ fn labels(set: &ClientCertificateSet) -> Value {
     json!({ LABEL_SET: names::label_value(set_name(set)), LABEL_MANAGED_BY: "certpin" })
 }
 
+/// Stakater Reloader's annotation (its `--ignore-annotation` default) for
+/// "changes here restart nothing": certpin restarts the app itself, by
+/// its set's strategy, so an app Reloader watches in `auto` mode would
+/// otherwise restart twice per rotation, and a `Manual` set's app once.
+/// Metadata only: the template hash (`config_hash`) does not cover it, so
+/// an upgrade that adds it rewrites the objects and restarts nothing.
+pub const RELOADER_IGNORE: &str = "reloader.stakater.com/ignore";
+
 /// The ConfigMap, as a server-side apply body.
 pub fn config_map_object(set: &ClientCertificateSet, ns: &str, r: &Rendered) -> Value {
     json!({
@@ -393,6 +401,7 @@ pub fn config_map_object(set: &ClientCertificateSet, ns: &str, r: &Rendered) -> 
         "kind": "ConfigMap",
         "metadata": {
             "name": r.name, "namespace": ns, "labels": labels(set),
+            "annotations": {RELOADER_IGNORE: "true"},
             "ownerReferences": [owner_reference(set)],
         },
         "data": r.config_map,
@@ -419,6 +428,7 @@ pub fn secret_object(set: &ClientCertificateSet, ns: &str, r: &Rendered) -> Valu
                 // In certificate order, as ClientCertificatePasswords.
                 ANN_FILES: r.keys.join(","),
                 ANN_PREVIOUS_FILES: retained.join(","),
+                RELOADER_IGNORE: "true",
             },
             "ownerReferences": [owner_reference(set)],
         },
@@ -716,6 +726,32 @@ mod tests {
             !body.contains(&*String::from_utf8_lossy(&r.secret[KEY_PASSWORDS].0)),
             "a password reached the ConfigMap"
         );
+    }
+
+    #[test]
+    fn reloader_ignores_the_rendered_objects_and_the_hash_ignores_the_annotation() {
+        let (s, v) = (set("Modern"), valid());
+        let r = render_objects(&s, &v, &[], Earlier::default(), "t0").unwrap();
+        for body in [
+            config_map_object(&s, "shop", &r),
+            secret_object(&s, "shop", &r),
+        ] {
+            assert_eq!(
+                body["metadata"]["annotations"][RELOADER_IGNORE],
+                json!("true")
+            );
+        }
+        // A live Secret without it (an earlier version's) is reused as it is:
+        // the same content, so the same hash on the pod template.
+        let mut live = applied(&s, &r);
+        live.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove(RELOADER_IGNORE);
+        let again = render_objects(&s, &v, &[], earlier(&live), "t1").unwrap();
+        assert!(again.reused);
+        assert_eq!(again.config_hash, r.config_hash);
     }
 
     #[test]

@@ -79,3 +79,51 @@ async fn after_a_restart_a_certificate_near_its_expiry_is_judged_again() {
     w.pass_ok("s").await;
     assert!(w.decodes() >= 1);
 }
+
+#[tokio::test]
+async fn an_upgrade_that_adds_reloaders_ignore_annotation_rewrites_the_objects_and_restarts_nothing()
+ {
+    use crate::operator::reconcile::decide::build::RELOADER_IGNORE;
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let mut w = World::new();
+    ready_set(&w).await;
+    // The ConfigMap and Secret as a version without the annotation left them.
+    let without = json!({"metadata": {"annotations": {RELOADER_IGNORE: null}}});
+    w.fake.with(|st| {
+        st.merge::<ConfigMap>(NS, "s-certpin", without.clone());
+        st.merge::<Secret>(NS, "s-certpin", without.clone());
+    });
+    let (hash, generation) = {
+        let d = w.deployment_now("app");
+        (template_hash(&d), d.metadata.generation)
+    };
+    w.restart_operator();
+    let mark = w.fake.mark();
+    w.pass_ok("s").await;
+    let mut writes = w.writes_since(mark);
+    writes.sort();
+    assert_eq!(
+        writes,
+        [
+            "PATCH configmaps/s-certpin apply certpin",
+            "PATCH secrets/s-certpin apply certpin",
+        ],
+        "the workload is not written"
+    );
+    let ignored = |a: Option<std::collections::BTreeMap<String, String>>| {
+        a.unwrap_or_default().get(RELOADER_IGNORE).cloned()
+    };
+    let cm = w.config_map("s-certpin").expect("the ConfigMap");
+    let secret = w.secret("s-certpin").expect("the Secret");
+    assert_eq!(ignored(cm.metadata.annotations).as_deref(), Some("true"));
+    assert_eq!(
+        ignored(secret.metadata.annotations).as_deref(),
+        Some("true")
+    );
+    let d = w.deployment_now("app");
+    assert_eq!(
+        (template_hash(&d), d.metadata.generation),
+        (hash, generation)
+    );
+    assert_eq!(w.decodes(), 0, "the encoding is reused");
+}
