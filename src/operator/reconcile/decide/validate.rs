@@ -108,30 +108,18 @@ pub async fn validate(
         now,
         policy.warn_within,
     );
-    let mut rows = Vec::new();
-    let mut valid = Vec::new();
-    let mut failures = Vec::new();
-    let mut warnings = Vec::new();
     let known = super::known::known(set, inputs, earlier, &trust.valid, now, policy.warn_within);
     let is_known = known.is_some();
-    let to_decode = match known {
-        Some(k) => {
-            (rows, valid, warnings) = (k.rows, k.valid, k.warnings);
-            &[][..]
-        }
-        None => &set.spec.certificates[..],
+    let mut c = match known {
+        Some(k) => Certificates {
+            rows: k.rows,
+            valid: k.valid,
+            warnings: k.warnings,
+            failures: Vec::new(),
+        },
+        None => check_all(set, inputs, cache, &policy).await,
     };
-    for (spec, material) in to_decode.iter().zip(&inputs.materials) {
-        let (row, checked) = check(spec, material, cache, &policy).await;
-        rows.push(row);
-        match checked {
-            Ok((cert, w)) => {
-                warnings.extend(w.into_iter().map(|w| (spec.name.clone(), w)));
-                valid.push(cert);
-            }
-            Err(f) => failures.push(f),
-        }
-    }
+    let mut failures = std::mem::take(&mut c.failures);
     let (kind, name) = set.spec.app.target();
     if !names::is_dns_subdomain(name) {
         failures.push(Failure {
@@ -142,17 +130,50 @@ pub async fn validate(
     failures.extend(pin_failures(set));
     failures.extend(trust.failures);
     let failure = failures.into_iter().next();
-    let valid = (failure.is_none() && valid.len() == set.spec.certificates.len()).then_some(valid);
+    let whole = failure.is_none() && c.valid.len() == set.spec.certificates.len();
     Validation {
-        rows,
+        rows: c.rows,
         ca_rows: trust.rows,
-        valid,
+        valid: whole.then_some(c.valid),
         cas: trust.valid,
         ca_warnings: trust.warnings,
         known: is_known,
         failure,
-        warnings,
+        warnings: c.warnings,
     }
+}
+
+/// The client certificates judged: a row each, the valid ones with their
+/// warnings, the failures.
+#[derive(Default)]
+struct Certificates {
+    rows: Vec<CertificateStatus>,
+    valid: Vec<ValidCertificate>,
+    warnings: Vec<(String, Warning)>,
+    failures: Vec<Failure>,
+}
+
+/// Every certificate decoded (or answered by the cache) and checked.
+async fn check_all(
+    set: &ClientCertificateSet,
+    inputs: &Inputs,
+    cache: &DecodeCache,
+    policy: &Policy,
+) -> Certificates {
+    let mut c = Certificates::default();
+    for (spec, material) in set.spec.certificates.iter().zip(&inputs.materials) {
+        let (row, checked) = check(spec, material, cache, policy).await;
+        c.rows.push(row);
+        match checked {
+            Ok((cert, w)) => {
+                c.warnings
+                    .extend(w.into_iter().map(|w| (spec.name.clone(), w)));
+                c.valid.push(cert);
+            }
+            Err(f) => c.failures.push(f),
+        }
+    }
+    c
 }
 
 type Checked = Result<(ValidCertificate, Vec<Warning>), Failure>;
