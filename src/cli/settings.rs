@@ -1,7 +1,7 @@
 //! `certpin settings`: the three runtime settings for running locally
 //! (Studio Pro's Custom tab), from certificate files on a developer's machine.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{ArgMatches, Args};
 use serde::{Deserialize, Serialize};
@@ -134,81 +134,81 @@ type Inputs = (Vec<Input>, Vec<String>, Vec<PathBuf>, Option<PathBuf>);
 
 fn inputs(args: &SettingsArgs) -> Result<Inputs, UsageError> {
     if let Some(path) = &args.file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?;
-        let local: LocalFile = yaml_serde::from_str(&text)
-            .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
-        let base = path.parent().map(PathBuf::from).unwrap_or_default();
-        let mut out = Vec::new();
-        for c in local.certificates {
-            let file = if c.file.is_absolute() {
-                c.file.clone()
-            } else {
-                base.join(&c.file)
-            };
-            let password_file = c
-                .password_file
-                .map(|p| if p.is_absolute() { p } else { base.join(p) });
-            out.push(Input {
-                runtime_path: c.runtime_path.unwrap_or_else(|| file.display().to_string()),
-                password: read_password(password_file.as_ref(), c.password_env.as_deref())?,
-                file,
-                pins: c.pin_to,
-            });
-        }
-        let relative = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
-        let cas = local.ca_certificates.into_iter().map(relative).collect();
-        let ca_dir = local.ca_directory.map(relative);
-        return Ok((out, local.no_certificate_for, cas, ca_dir));
+        return from_file(path);
     }
     if args.cert.is_empty() && args.ca.is_empty() {
         return Err(UsageError(
             "give at least one --cert FILE or --ca FILE, or --file".into(),
         ));
     }
-    let g = &args.groups;
-    let mut out = Vec::new();
-    for (i, file) in args.cert.iter().enumerate() {
-        let pick = |owners: &[usize]| -> Vec<usize> {
-            (0..owners.len()).filter(|k| owners[*k] == i).collect()
-        };
-        let env: Vec<&String> = pick(&g.password_env)
-            .into_iter()
-            .map(|k| &args.password_env[k])
-            .collect();
-        let pwf: Vec<&PathBuf> = pick(&g.password_file)
-            .into_iter()
-            .map(|k| &args.password_file[k])
-            .collect();
-        let rp: Vec<&String> = pick(&g.runtime_path)
-            .into_iter()
-            .map(|k| &args.runtime_path[k])
-            .collect();
-        if env.len() + pwf.len() > 1 || rp.len() > 1 {
-            return Err(UsageError(format!(
-                "{}: give at most one password option and one --runtime-path",
-                file.display()
-            )));
-        }
-        out.push(Input {
-            runtime_path: rp
-                .first()
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| file.display().to_string()),
-            password: read_password(pwf.first().copied(), env.first().map(|s| s.as_str()))?,
-            file: file.clone(),
-            pins: pick(&g.pin)
-                .into_iter()
-                .map(|k| args.pin[k].clone())
-                .collect(),
-        });
-    }
+    let out = (args.cert.iter().enumerate())
+        .map(|(i, file)| from_flags(args, i, file))
+        .collect::<Result<_, _>>()?;
     Ok((
         out,
         args.no_certificate_for.clone(),
         args.ca.clone(),
         args.ca_dir.clone(),
     ))
+}
+
+/// `--file`: paths in it are relative to the file's directory.
+fn from_file(path: &Path) -> Result<Inputs, UsageError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?;
+    let local: LocalFile =
+        yaml_serde::from_str(&text).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+    let base = path.parent().map(PathBuf::from).unwrap_or_default();
+    let relative = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+    let mut out = Vec::new();
+    for c in local.certificates {
+        let file = relative(c.file);
+        let password_file = c.password_file.map(relative);
+        out.push(Input {
+            runtime_path: c.runtime_path.unwrap_or_else(|| file.display().to_string()),
+            password: read_password(password_file.as_ref(), c.password_env.as_deref())?,
+            file,
+            pins: c.pin_to,
+        });
+    }
+    let cas = local.ca_certificates.into_iter().map(relative).collect();
+    let ca_dir = local.ca_directory.map(relative);
+    Ok((out, local.no_certificate_for, cas, ca_dir))
+}
+
+/// The `i`th `--cert` and the options that follow it.
+fn from_flags(args: &SettingsArgs, i: usize, file: &Path) -> Result<Input, UsageError> {
+    let g = &args.groups;
+    let pick = |owners: &[usize]| -> Vec<usize> {
+        (0..owners.len()).filter(|k| owners[*k] == i).collect()
+    };
+    let env: Vec<&String> = (pick(&g.password_env).into_iter())
+        .map(|k| &args.password_env[k])
+        .collect();
+    let pwf: Vec<&PathBuf> = (pick(&g.password_file).into_iter())
+        .map(|k| &args.password_file[k])
+        .collect();
+    let rp: Vec<&String> = (pick(&g.runtime_path).into_iter())
+        .map(|k| &args.runtime_path[k])
+        .collect();
+    if env.len() + pwf.len() > 1 || rp.len() > 1 {
+        return Err(UsageError(format!(
+            "{}: give at most one password option and one --runtime-path",
+            file.display()
+        )));
+    }
+    Ok(Input {
+        runtime_path: rp
+            .first()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| file.display().to_string()),
+        password: read_password(pwf.first().copied(), env.first().map(|s| s.as_str()))?,
+        file: file.to_path_buf(),
+        pins: pick(&g.pin)
+            .into_iter()
+            .map(|k| args.pin[k].clone())
+            .collect(),
+    })
 }
 
 #[derive(Serialize)]
@@ -246,25 +246,7 @@ pub fn run(args: SettingsArgs) -> Result<i32, UsageError> {
         warn_within: chrono::Duration::days(args.warn_days),
         ..Policy::at(chrono::Utc::now())
     };
-    let mut reports = Vec::new();
-    let mut files = Vec::new();
-    for input in &inputs {
-        let data = std::fs::read(&input.file)
-            .map_err(|e| UsageError(format!("cannot read {}: {e}", input.file.display())))?;
-        reports.push(report(
-            &input.file.display().to_string(),
-            &data,
-            None,
-            &input.password,
-            &policy,
-        ));
-        files.push(CertificateFile {
-            name: input.file.display().to_string(),
-            path: input.runtime_path.clone(),
-            password: input.password.clone(),
-            pins: input.pins.clone(),
-        });
-    }
+    let (reports, files) = check_certificates(&inputs, &policy)?;
     let rendered = render(&files, &no_cert);
     let mut problems: Vec<ProblemOut> = reports
         .iter()
@@ -280,9 +262,73 @@ pub fn run(args: SettingsArgs) -> Result<i32, UsageError> {
             message: p.message.clone(),
         }));
     }
-    let mut ca_reports = Vec::new();
-    let mut bundles = Vec::new();
-    for path in &ca_files {
+    let (ca_reports, bundles) = check_cas(&ca_files, &mut problems)?;
+    let ca_paths = if problems.is_empty() {
+        super::trust::paths(&bundles, ca_dir.as_deref())?
+    } else {
+        Vec::new()
+    };
+    let ca_setting = (!ca_paths.is_empty()).then(|| ca_paths.join(","));
+    let settings = rendered.ok().filter(|_| problems.is_empty());
+    let valid = settings.is_some();
+    match args.output {
+        Output::Json => {
+            let with_certificates = settings.as_ref().filter(|_| !reports.is_empty());
+            let out = JsonOut {
+                valid,
+                certificates: with_certificates.map(|s| s.certificates.as_str()),
+                passwords: with_certificates.map(|s| s.passwords.as_str()),
+                usages: settings.as_ref().and_then(|s| s.usages.as_deref()),
+                ca_certificates: ca_setting.as_deref().filter(|_| valid),
+                problems,
+                files: reports,
+                ca_files: ca_reports,
+            };
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        }
+        Output::Text => {
+            ca_reports.iter().for_each(print_ca);
+            print_text(
+                &reports,
+                &problems,
+                settings.as_ref(),
+                ca_setting.as_deref(),
+            );
+        }
+    }
+    Ok(if valid { 0 } else { 1 })
+}
+
+/// Each certificate's report, and the file it becomes in the settings.
+fn check_certificates(
+    inputs: &[Input],
+    policy: &Policy,
+) -> Result<(Vec<Report>, Vec<CertificateFile>), UsageError> {
+    let (mut reports, mut files) = (Vec::new(), Vec::new());
+    for input in inputs {
+        let name = input.file.display().to_string();
+        let data = std::fs::read(&input.file)
+            .map_err(|e| UsageError(format!("cannot read {name}: {e}")))?;
+        reports.push(report(&name, &data, None, &input.password, policy));
+        files.push(CertificateFile {
+            name,
+            path: input.runtime_path.clone(),
+            password: input.password.clone(),
+            pins: input.pins.clone(),
+        });
+    }
+    Ok((reports, files))
+}
+
+type Bundle = (PathBuf, Vec<u8>, Vec<crate::ca::CaCertificate>);
+
+/// Each CA bundle's report (its problem added to `problems`) and content.
+fn check_cas(
+    paths: &[PathBuf],
+    problems: &mut Vec<ProblemOut>,
+) -> Result<(Vec<super::trust::CaReport>, Vec<Bundle>), UsageError> {
+    let (mut reports, mut bundles) = (Vec::new(), Vec::new());
+    for path in paths {
         let data = std::fs::read(path)
             .map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?;
         let (r, certs) = super::trust::report(&path.display().to_string(), &data);
@@ -292,49 +338,10 @@ pub fn run(args: SettingsArgs) -> Result<i32, UsageError> {
                 message: format!("{}: {}", r.file, r.message),
             });
         }
-        ca_reports.push(r);
+        reports.push(r);
         bundles.push((path.clone(), data, certs));
     }
-    let ca_paths = if problems.is_empty() {
-        super::trust::paths(&bundles, ca_dir.as_deref())?
-    } else {
-        Vec::new()
-    };
-    let ca_setting = (!ca_paths.is_empty()).then(|| ca_paths.join(","));
-    let settings = rendered.ok().filter(|_| problems.is_empty());
-    match args.output {
-        Output::Json => {
-            let out = JsonOut {
-                valid: settings.is_some(),
-                certificates: settings
-                    .as_ref()
-                    .filter(|_| !reports.is_empty())
-                    .map(|s| s.certificates.as_str()),
-                passwords: settings
-                    .as_ref()
-                    .filter(|_| !reports.is_empty())
-                    .map(|s| s.passwords.as_str()),
-                usages: settings.as_ref().and_then(|s| s.usages.as_deref()),
-                ca_certificates: ca_setting.as_deref().filter(|_| settings.is_some()),
-                problems,
-                files: reports,
-                ca_files: ca_reports,
-            };
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-        }
-        Output::Text => {
-            for r in &ca_reports {
-                print_ca(r);
-            }
-            print_text(
-                &reports,
-                &problems,
-                settings.as_ref(),
-                ca_setting.as_deref(),
-            );
-        }
-    }
-    Ok(if settings.is_some() { 0 } else { 1 })
+    Ok((reports, bundles))
 }
 
 /// The text output: reports and problems on stderr, the settings to paste
