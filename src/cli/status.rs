@@ -243,10 +243,10 @@ mod tests {
             row(&set("new", serde_json::Value::Null), &Restarts::new(), now),
         ];
         let expected = "\
-NAMESPACE   NAME      READY     REASON          EARLIEST EXPIRY                   WORKLOAD         LAST RESTART
-shop        good      True      Applied         2026-03-03T00:00:00Z (in 60d)     deployment/app   2026-01-01T23:55:00Z (5m ago)
-shop        stalled   False     WrongPassword   -                                 deployment/app   -
-shop        new       Unknown   -               -                                 deployment/app   -
+NAMESPACE   NAME      READY     REASON          EARLIEST EXPIRY                 WORKLOAD         LAST RESTART
+shop        good      True      Applied         2026-03-03T00:00:00Z (in 60d)   deployment/app   2026-01-01T23:55:00Z (5m ago)
+shop        stalled   False     WrongPassword   -                               deployment/app   -
+shop        new       Unknown   -               -                               deployment/app   -
 ";
         assert_eq!(table(&rows), expected);
     }
