@@ -293,18 +293,15 @@ async fn material(
         });
     }
     if let Some(tls) = &cert.tls {
-        let Some(secret) = fetch(api, cache, &tls.secret_name).await? else {
-            return Ok(missing_secret(&tls.secret_name));
-        };
-        let Some(crt) = key_of(secret, "tls.crt") else {
-            return Ok(missing_key(&tls.secret_name, "tls.crt"));
-        };
-        let Some(key) = key_of(secret, "tls.key") else {
-            return Ok(missing_key(&tls.secret_name, "tls.key"));
-        };
-        return Ok(Material::Pem {
-            crt,
-            key: Zeroizing::new(key),
+        let name = &tls.secret_name;
+        let crt = secret_value(api, cache, name, "tls.crt").await?;
+        let key = secret_value(api, cache, name, "tls.key").await?;
+        return Ok(match (crt, key) {
+            (Err(missing), _) | (_, Err(missing)) => missing,
+            (Ok(crt), Ok(key)) => Material::Pem {
+                crt,
+                key: Zeroizing::new(key),
+            },
         });
     }
     let (Some(p12), Some(pw)) = (&cert.pkcs12, &cert.password) else {
@@ -314,19 +311,13 @@ async fn material(
             message: "give pkcs12 and password, or tls".into(),
         });
     };
-    let data = match fetch(api, cache, &p12.secret_name).await? {
-        None => return Ok(missing_secret(&p12.secret_name)),
-        Some(s) => match key_of(s, &p12.key) {
-            None => return Ok(missing_key(&p12.secret_name, &p12.key)),
-            Some(d) => d,
-        },
+    let data = match secret_value(api, cache, &p12.secret_name, &p12.key).await? {
+        Ok(data) => data,
+        Err(missing) => return Ok(missing),
     };
-    let password = match fetch(api, cache, &pw.secret_name).await? {
-        None => return Ok(missing_secret(&pw.secret_name)),
-        Some(s) => match key_of(s, &pw.key) {
-            None => return Ok(missing_key(&pw.secret_name, &pw.key)),
-            Some(d) => d,
-        },
+    let password = match secret_value(api, cache, &pw.secret_name, &pw.key).await? {
+        Ok(password) => password,
+        Err(missing) => return Ok(missing),
     };
     let Ok(password) = String::from_utf8(password) else {
         return Ok(Material::Missing {
@@ -340,5 +331,18 @@ async fn material(
     Ok(Material::Pkcs12 {
         data,
         password: Zeroizing::new(password),
+    })
+}
+
+/// One key of a Secret, or the material saying which is missing.
+async fn secret_value(
+    api: &Api<Secret>,
+    cache: &mut BTreeMap<String, Option<Secret>>,
+    name: &str,
+    key: &str,
+) -> Result<std::result::Result<Vec<u8>, Material>> {
+    Ok(match fetch(api, cache, name).await? {
+        None => Err(missing_secret(name)),
+        Some(s) => key_of(s, key).ok_or_else(|| missing_key(name, key)),
     })
 }
