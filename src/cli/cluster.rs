@@ -58,7 +58,8 @@ pub fn when(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let stamp = t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let d = t.signed_duration_since(now);
     let span = span(d.num_seconds().unsigned_abs());
-    if d.num_seconds() >= 0 {
+    // Compared whole: a restart a fraction of a second ago is past.
+    if d > chrono::Duration::zero() {
         format!("{stamp} (in {span})")
     } else {
         format!("{stamp} ({span} ago)")
@@ -89,6 +90,8 @@ mod tests {
         assert_eq!(when(later, now), "2026-05-02T03:04:05Z (in 120d)");
         let earlier = now - chrono::Duration::seconds(3 * 3600 + 125);
         assert_eq!(when(earlier, now), "2026-01-02T00:02:00Z (3h2m ago)");
+        let just = now - chrono::Duration::milliseconds(300);
+        assert_eq!(when(just, now), "2026-01-02T03:04:04Z (0s ago)");
         assert_eq!(span(0), "0s");
         assert_eq!(span(59 * 60 + 59), "59m");
         assert_eq!(span(2 * 86400 + 5 * 3600), "2d5h");
