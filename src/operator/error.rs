@@ -1,6 +1,7 @@
 //! Errors that stop a reconcile (the API server failed us). Invalid user
 //! input is not an error here: it is a status, see `reconcile::validate`.
 
+/// Why a step of a pass failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("Kubernetes API: {0}")]
@@ -14,18 +15,6 @@ pub enum Error {
     Render(String),
     #[error("finalizer: {0}")]
     Finalizer(String),
-    #[error("kubeconfig: {0}")]
-    Config(String),
-    #[error("leader election: {0}")]
-    Lease(String),
-    #[error("starting the async runtime: {0}")]
-    Runtime(String),
-}
-
-impl From<kube_lease_manager::LeaseManagerError> for Error {
-    fn from(e: kube_lease_manager::LeaseManagerError) -> Self {
-        Error::Lease(e.to_string())
-    }
 }
 
 impl Error {
@@ -37,10 +26,60 @@ impl Error {
             Error::MissingField(_) => "missing-field",
             Error::Render(_) => "render",
             Error::Finalizer(_) => "finalizer",
-            Error::Config(_) => "config",
-            Error::Lease(_) => "lease",
-            Error::Runtime(_) => "runtime",
         }
+    }
+}
+
+/// The steps of a pass, as a failed pass names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Finalize,
+    Observe,
+    Decide,
+    Act,
+    Publish,
+    Cleanup,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Step::Finalize => "adding the finalizer",
+            Step::Observe => "reading the inputs",
+            Step::Decide => "deciding",
+            Step::Act => "writing",
+            Step::Publish => "publishing the status",
+            Step::Cleanup => "unwiring the deleted set",
+        })
+    }
+}
+
+/// A failed pass: the step, the set (`namespace/name`) and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{step} for {set}: {source}")]
+pub struct PassError {
+    pub step: Step,
+    pub set: String,
+    #[source]
+    pub source: Error,
+}
+
+/// Why certpin could not start, or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("kubeconfig: {0}")]
+    Config(String),
+    #[error("leader election: {0}")]
+    Lease(String),
+    #[error("starting the async runtime: {0}")]
+    Runtime(String),
+}
+
+impl From<kube_lease_manager::LeaseManagerError> for StartError {
+    fn from(e: kube_lease_manager::LeaseManagerError) -> Self {
+        StartError::Lease(e.to_string())
     }
 }
 
@@ -71,7 +110,7 @@ mod tests {
     #[test]
     fn causes_are_joined_without_repeating_a_transparent_wrapper() {
         let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
-        let e = Error::Config(String::from("kubeconfig missing"));
+        let e = StartError::Config(String::from("kubeconfig missing"));
         assert_eq!(with_causes(&e), "kubeconfig: kubeconfig missing");
         #[derive(Debug, thiserror::Error)]
         #[error("client error (Connect)")]

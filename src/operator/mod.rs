@@ -33,7 +33,7 @@ use tracing::{error, info, warn};
 
 use crate::resource::ClientCertificateSet;
 use context::Context;
-use error::Error;
+use error::{PassError, StartError};
 use memory::Key;
 use name_index::NameIndex;
 use workarounds::repoll;
@@ -100,12 +100,12 @@ pub struct RunArgs {
 
 /// Runs the operator until a signal (`Ok`) or a fatal error, which is
 /// logged before it is returned.
-pub fn run(args: RunArgs) -> Result<(), Error> {
+pub fn run(args: RunArgs) -> Result<(), StartError> {
     crate::telemetry::init(args.log_json);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Runtime(e.to_string()))
+        .map_err(|e| StartError::Runtime(e.to_string()))
         .inspect_err(|e| error!(error = %e, "certpin could not start"))?;
     rt.block_on(run_operator(args))
         .inspect_err(|e| error!(error = %e, "certpin stopped"))
@@ -146,10 +146,10 @@ fn sets_using(
         .collect()
 }
 
-async fn client(args: &RunArgs) -> Result<Client, Error> {
+async fn client(args: &RunArgs) -> Result<Client, StartError> {
     let mut config = kube::Config::infer()
         .await
-        .map_err(|e| Error::Config(e.to_string()))?;
+        .map_err(|e| StartError::Config(e.to_string()))?;
     if let Some(user) = &args.impersonate {
         config.auth_info.impersonate = Some(user.clone());
     }
@@ -165,7 +165,7 @@ fn decode_limits(args: &RunArgs) -> decoding::Limits {
     }
 }
 
-pub async fn run_operator(args: RunArgs) -> Result<(), Error> {
+pub async fn run_operator(args: RunArgs) -> Result<(), StartError> {
     let client = client(&args).await?;
     let ctx = Context::with_limits(
         client.clone(),
@@ -214,7 +214,11 @@ fn serve_health(args: &RunArgs, ctx: &Context, ready: Arc<AtomicBool>) {
 
 /// Waits for the Lease, runs the controllers while it is held, and exits
 /// when it is lost, so that only the leader writes.
-async fn run_as_leader(args: &RunArgs, client: &Client, ctx: Arc<Context>) -> Result<(), Error> {
+async fn run_as_leader(
+    args: &RunArgs,
+    client: &Client,
+    ctx: Arc<Context>,
+) -> Result<(), StartError> {
     let identity = args.identity.clone().unwrap_or_else(|| {
         format!(
             "{}-{}",
@@ -238,7 +242,7 @@ async fn run_as_leader(args: &RunArgs, client: &Client, ctx: Arc<Context>) -> Re
             break;
         }
         tokio::select! {
-            changed = leader.changed() => if changed.is_err() { return Err(Error::Lease("the lease task ended".into())) },
+            changed = leader.changed() => if changed.is_err() { return Err(StartError::Lease("the lease task ended".into())) },
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
@@ -255,7 +259,7 @@ async fn run_as_leader(args: &RunArgs, client: &Client, ctx: Arc<Context>) -> Re
     };
     let result = tokio::select! {
         _ = run_controllers(args, client, ctx) => Ok(()),
-        _ = lost => Err(Error::Lease("lost the lease to another replica; exiting so that only the leader writes".into())),
+        _ = lost => Err(StartError::Lease("lost the lease to another replica; exiting so that only the leader writes".into())),
     };
     drop(leader);
     // Hand the Lease over at once instead of letting it expire.
@@ -562,18 +566,20 @@ fn set_changed(set: &ClientCertificateSet) -> Option<u64> {
     Some(h.finish())
 }
 
-fn error_policy(set: Arc<ClientCertificateSet>, err: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(set: Arc<ClientCertificateSet>, err: &PassError, ctx: Arc<Context>) -> Action {
+    let reason = err.source.metric_label();
     ctx.metrics
         .failures
         .get_or_create(&metrics::ReasonLabel {
-            reason: format!("error-{}", err.metric_label()),
+            reason: format!("error-{reason}"),
         })
         .inc();
     warn!(
         namespace = set.namespace().unwrap_or_default(),
         set = set.name_any(),
+        step = %err.step,
         error = error::with_causes(err),
-        reason = err.metric_label(),
+        reason,
         "reconcile error; retrying"
     );
     Action::requeue(Duration::from_secs(5))

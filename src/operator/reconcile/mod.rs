@@ -27,7 +27,7 @@ use kube::{Api, ResourceExt};
 use tracing::instrument;
 
 use crate::operator::context::Context;
-use crate::operator::error::{Error, Result};
+use crate::operator::error::{Error, PassError, Result, Step};
 use crate::operator::faults;
 use crate::operator::memory::Key;
 use crate::resource::ClientCertificateSet;
@@ -36,8 +36,11 @@ use act::{cleanup, execute, publish};
 use names::FINALIZER;
 
 #[instrument(skip_all, fields(namespace = set.namespace().unwrap_or_default(), set = set.name_any()))]
-pub async fn reconcile(set: Arc<ClientCertificateSet>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = set.namespace().ok_or(Error::MissingField("namespace"))?;
+pub async fn reconcile(
+    set: Arc<ClientCertificateSet>,
+    ctx: Arc<Context>,
+) -> Result<Action, PassError> {
+    let ns = set.namespace().unwrap_or_default();
     let api: Api<ClientCertificateSet> = Api::namespaced(ctx.client.clone(), &ns);
     let started = std::time::Instant::now();
     let result = if set.metadata.deletion_timestamp.is_none() {
@@ -50,12 +53,22 @@ pub async fn reconcile(set: Arc<ClientCertificateSet>, ctx: Arc<Context>) -> Res
             Ok(action) => finalizer::remove(&api, &set).await.map(|()| action),
             Err(e) => Err(e),
         }
+        .map_err(|e| (Step::Cleanup, e))
     } else {
         // Deleted and already released: nothing of certpin's is left.
         Ok(Action::await_change())
     };
     ctx.metrics.observe_pass(started.elapsed(), result.is_ok());
-    result
+    result.map_err(|(step, source)| PassError {
+        step,
+        set: format!("{ns}/{}", set.name_any()),
+        source,
+    })
+}
+
+/// Tags a step's error with the step.
+fn at(step: Step) -> impl FnOnce(Error) -> (Step, Error) {
+    move |e| (step, e)
 }
 
 /// The pass for a set that exists: observe → decide → act → remember.
@@ -64,7 +77,7 @@ async fn pass(
     ctx: &Context,
     ns: &str,
     api: &Api<ClientCertificateSet>,
-) -> Result<Action> {
+) -> Result<Action, (Step, Error)> {
     let key = Key::set(ns, &set.name_any());
     let began = ctx.memory.touches(&key).map_or(0, |t| t.count);
     let now = Utc::now();
@@ -72,10 +85,11 @@ async fn pass(
     // before anything is written, and neither needs the other.
     let (finalized, seen) =
         futures::join!(finalizer::ensure(api, set), observe::observe(ctx, set, ns));
-    finalized?;
-    let seen = seen?;
+    finalized.map_err(at(Step::Finalize))?;
+    let seen = seen.map_err(at(Step::Observe))?;
     faults::after("dereference");
-    let decision = decide::decide(set, ns, &seen, &ctx.cache, now).await?;
+    let decision =
+        (decide::decide(set, ns, &seen, &ctx.cache, now).await).map_err(at(Step::Decide))?;
     faults::after("validate");
     if decision.writes()
         && quiet::settle(&ctx.memory, &key, began, ctx.quiet).await == Settled::Superseded
@@ -88,12 +102,14 @@ async fn pass(
     if decision.plan.writes_workload() {
         follow(ctx, &key, set, true);
     }
-    let outcome = execute::execute(ctx, set, ns, &decision, seen.workload()).await?;
+    let outcome = (execute::execute(ctx, set, ns, &decision, seen.workload()).await)
+        .map_err(at(Step::Act))?;
     let derived = decide::status(set, &seen, &decision, &outcome, now);
     let follows = decide::follows(&outcome, seen.workload(), &decision.plan);
     follow(ctx, &key, set, follows);
     let warnings = &decision.validation.warnings;
-    publish::publish(ctx, set, ns, &derived, warnings, seen.workload()).await?;
+    (publish::publish(ctx, set, ns, &derived, warnings, seen.workload()).await)
+        .map_err(at(Step::Publish))?;
     faults::after("status");
     let requeue = derived.requeue.unwrap_or(ctx.resync).min(ctx.resync);
     Ok(Action::requeue(requeue))

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::fake::Repeat;
 use super::world::*;
-use crate::operator::error::Error;
+use crate::operator::error::{Error, PassError, Step};
 use crate::operator::reconcile::names::{ANN_SET, LABEL_SET_UID};
 
 #[tokio::test]
@@ -167,8 +167,23 @@ async fn a_server_error_ends_the_pass_for_a_retry_and_leaves_the_status_alone() 
         Repeat::Always,
     );
     let mark = w.fake.mark();
-    let Err(Error::Kube(kube::Error::Api(status))) = w.pass("s").await else {
-        panic!("a 500 did not end the pass with an error");
+    let failed = w
+        .pass("s")
+        .await
+        .expect_err("a 500 did not end the pass with an error");
+    assert!(
+        failed
+            .to_string()
+            .starts_with(&format!("writing for {NS}/s: Kubernetes API:")),
+        "the error names its step and set: {failed}"
+    );
+    let PassError {
+        step: Step::Act,
+        source: Error::Kube(kube::Error::Api(status)),
+        ..
+    } = failed
+    else {
+        panic!("not an API error of the write step: {failed:?}");
     };
     assert_eq!(status.code, 500);
     assert_eq!(w.set("s").status, good, "the status changed");

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::fake::Repeat;
 use super::world::*;
-use crate::operator::error::Error;
+use crate::operator::error::{Error, PassError, Step};
 
 #[tokio::test]
 async fn deletion_unwires_every_claimed_workload_then_releases_the_finalizer() {
@@ -25,7 +25,12 @@ async fn deletion_unwires_every_claimed_workload_then_releases_the_finalizer() {
         "etcdserver: request timed out",
         Repeat::Once,
     );
-    let Err(Error::Kube(kube::Error::Api(s))) = w.pass("s").await else {
+    let Err(PassError {
+        step: Step::Act,
+        source: Error::Kube(kube::Error::Api(s)),
+        ..
+    }) = w.pass("s").await
+    else {
         panic!("a 500 on the unwire did not end the pass with an error");
     };
     assert_eq!(s.code, 500);

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::fake::{Fake, Logged};
 use crate::operator::context::Context;
-use crate::operator::error::Result;
+use crate::operator::error::{PassError, Result};
 use crate::operator::reconcile::decide::restart::{StopStartRecord, record_of};
 use crate::operator::reconcile::names::{
     ANN_CONFIG_HASH, ANN_SET, ANN_STOP_START, LABEL_SET_UID, VOLUME,
@@ -207,7 +207,7 @@ impl World {
     }
 
     /// One reconcile pass over the set as the API server has it now.
-    pub async fn pass(&self, name: &str) -> Result<Action> {
+    pub async fn pass(&self, name: &str) -> Result<Action, PassError> {
         let set = self.set(name);
         super::super::reconcile(Arc::new(set), self.ctx.clone()).await
     }
