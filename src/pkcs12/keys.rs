@@ -6,10 +6,6 @@ use p256::elliptic_curve;
 use p256::pkcs8::EncodePrivateKey as _;
 use pkcs8_stable::PrivateKeyInfo;
 use pkcs8_stable::der::{Decode as _, Encode as _, asn1::ObjectIdentifier};
-use ring::signature::{
-    ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair,
-    EcdsaSigningAlgorithm, KeyPair as _,
-};
 use x509_parser::prelude::*;
 use zeroize::Zeroizing;
 
@@ -80,11 +76,11 @@ pub fn public_key_of(pkcs8: &[u8]) -> Result<(KeyKind, PublicKey), Problem> {
             match curve.as_str() {
                 P256 => Ok((
                     KeyKind::EcP256,
-                    PublicKey::P256(ec_public_key(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8)?),
+                    PublicKey::P256(ec_public_key(pkcs8)?),
                 )),
                 P384 => Ok((
                     KeyKind::EcP384,
-                    PublicKey::P384(ec_public_key(&ECDSA_P384_SHA384_ASN1_SIGNING, pkcs8)?),
+                    PublicKey::P384(ec_public_key(pkcs8)?),
                 )),
                 other => Err(unsupported_key(format_args!("an EC key on curve {other}"))),
             }
@@ -100,34 +96,18 @@ pub fn public_key_of(pkcs8: &[u8]) -> Result<(KeyKind, PublicKey), Problem> {
     }
 }
 
-/// The public key of an EC private key, derived by ring (assembly and
-/// precomputed tables: 13 us against the p256 crate's 279 us per P-256 key,
-/// and a new set derives one per certificate). ring reads only keys that
-/// carry their public point, and takes them only when it derives that same
-/// point from the private scalar, so what it returns is always derived, never
-/// the file's claim. When ring refuses (no embedded point, or a mismatch) the
-/// RustCrypto crate derives it, and rules on a damaged key.
-fn ec_public_key<C>(
-    alg: &'static EcdsaSigningAlgorithm,
-    pkcs8: &[u8],
-) -> Result<elliptic_curve::PublicKey<C>, Problem>
+/// The public key of an EC private key, derived from its private scalar
+/// (never the file's own claim of its public point).
+fn ec_public_key<C>(pkcs8: &[u8]) -> Result<elliptic_curve::PublicKey<C>, Problem>
 where
     C: elliptic_curve::CurveArithmetic + elliptic_curve::pkcs8::AssociatedOid,
     elliptic_curve::FieldBytesSize<C>: elliptic_curve::sec1::ModulusSize,
     elliptic_curve::AffinePoint<C>:
         elliptic_curve::sec1::FromEncodedPoint<C> + elliptic_curve::sec1::ToEncodedPoint<C>,
 {
-    let by_ring = EcdsaKeyPair::from_pkcs8(alg, pkcs8, &ring::rand::SystemRandom::new())
-        .ok()
-        .and_then(|pair| {
-            elliptic_curve::PublicKey::<C>::from_sec1_bytes(pair.public_key().as_ref()).ok()
-        });
-    match by_ring {
-        Some(public) => Ok(public),
-        None => Ok(elliptic_curve::SecretKey::<C>::from_pkcs8_der(pkcs8)
-            .map_err(damaged_key)?
-            .public_key()),
-    }
+    Ok(elliptic_curve::SecretKey::<C>::from_pkcs8_der(pkcs8)
+        .map_err(damaged_key)?
+        .public_key())
 }
 
 fn key_alg_name(oid: &str) -> String {
@@ -321,8 +301,7 @@ mod tests {
     #[test]
     fn an_ec_key_that_claims_another_point_is_refused_as_damaged() {
         // The embedded point contradicts the scalar: neither passes as the
-        // other key's match; the file is damaged (as the RustCrypto reader,
-        // the fallback, rules).
+        // other key's match; the file is damaged.
         let (scalar, other) = ([11u8; 32], [12u8; 32]);
         let err = match public_key_of(&p256_pkcs8(&scalar, Some(&point_of(&other)))) {
             Ok(_) => panic!("a self-contradicting key was read"),
