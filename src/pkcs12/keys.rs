@@ -74,14 +74,8 @@ pub fn public_key_of(pkcs8: &[u8]) -> Result<(KeyKind, PublicKey), Problem> {
                 .map(|o| o.to_string())
                 .unwrap_or_default();
             match curve.as_str() {
-                P256 => Ok((
-                    KeyKind::EcP256,
-                    PublicKey::P256(ec_public_key(pkcs8)?),
-                )),
-                P384 => Ok((
-                    KeyKind::EcP384,
-                    PublicKey::P384(ec_public_key(pkcs8)?),
-                )),
+                P256 => Ok((KeyKind::EcP256, PublicKey::P256(ec_public_key(pkcs8)?))),
+                P384 => Ok((KeyKind::EcP384, PublicKey::P384(ec_public_key(pkcs8)?))),
                 other => Err(unsupported_key(format_args!("an EC key on curve {other}"))),
             }
         }
