@@ -97,3 +97,33 @@ async fn pods_that_run_older_settings_are_still_restarted_on_a_switch() {
     assert_eq!(switched(&w, "Rolling").await.len(), 1);
     assert_ne!(template_hash(&w.deployment_now("app")), hash);
 }
+
+#[tokio::test]
+async fn reordering_the_wired_containers_restarts_nothing() {
+    let w = World::new();
+    w.deployment("app", 1, &["mendix", "sidecar"]);
+    w.create_set(
+        "s",
+        json!({"app": {"deployment": "app", "containers": ["mendix", "sidecar"]}}),
+    );
+    w.pass_ok("s").await;
+    w.pod_of_template("app", "app-1");
+    w.pass_rolled_out("s", "app").await;
+    let before = w.deployment_now("app");
+    w.edit_set(
+        "s",
+        json!({"spec": {"app": {"containers": ["sidecar", "mendix"]}}}),
+    );
+    let mark = w.fake.mark();
+    w.pass_ok("s").await;
+    let writes: Vec<String> = w
+        .writes_since(mark)
+        .into_iter()
+        .filter(|l| {
+            l.contains("deployments/app") || l.contains("configmaps") || l.contains("secrets")
+        })
+        .collect();
+    assert_eq!(writes, Vec::<String>::new());
+    assert_eq!(w.deployment_now("app").spec, before.spec);
+    assert!(is_ready(&w.set("s")), "{:?}", ready(&w.set("s")));
+}
