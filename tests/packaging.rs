@@ -885,6 +885,67 @@ fn the_cargo_version_chart_version_app_version_and_image_tag_agree() {
     );
 }
 
+/// examples/app.yaml runs an image a stranger can pull: the example app
+/// the release builds (images/example-app/Dockerfile) at the chart's
+/// version, which scripts/images also gives the real node's stand-in.
+#[test]
+fn the_example_app_is_the_image_the_release_builds() {
+    let cargo = env!("CARGO_PKG_VERSION");
+    let want = format!("ghcr.io/certpin/certpin-example-app:{cargo}");
+    let read = |p: &str| std::fs::read_to_string(format!("{ROOT}/{p}")).unwrap();
+    let app: yaml_serde::Value = yaml_serde::from_str(&read("examples/app.yaml")).unwrap();
+    let containers = app["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .unwrap();
+    assert!(!containers.is_empty());
+    for c in containers {
+        assert_eq!(c["image"].as_str(), Some(want.as_str()), "{c:?}");
+        assert_eq!(c["imagePullPolicy"].as_str(), Some("IfNotPresent"));
+    }
+    let release: yaml_serde::Value =
+        yaml_serde::from_str(&read(".github/workflows/release.yml")).unwrap();
+    assert_eq!(
+        release["env"]["EXAMPLE_APP_IMAGE"].as_str(),
+        Some("ghcr.io/${{ github.repository }}-example-app")
+    );
+    let steps = release["jobs"]["example-app"]["steps"]
+        .as_sequence()
+        .unwrap();
+    let build = steps
+        .iter()
+        .find(|s| {
+            s["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("docker/build-push-action@"))
+        })
+        .expect("the example-app job builds with docker/build-push-action");
+    assert_eq!(
+        build["with"]["file"].as_str(),
+        Some("images/example-app/Dockerfile")
+    );
+    assert_eq!(
+        build["with"]["context"].as_str(),
+        Some("tests/realnode/app")
+    );
+    assert_eq!(
+        build["with"]["tags"].as_str(),
+        Some("${{ env.EXAMPLE_APP_IMAGE }}:${{ needs.version.outputs.version }}")
+    );
+    let dockerfile = read("images/example-app/Dockerfile");
+    assert!(
+        dockerfile
+            .lines()
+            .any(|l| l == format!("ARG VERSION={cargo}")),
+        "images/example-app/Dockerfile's ARG VERSION is not {cargo}"
+    );
+    assert!(dockerfile.contains("FROM eclipse-temurin:17-jre"));
+    assert!(
+        read("scripts/images")
+            .contains("EXAMPLE_APP_TAG=\"ghcr.io/certpin/certpin-example-app:$APP_VERSION\""),
+        "scripts/images does not name the stand-in as examples/app.yaml does"
+    );
+}
+
 /// Chart users' usual knobs: names, namespace, and a PodMonitor.
 #[test]
 fn chart_names_namespace_and_pod_monitor_follow_their_values() {
