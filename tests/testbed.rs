@@ -165,7 +165,16 @@ fn the_image_script_builds_what_the_dockerfile_describes() {
             .map(|(_, a)| a.clone())
             .collect()
     };
-    assert_eq!(arg("FROM"), ["gcr.io/distroless/cc-debian12:nonroot"]);
+    let from = arg("FROM");
+    let (base, digest) = from[0].split_once('@').expect("the base pinned by digest");
+    assert_eq!(
+        (from.len(), base),
+        (1, "gcr.io/distroless/cc-debian12:nonroot")
+    );
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
     // The image the real node runs. The test runs inside cargo, so it
     // builds nothing (a nested cargo would wait for this one's lock):
     // scripts/testbed up built it.
