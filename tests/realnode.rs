@@ -958,3 +958,157 @@ async fn the_chart_as_a_user_installs_it() {
         generation
     );
 }
+
+/// The Deployment's generation (a template change or a scale bumps it)
+/// and its rollout revision.
+async fn generation_and_revision(m: &Mission) -> (i64, String) {
+    let d = m.ns.api::<Deployment>().get(&m.app).await.unwrap();
+    let revision = d
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("deployment.kubernetes.io/revision").cloned())
+        .unwrap_or_default();
+    (d.metadata.generation.unwrap(), revision)
+}
+
+/// certpin's one pod: its name and how often its container restarted
+/// (which would reset its counters).
+async fn certpin_pod(m: &Mission) -> (String, i32) {
+    let pods = m.certpin.pods().await;
+    assert_eq!(pods.len(), 1, "certpin runs one replica here");
+    (name(&pods[0]), container(&pods[0], "certpin").1)
+}
+
+/// The value of every series of `metric` in certpin's /metrics (through
+/// the API server's proxy to its pod), summed.
+async fn metric_sum(m: &Mission, metric: &str) -> f64 {
+    let (pod, _) = certpin_pod(m).await;
+    let path = format!(
+        "/api/v1/namespaces/{}/pods/{pod}:8080/proxy/metrics",
+        m.certpin.ns.name
+    );
+    // The API server's dial to a pod can time out once in a while on this
+    // node; a scrape is retried as Prometheus would.
+    let mut text = String::new();
+    wait_for(T, "certpin's /metrics through the API server", || {
+        let out = std::process::Command::new("kubectl")
+            .args(["get", "--raw", &path])
+            .output()
+            .expect("kubectl");
+        text = String::from_utf8_lossy(&out.stdout).into_owned();
+        std::future::ready(out.status.success())
+    })
+    .await;
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")) || l.starts_with(&format!("{metric} ")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+impl Mission {
+    /// Waits until the app runs exactly one pod, Ready and not going away,
+    /// other than `old`; its name.
+    async fn one_pod_other_than(&self, old: &str) -> String {
+        wait_for(T, "one new app pod, and the old one gone", || async {
+            let pods = self.pods().await;
+            pods.len() == 1 && running_and_ready(&pods[0]) && name(&pods[0]) != old
+        })
+        .await;
+        name(&self.pods().await[0])
+    }
+}
+
+/// `spec.restart` set to `to`, and certpin's pass over it reported.
+async fn switch_restart(m: &Mission, to: &str) {
+    let patch = json!({"spec": {"restart": to}});
+    let set = m
+        .sets()
+        .patch(
+            "production",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    let generation = set.metadata.generation;
+    m.wait_set(&format!("the switch to {to} handled"), move |s| {
+        ready(s)
+            && s.and_then(|s| s.status.as_ref())
+                .is_some_and(|st| st.observed_generation == generation)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn after_a_users_restart_no_strategy_switch_restarts_or_scales_the_app() {
+    let Some(node) = real_node() else { return };
+    let m = Mission::start(
+        node,
+        "rn-switch",
+        Kind::Deployment {
+            replicas: 1,
+            min_ready: 0,
+        },
+        "Manual",
+    )
+    .await;
+    let certpin = certpin_pod(&m).await;
+    let failures = metric_sum(&m, "certpin_reconcile_failures_total").await;
+    let passes = metric_sum(&m, "certpin_reconciliations_total").await;
+    let restarts = metric_sum(&m, "certpin_restarts_total").await;
+
+    // Manual: the rotation waits for the user; nothing of the app moves.
+    let (generation, revision) = generation_and_revision(&m).await;
+    let first = name(&m.pods().await[0]);
+    put_client_a(&m.ns, "client-a-v2.p12", None).await;
+    m.wait_set("RestartDue", |s| {
+        s.and_then(|s| s.status.as_ref())
+            .and_then(|st| st.conditions.iter().find(|c| c.type_ == "Ready"))
+            .is_some_and(|c| c.reason == "RestartDue")
+    })
+    .await;
+    assert_eq!(generation_and_revision(&m).await, (generation, revision));
+
+    // The user's own restart applies the rotation: its new pod presents
+    // the new certificate, and the set is Ready again.
+    kubectl(&[
+        "rollout",
+        "restart",
+        "-n",
+        &m.ns.name,
+        &format!("deployment/{}", m.app),
+    ]);
+    wait_until(
+        &m.ns.api::<Deployment>(),
+        &m.app,
+        T,
+        "the user's rollout",
+        rollout_complete(),
+    )
+    .await;
+    m.wait_set("Ready after the user's restart", ready).await;
+    let pod = m.one_pod_other_than(&first).await;
+    assert_mission_round(&pod, &m.next_round(&pod).await, SUBJECT_A2);
+    // Waiting for the user was many passes and no failure (of one
+    // process: a restarted certpin would have reset its counters).
+    assert_eq!(certpin_pod(&m).await, certpin, "certpin restarted");
+    assert!(metric_sum(&m, "certpin_reconciliations_total").await > passes);
+    assert_eq!(
+        metric_sum(&m, "certpin_reconcile_failures_total").await,
+        failures,
+        "waiting for a Manual restart counted as a failure"
+    );
+
+    // Each switch: no new revision, no scale (either bumps the
+    // generation), the same pod, no restart by certpin.
+    let settled = generation_and_revision(&m).await;
+    for to in ["Rolling", "StopStart", "Rolling", "Manual", "StopStart"] {
+        switch_restart(&m, to).await;
+        assert_eq!(generation_and_revision(&m).await, settled, "-> {to}");
+        let now: Vec<String> = m.pods().await.iter().map(name).collect();
+        assert_eq!(now, std::slice::from_ref(&pod), "-> {to}");
+    }
+    assert_eq!(metric_sum(&m, "certpin_restarts_total").await, restarts);
+    assert_eq!(certpin_pod(&m).await, certpin, "certpin restarted");
+}
