@@ -1042,3 +1042,47 @@ fn the_workflows_pass_actionlint() {
     let out = ok(&format!("{ROOT}/scripts/actionlint"), &[]);
     assert!(!out.contains("error"), "{out}");
 }
+
+/// The chart's default memory follows the sizing guide: the limit is at
+/// least 1.5× the peak bench/results.json measured at 5,000 sets, the
+/// request at least the steady state at 1,000, and docs/performance.md
+/// states both.
+#[test]
+fn the_default_memory_covers_the_sizing_guides_scale() {
+    let read = |path: &str| std::fs::read_to_string(format!("{ROOT}/{path}")).unwrap();
+    let values: yaml_serde::Value =
+        yaml_serde::from_str(&read("charts/certpin/values.yaml")).unwrap();
+    let mib = |v: &yaml_serde::Value| -> f64 {
+        v.as_str()
+            .and_then(|s| s.strip_suffix("Mi"))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let request = mib(&values["resources"]["requests"]["memory"]);
+    let limit = mib(&values["resources"]["limits"]["memory"]);
+    let results: serde_json::Value = serde_json::from_str(&read("bench/results.json")).unwrap();
+    let measured = |n: u64, figure: &str| -> f64 {
+        let size = results["sizes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["n"] == n && s["replicas"] == 0)
+            .unwrap_or_else(|| panic!("no N = {n} in bench/results.json"));
+        size[figure]["peak"].as_f64().unwrap() / (1024.0 * 1024.0)
+    };
+    let peak = measured(5000, "certpin_memory_convergence");
+    assert!(
+        limit >= 1.5 * peak,
+        "limit {limit}Mi, peak at 5,000 sets {peak:.1} MiB"
+    );
+    let steady = measured(1000, "certpin_memory_steady");
+    assert!(
+        request >= steady,
+        "request {request}Mi, steady at 1,000 sets {steady:.1} MiB"
+    );
+    assert!(
+        read("docs/performance.md").contains(&format!("{request}Mi / {limit}Mi (chart default)")),
+        "docs/performance.md does not give the chart's default {request}Mi / {limit}Mi"
+    );
+}

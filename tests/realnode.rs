@@ -797,7 +797,7 @@ async fn the_chart_as_a_user_installs_it() {
                 .is_some_and(|o| o.split(',').any(|f| f == "ro")),
             "{root}"
         );
-        // the chart's limits (500m, 128Mi), as the kernel enforces them
+        // the chart's limits (500m, 256Mi), as the kernel enforces them
         let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
         let path = |ctrl: &str| {
             cgroup
@@ -816,7 +816,7 @@ async fn the_chart_as_a_user_installs_it() {
                 path("memory")
             ))
             .trim(),
-            (128 * 1024 * 1024).to_string()
+            (256 * 1024 * 1024).to_string()
         );
         assert_eq!(
             read(format!(
