@@ -885,23 +885,39 @@ fn the_cargo_version_chart_version_app_version_and_image_tag_agree() {
     );
 }
 
-/// examples/app.yaml runs an image a stranger can pull: the example app
-/// the release builds (images/example-app/Dockerfile) at the chart's
-/// version, which scripts/images also gives the real node's stand-in.
+/// examples/app.yaml runs images a stranger can pull: the example app the
+/// release builds (images/example-app/Dockerfile) at the chart's version,
+/// and nginx for the partners; scripts/images gives the real node's
+/// stand-ins those names.
 #[test]
 fn the_example_app_is_the_image_the_release_builds() {
     let cargo = env!("CARGO_PKG_VERSION");
     let want = format!("ghcr.io/certpin/certpin-example-app:{cargo}");
     let read = |p: &str| std::fs::read_to_string(format!("{ROOT}/{p}")).unwrap();
-    let app: yaml_serde::Value = yaml_serde::from_str(&read("examples/app.yaml")).unwrap();
+    let text = read("examples/app.yaml");
+    let app: yaml_serde::Value = text
+        .split("\n---\n")
+        .map(|d| yaml_serde::from_str::<yaml_serde::Value>(d).unwrap())
+        .find(|d| d["kind"].as_str() == Some("Deployment"))
+        .unwrap();
     let containers = app["spec"]["template"]["spec"]["containers"]
         .as_sequence()
         .unwrap();
-    assert!(!containers.is_empty());
-    for c in containers {
-        assert_eq!(c["image"].as_str(), Some(want.as_str()), "{c:?}");
+    let image = |name: &str| {
+        let c = containers
+            .iter()
+            .find(|c| c["name"].as_str() == Some(name))
+            .unwrap();
         assert_eq!(c["imagePullPolicy"].as_str(), Some("IfNotPresent"));
-    }
+        c["image"].as_str().unwrap().to_string()
+    };
+    assert_eq!(image("mendix"), want);
+    let partner = image("partners");
+    let images = read("scripts/images");
+    assert!(
+        images.contains(&format!("PARTNER_TAG=\"docker.io/{partner}\"")),
+        "scripts/images does not name the partners' stand-in {partner}"
+    );
     let release: yaml_serde::Value =
         yaml_serde::from_str(&read(".github/workflows/release.yml")).unwrap();
     assert_eq!(
@@ -940,8 +956,7 @@ fn the_example_app_is_the_image_the_release_builds() {
     );
     assert!(dockerfile.contains("FROM eclipse-temurin:17-jre"));
     assert!(
-        read("scripts/images")
-            .contains("EXAMPLE_APP_TAG=\"ghcr.io/certpin/certpin-example-app:$APP_VERSION\""),
+        images.contains("EXAMPLE_APP_TAG=\"ghcr.io/certpin/certpin-example-app:$APP_VERSION\""),
         "scripts/images does not name the stand-in as examples/app.yaml does"
     );
 }
