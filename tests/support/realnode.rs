@@ -397,7 +397,7 @@ pub fn app_template(app: &str, interval: u32) -> Value {
         .iter()
         .map(|(name, port, ..)| format!("https://{name}.test:{port}/"))
         .collect();
-    let mut containers = vec![json!({
+    let client = json!({
         "name": "app",
         "image": APP_IMAGE,
         "imagePullPolicy": "Never",
@@ -406,26 +406,36 @@ pub fn app_template(app: &str, interval: u32) -> Value {
             {"name": "INTERVAL", "value": interval.to_string()}
         ],
         "resources": {"limits": {"memory": "192Mi"}, "requests": {"memory": "64Mi", "cpu": "10m"}}
-    })];
-    let partners: Vec<String> = PARTNERS
+    });
+    let servers: Vec<String> = PARTNERS
         .iter()
         .map(|(name, port, cert, ca)| {
             let auth = if *name == "partner-c" { "want" } else { "need" };
             format!("{name}:{port}:/partner/{cert}:/partner/{ca}:{auth}")
         })
         .collect();
-    containers.push(json!({
+    // The partners start first and the kubelet starts the app only once
+    // their postStart hook returns, i.e. once every partner listens: else
+    // a fresh pod's first round can meet a JVM still starting ("Connection
+    // refused"), which says nothing about certificates.
+    let ports: Vec<String> = PARTNERS.iter().map(|p| p.1.to_string()).collect();
+    let listening = format!(
+        "for p in {}; do until (: </dev/tcp/127.0.0.1/$p) 2>/dev/null; do sleep 0.1; done; done",
+        ports.join(" ")
+    );
+    let partners = json!({
         "name": "partners",
         "image": APP_IMAGE,
         "imagePullPolicy": "Never",
         "command": ["java", "-XX:TieredStopAtLevel=1", "-cp", "/app", "Partner"],
         "env": [
-            {"name": "PARTNERS", "value": partners.join(",")},
+            {"name": "PARTNERS", "value": servers.join(",")},
             {"name": "SERVER_P12_PASSWORD", "value": "server"}
         ],
         "volumeMounts": [{"name": "partners", "mountPath": "/partner", "readOnly": true}],
+        "lifecycle": {"postStart": {"exec": {"command": ["bash", "-c", listening]}}},
         "resources": {"limits": {"memory": "192Mi"}, "requests": {"memory": "48Mi", "cpu": "10m"}}
-    }));
+    });
     json!({
         "metadata": {"labels": {"app": app}},
         "spec": {
@@ -434,7 +444,7 @@ pub fn app_template(app: &str, interval: u32) -> Value {
             "hostAliases": [{"ip": "127.0.0.1", "hostnames": PARTNERS.iter().map(|p| format!("{}.test", p.0)).collect::<Vec<_>>()}],
             "securityContext": {"runAsUser": 1001, "runAsGroup": 0, "runAsNonRoot": true},
             "terminationGracePeriodSeconds": 1,
-            "containers": containers,
+            "containers": [partners, client],
             "volumes": [{"name": "partners", "secret": {"secretName": "partners"}}]
         }
     })
