@@ -21,9 +21,8 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use certpin::resource::ClientCertificateSet;
@@ -32,7 +31,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::Api;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use support::kube::{TestNamespace, wait_until};
+use support::kube::{TestNamespace, kubectl_with_input, wait_until};
 use support::operator::*;
 
 const T: Duration = Duration::from_secs(60);
@@ -65,26 +64,8 @@ fn third_party_crds() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
-/// kubectl with `args`, `stdin` as its input; the output, whatever the exit.
-fn kubectl(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new("kubectl")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl (eval \"$(scripts/testbed env)\")");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
 fn kubectl_ok(args: &[&str], stdin: &str) -> String {
-    let out = kubectl(args, stdin);
+    let out = kubectl_with_input(args, stdin);
     assert!(
         out.status.success(),
         "kubectl {args:?}: {}",
@@ -422,7 +403,7 @@ struct DeleteBundle(String);
 
 impl Drop for DeleteBundle {
     fn drop(&mut self) {
-        let _ = kubectl(
+        let _ = kubectl_with_input(
             &[
                 "delete",
                 "bundle",
@@ -473,7 +454,7 @@ async fn cert_manager_and_trust_manager_examples_make_a_ready_set() {
 
     // A misspelled field is refused: the check below has teeth.
     let misspelled = example("certificate.yaml").replace("  secretName: shop", "  secretNme: shop");
-    let out = kubectl(
+    let out = kubectl_with_input(
         &[
             "-n",
             &ns.name,

@@ -20,8 +20,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use certpin::resource::ClientCertificateSet;
@@ -29,7 +27,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::kube::{TestNamespace, rollout_complete, wait_for, wait_until};
+use support::kube::{TestNamespace, kubectl_with_input, rollout_complete, wait_for, wait_until};
 use support::operator::*;
 
 const T: Duration = Duration::from_secs(60);
@@ -100,22 +98,7 @@ impl Way {
 }
 
 fn kubectl(ns: &str, args: &[&str], doc: &str) {
-    let mut child = Command::new("kubectl")
-        .args(["-n", ns])
-        .args(args)
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl (eval \"$(scripts/testbed env)\")");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(doc.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = kubectl_with_input(&[&["-n", ns], args, &["-f", "-"]].concat(), doc);
     assert!(
         out.status.success(),
         "kubectl {args:?}: {}",

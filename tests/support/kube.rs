@@ -257,3 +257,24 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// kubectl (from the test bed's PATH) with `args` and `stdin` as its input;
+/// its output, whatever the exit.
+pub fn kubectl_with_input(args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl (eval \"$(scripts/testbed env)\")");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
