@@ -167,6 +167,17 @@ impl Mission {
         set
     }
 
+    /// Waits until the app runs exactly one pod, Ready and not going away,
+    /// other than `old`; its name.
+    async fn one_pod_other_than(&self, old: &str) -> String {
+        wait_for(T, "one new app pod, and the old one gone", || async {
+            let pods = self.pods().await;
+            pods.len() == 1 && running_and_ready(&pods[0]) && name(&pods[0]) != old
+        })
+        .await;
+        name(&self.pods().await[0])
+    }
+
     fn sets(&self) -> Api<ClientCertificateSet> {
         self.ns.api()
     }
@@ -1004,19 +1015,6 @@ async fn metric_sum(m: &Mission, metric: &str) -> f64 {
         .filter(|l| l.starts_with(&format!("{metric}{{")) || l.starts_with(&format!("{metric} ")))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-impl Mission {
-    /// Waits until the app runs exactly one pod, Ready and not going away,
-    /// other than `old`; its name.
-    async fn one_pod_other_than(&self, old: &str) -> String {
-        wait_for(T, "one new app pod, and the old one gone", || async {
-            let pods = self.pods().await;
-            pods.len() == 1 && running_and_ready(&pods[0]) && name(&pods[0]) != old
-        })
-        .await;
-        name(&self.pods().await[0])
-    }
 }
 
 /// `spec.restart` set to `to`, and certpin's pass over it reported.
