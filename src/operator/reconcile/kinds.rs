@@ -119,6 +119,17 @@ impl Workload {
         .unwrap_or(1)
     }
 
+    /// Whether the workload's controller counts any pod of it (terminating
+    /// ones aside).
+    pub fn has_pods(&self) -> bool {
+        match self {
+            Workload::Deployment(d) => d.status.as_ref().and_then(|s| s.replicas),
+            Workload::StatefulSet(s) => s.status.as_ref().map(|s| s.replicas),
+        }
+        .unwrap_or(0)
+            > 0
+    }
+
     pub fn selector(&self) -> Option<&LabelSelector> {
         match self {
             Workload::Deployment(d) => d.spec.as_ref().map(|s| &s.selector),

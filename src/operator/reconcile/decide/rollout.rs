@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 
-use super::plan::{Outcome, Plan};
+use super::plan::{Outcome, Plan, Restart, Target};
 use crate::operator::reconcile::kinds::Workload;
 
 /// Where the rollout that carries the applied settings stands.
@@ -22,12 +22,16 @@ pub enum Rollout {
 }
 
 /// The rollout after a pass: one this pass started is in progress (the
-/// object read before the write says nothing about it yet); otherwise the
-/// workload's own status tells.
+/// object read before the write says nothing about it yet), unless the
+/// workload has no pods and asks for none, so that nothing runs older
+/// settings and any pod it starts gets these; otherwise the workload's own
+/// status tells.
 pub fn after_pass(plan: &Plan, outcome: &Outcome, live: Option<&Workload>) -> Rollout {
     let wrote = plan.writes_workload();
     let restarted = matches!(outcome, Outcome::Wired { restarted: true });
+    let idle = matches!(&plan.target, Target::Wire(w) if w.idle && w.restart == Restart::Apply);
     match live {
+        Some(d) if (wrote || restarted) && idle && !d.has_pods() => Rollout::Complete,
         Some(d) if wrote || restarted => {
             Rollout::InProgress(not_yet_seen(d.kind().as_str(), d.name()))
         }

@@ -206,3 +206,27 @@ async fn waiting_for_the_users_restart_is_no_failure_in_the_metrics_and_bad_inpu
     assert_eq!(ready(&w.set("s")).1, "WrongPassword");
     assert_eq!(failures(&w, "WrongPassword"), 2);
 }
+
+#[tokio::test]
+async fn an_app_without_pods_is_ready_once_wired_and_not_followed() {
+    let w = World::new();
+    w.deployment("app", 0, &["mendix"]);
+    w.create_set("s", json!({"app": {"deployment": "app"}}));
+    w.pass_ok("s").await;
+    assert!(is_ready(&w.set("s")), "{:?}", ready(&w.set("s")));
+    assert_eq!(kstatus(&w), vec![]);
+    assert!(!w.follows("s", "app"));
+}
+
+#[tokio::test]
+async fn an_app_scaled_to_zero_with_pods_left_waits_for_its_rollout() {
+    let w = World::new();
+    w.deployment("app", 0, &["mendix"]);
+    w.fake.with(|st| {
+        st.set_status::<Deployment>(NS, "app", json!({"observedGeneration": 1, "replicas": 2}))
+    });
+    w.create_set("s", json!({"app": {"deployment": "app"}}));
+    w.pass_ok("s").await;
+    assert_eq!(kstatus(&w), pair("Reconciling", "RolloutInProgress"));
+    assert!(w.follows("s", "app"));
+}
