@@ -133,16 +133,18 @@ pub async fn dereference(ctx: &Context, set: &ClientCertificateSet, ns: &str) ->
         prior,
         read_config_maps(ctx, set, ns),
     )?;
-    let mut cache: BTreeMap<String, Option<Secret>> = referenced.into_iter().collect();
-    let mut materials = Vec::with_capacity(set.spec.certificates.len());
-    for cert in &set.spec.certificates {
-        materials.push(material(&secrets, &mut cache, cert).await?);
-    }
+    let read: BTreeMap<String, Option<Secret>> = referenced.into_iter().collect();
+    let materials = set
+        .spec
+        .certificates
+        .iter()
+        .map(|c| material(&read, c))
+        .collect();
     let ca_materials = set
         .spec
         .ca_certificates
         .iter()
-        .map(|ca| ca_material(&cache, &config_maps, ca))
+        .map(|ca| ca_material(&read, &config_maps, ca))
         .collect();
     Ok(Inputs {
         materials,
@@ -239,21 +241,6 @@ fn config_map_key(c: &ConfigMap, key: &str) -> Option<Vec<u8>> {
         .map(|ByteString(b)| b.clone())
 }
 
-async fn fetch<'a>(
-    api: &Api<Secret>,
-    cache: &'a mut BTreeMap<String, Option<Secret>>,
-    name: &str,
-) -> Result<&'a Option<Secret>> {
-    if !names::is_dns_subdomain(name) {
-        return Ok(&None);
-    }
-    if !cache.contains_key(name) {
-        let s = api.get_opt(name).await?;
-        cache.insert(name.to_string(), s);
-    }
-    Ok(cache.get(name).unwrap_or(&None))
-}
-
 fn key_of(secret: &Secret, key: &str) -> Option<Vec<u8>> {
     if let Some(ByteString(b)) = secret.data.as_ref().and_then(|d| d.get(key)) {
         return Some(b.clone());
@@ -279,70 +266,67 @@ fn missing_key(name: &str, key: &str) -> Material {
     }
 }
 
-async fn material(
-    api: &Api<Secret>,
-    cache: &mut BTreeMap<String, Option<Secret>>,
-    cert: &CertificateSpec,
-) -> Result<Material> {
+/// One certificate's material, from the Secrets read (every one the set
+/// names with a valid name).
+fn material(read: &BTreeMap<String, Option<Secret>>, cert: &CertificateSpec) -> Material {
     if let Some(bad) = crate::operator::name_index::names_of(cert)
         .into_iter()
         .find(|n| !names::is_dns_subdomain(n))
     {
-        return Ok(Material::Invalid {
+        return Material::Invalid {
             message: format!("{bad:?} is not a Secret name (a DNS subdomain); it was not read"),
-        });
+        };
     }
     if let Some(tls) = &cert.tls {
         let name = &tls.secret_name;
-        let crt = secret_value(api, cache, name, "tls.crt").await?;
-        let key = secret_value(api, cache, name, "tls.key").await?;
-        return Ok(match (crt, key) {
+        let crt = secret_value(read, name, "tls.crt");
+        let key = secret_value(read, name, "tls.key");
+        return match (crt, key) {
             (Err(missing), _) | (_, Err(missing)) => missing,
             (Ok(crt), Ok(key)) => Material::Pem {
                 crt,
                 key: Zeroizing::new(key),
             },
-        });
+        };
     }
     let (Some(p12), Some(pw)) = (&cert.pkcs12, &cert.password) else {
         // The schema requires these; an old object may still lack them.
-        return Ok(Material::Missing {
+        return Material::Missing {
             reason: Reason::InvalidSpec,
             message: "give pkcs12 and password, or tls".into(),
-        });
+        };
     };
-    let data = match secret_value(api, cache, &p12.secret_name, &p12.key).await? {
+    let data = match secret_value(read, &p12.secret_name, &p12.key) {
         Ok(data) => data,
-        Err(missing) => return Ok(missing),
+        Err(missing) => return missing,
     };
-    let password = match secret_value(api, cache, &pw.secret_name, &pw.key).await? {
+    let password = match secret_value(read, &pw.secret_name, &pw.key) {
         Ok(password) => password,
-        Err(missing) => return Ok(missing),
+        Err(missing) => return missing,
     };
     let Ok(password) = String::from_utf8(password) else {
-        return Ok(Material::Missing {
+        return Material::Missing {
             reason: Reason::InvalidPassword,
             message: format!(
                 "the password in Secret {:?} key {:?} is not UTF-8 text",
                 pw.secret_name, pw.key
             ),
-        });
+        };
     };
-    Ok(Material::Pkcs12 {
+    Material::Pkcs12 {
         data,
         password: Zeroizing::new(password),
-    })
+    }
 }
 
 /// One key of a Secret, or the material saying which is missing.
-async fn secret_value(
-    api: &Api<Secret>,
-    cache: &mut BTreeMap<String, Option<Secret>>,
+fn secret_value(
+    read: &BTreeMap<String, Option<Secret>>,
     name: &str,
     key: &str,
-) -> Result<std::result::Result<Vec<u8>, Material>> {
-    Ok(match fetch(api, cache, name).await? {
+) -> std::result::Result<Vec<u8>, Material> {
+    match read.get(name).and_then(Option::as_ref) {
         None => Err(missing_secret(name)),
         Some(s) => key_of(s, key).ok_or_else(|| missing_key(name, key)),
-    })
+    }
 }
