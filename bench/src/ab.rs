@@ -215,7 +215,7 @@ pub async fn ab(args: AbArgs) -> Result<()> {
         )
         .await
         .with_context(|| format!("in {ns}"))?;
-        let (ready, rollout) = workload::latencies(&obs.clocks, n, false);
+        let (ready, rollout) = workload::latencies(&obs.clocks, n);
         drop(obs);
         cp.program.stop().await.context("stopping certpin")?;
         let run = Run {

@@ -510,7 +510,7 @@ async fn run(args: RunArgs) -> Result<()> {
         );
         let (t0, c0) = (Instant::now(), procs::cpu_seconds(floor.pid()?)?);
         workload::converge(&client, &ns_floor, n, &obs).await?;
-        let (ready, rollout) = workload::latencies(&obs.clocks, n, true);
+        let (ready, rollout) = workload::latencies(&obs.clocks, n);
         result.floor = Convergence {
             ready: summarize(&ready),
             rollout: summarize(&rollout),
@@ -543,7 +543,7 @@ async fn run(args: RunArgs) -> Result<()> {
         );
         let (t0, c0) = (Instant::now(), procs::cpu_seconds(pid)?);
         workload::converge(&client, &ns_cp, n, &obs).await?;
-        let (ready, rollout) = workload::latencies(&obs.clocks, n, false);
+        let (ready, rollout) = workload::latencies(&obs.clocks, n);
         result.certpin = Convergence {
             ready: summarize(&ready),
             rollout: summarize(&rollout),

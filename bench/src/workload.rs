@@ -425,11 +425,11 @@ pub async fn converge(client: &Client, spread: &Spread, n: usize, obs: &Observer
 }
 
 /// Latencies in ms from each set's create to its Ready and its app's rollout.
-/// With `ready_waits_for_rollout`, a set counts as Ready no earlier than its
-/// app's rollout completed: the floor writes Ready when it has applied, while
-/// certpin's Ready waits for the rollout, so the floor's Ready is taken as
-/// the later of the two (the earliest a floor that waited could say it).
-pub fn latencies(clocks: &Clocks, n: usize, ready_waits_for_rollout: bool) -> (Vec<f64>, Vec<f64>) {
+/// A set counts as Ready no earlier than its app's rollout completed, for
+/// both: the floor writes Ready when it has applied, and certpin reports an
+/// app without pods Ready once wired, before its controller has seen the
+/// new template; the later of the two is what both promise.
+pub fn latencies(clocks: &Clocks, n: usize) -> (Vec<f64>, Vec<f64>) {
     let created = clocks.created.lock().map(|m| m.clone()).unwrap_or_default();
     let ready = clocks.ready.lock().map(|m| m.clone()).unwrap_or_default();
     let rolled = clocks
@@ -444,10 +444,7 @@ pub fn latencies(clocks: &Clocks, n: usize, ready_waits_for_rollout: bool) -> (V
             continue;
         };
         if let Some(t) = ready.get(&set_name(i)) {
-            let t = match rolled.get(&app_name(i)) {
-                Some(o) if ready_waits_for_rollout => (*t).max(*o),
-                _ => *t,
-            };
+            let t = rolled.get(&app_name(i)).map_or(*t, |o| (*t).max(*o));
             r.push(t.saturating_duration_since(*t0).as_secs_f64() * 1000.0);
         }
         if let Some(t) = rolled.get(&app_name(i)) {
