@@ -32,25 +32,20 @@ pub fn after_pass(plan: &Plan, outcome: &Outcome, live: Option<&Workload>) -> Ro
     let idle = matches!(&plan.target, Target::Wire(w) if w.idle && w.restart == Restart::Apply);
     match live {
         Some(d) if (wrote || restarted) && idle && !d.has_pods() => Rollout::Complete,
-        Some(d) if wrote || restarted => {
-            Rollout::InProgress(not_yet_seen(d.kind().as_str(), d.name()))
-        }
+        Some(d) if wrote || restarted => Rollout::InProgress(rolling(d.kind().as_str(), d.name())),
         Some(d) => state(d),
         None => Rollout::InProgress("the workload is not there".into()),
     }
 }
 
-/// One text for a rollout just started and one whose controller has not
-/// yet seen the template: a set reports the same step, and writes nothing,
-/// when a late status update of the older template arrives.
-fn not_yet_seen(kind: &str, name: &str) -> String {
-    format!("{kind} {name:?}: waiting for the {kind} controller to see the new template")
-}
-
-/// Pods of the old template still run, or not every pod of the new one
-/// exists yet.
-fn replacing(kind: &str, name: &str) -> String {
-    format!("{kind} {name:?}: pods are being replaced by pods with the new settings")
+/// One text for every step of a rollout under way, from the write until
+/// the last new pod is available: a change of text would be a status write
+/// and another pass, and `kubectl rollout status` tells the steps.
+fn rolling(kind: &str, name: &str) -> String {
+    format!(
+        "{kind} {name:?}: rolling out the new settings (kubectl rollout status {}/{name})",
+        kind.to_lowercase()
+    )
 }
 
 /// The rollout state in a workload's status.
@@ -92,10 +87,10 @@ fn stage(generation: Option<i64>, observed: i64, state: impl FnOnce() -> Rollout
 fn stateful_set(s: &StatefulSet) -> Rollout {
     let name = s.metadata.name.as_deref().unwrap_or_default();
     let Some(status) = &s.status else {
-        return Rollout::InProgress(not_yet_seen("StatefulSet", name));
+        return Rollout::InProgress(rolling("StatefulSet", name));
     };
     if status.observed_generation.unwrap_or(0) < s.metadata.generation.unwrap_or(0) {
-        return Rollout::InProgress(not_yet_seen("StatefulSet", name));
+        return Rollout::InProgress(rolling("StatefulSet", name));
     }
     let spec = s.spec.as_ref();
     let want = spec.and_then(|s| s.replicas).unwrap_or(1);
@@ -121,21 +116,17 @@ fn stateful_set(s: &StatefulSet) -> Rollout {
         ));
     }
     if updated < want || status.replicas > want {
-        return Rollout::InProgress(replacing("StatefulSet", name));
+        return Rollout::InProgress(rolling("StatefulSet", name));
     }
     if ready < want || available < want {
-        return Rollout::InProgress(format!(
-            "StatefulSet {name:?}: pods with the new settings are becoming ready"
-        ));
+        return Rollout::InProgress(rolling("StatefulSet", name));
     }
     let revisions_differ = !on_delete
         && want > 0
         && status.current_revision.is_some()
         && status.current_revision != status.update_revision;
     if revisions_differ {
-        return Rollout::InProgress(format!(
-            "StatefulSet {name:?}: waiting for the StatefulSet controller to complete the update"
-        ));
+        return Rollout::InProgress(rolling("StatefulSet", name));
     }
     Rollout::Complete
 }
@@ -144,11 +135,11 @@ fn stateful_set(s: &StatefulSet) -> Rollout {
 fn deployment(d: &Deployment) -> Rollout {
     let name = d.metadata.name.as_deref().unwrap_or_default();
     let Some(status) = &d.status else {
-        return Rollout::InProgress(not_yet_seen("Deployment", name));
+        return Rollout::InProgress(rolling("Deployment", name));
     };
     let generation = d.metadata.generation.unwrap_or(0);
     if status.observed_generation.unwrap_or(0) < generation {
-        return Rollout::InProgress(not_yet_seen("Deployment", name));
+        return Rollout::InProgress(rolling("Deployment", name));
     }
     let deadline_passed = status.conditions.iter().flatten().any(|c| {
         c.type_ == "Progressing"
@@ -170,17 +161,11 @@ fn deployment(d: &Deployment) -> Rollout {
             "Deployment {name:?} is paused: its pods are replaced when it is resumed"
         ));
     }
-    // Stages, not counts: each change of the message is a status write,
-    // and `kubectl rollout status` gives the counts. Creating new pods and
-    // terminating old ones alternate through a rolling update (one surge
-    // pod at a time), so they are one stage.
     if updated < want || total > updated {
-        return Rollout::InProgress(replacing("Deployment", name));
+        return Rollout::InProgress(rolling("Deployment", name));
     }
     if available < updated {
-        return Rollout::InProgress(format!(
-            "Deployment {name:?}: pods with the new settings are becoming available"
-        ));
+        return Rollout::InProgress(rolling("Deployment", name));
     }
     Rollout::Complete
 }
@@ -226,19 +211,19 @@ mod tests {
             (
                 rolling.clone(),
                 json!({"observedGeneration": 3, "replicas": 3}),
-                "see the new template",
+                "rolling out",
             ),
             (
                 rolling.clone(),
                 json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 1,
                 "readyReplicas": 3, "currentRevision": "r1", "updateRevision": "r2"}),
-                "being replaced",
+                "rolling out",
             ),
             (
                 rolling.clone(),
                 json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 3,
                 "readyReplicas": 2, "availableReplicas": 2, "currentRevision": "r1", "updateRevision": "r2"}),
-                "becoming ready",
+                "rolling out",
             ),
             (
                 json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}),
@@ -278,23 +263,23 @@ mod tests {
     }
 
     #[test]
-    fn each_unfinished_stage_is_in_progress_with_what_it_waits_for() {
+    fn each_unfinished_step_is_in_progress_with_one_text() {
         let cases = [
             (
                 json!({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}),
-                "see the new template",
+                "rolling out",
             ),
             (
                 json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 2}),
-                "being replaced",
+                "rolling out",
             ),
             (
                 json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2}),
-                "being replaced",
+                "rolling out",
             ),
             (
                 json!({"observedGeneration": 4, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}),
-                "becoming available",
+                "rolling out",
             ),
         ];
         for (status, says) in cases {
