@@ -1,11 +1,14 @@
 //! Everything certpin keeps between passes, in one place, fed by the
 //! watches: when each set's inputs last changed (the quiet window), which
-//! set follows which workload's rollout, and the echoes of certpin's own
-//! workload writes. Every object is keyed by one type, [`Key`].
+//! set follows which workload's rollout and what its last pass read, and
+//! the echoes of certpin's own workload writes. Every object is keyed by
+//! one type, [`Key`].
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 use super::lock::lock;
 
@@ -50,11 +53,53 @@ pub struct Touch {
     pub first: Instant,
 }
 
+/// The objects a pass read for a set: every Secret and ConfigMap it names
+/// (by name; `None`: not there), and what is under its rendered names, as
+/// read or as the pass then wrote it.
+#[derive(Clone, Default)]
+pub struct Objects {
+    pub secrets: BTreeMap<String, Option<Secret>>,
+    pub config_maps: BTreeMap<String, Option<ConfigMap>>,
+    pub rendered_secret: Option<Secret>,
+    pub rendered_config_map: Option<ConfigMap>,
+}
+
+impl Objects {
+    /// These objects after a pass wrote the rendered ones (`None`: not
+    /// written).
+    pub fn after(
+        self: &Arc<Self>,
+        secret: Option<Secret>,
+        config_map: Option<ConfigMap>,
+    ) -> Arc<Objects> {
+        if secret.is_none() && config_map.is_none() {
+            return self.clone();
+        }
+        let mut after = Objects::clone(self);
+        after.rendered_secret = secret.or(after.rendered_secret);
+        after.rendered_config_map = config_map.or(after.rendered_config_map);
+        Arc::new(after)
+    }
+}
+
+/// What a set's objects depend on besides the watched inputs: the pass
+/// that read them saw this many input changes of this set at this spec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    pub uid: Option<String>,
+    pub generation: Option<i64>,
+    pub request: Option<String>,
+    pub touches: u64,
+}
+
 #[derive(Default)]
 pub struct Memory {
     touches: Mutex<HashMap<Key, Touch>>,
     /// Followed workload → the set whose wiring it carries.
     followed: Mutex<HashMap<Key, Key>>,
+    /// Set → what its last pass read, while it follows a rollout: the
+    /// passes the rollout triggers need only the workload read again.
+    read: Mutex<HashMap<Key, (Stamp, Arc<Objects>)>>,
     /// Workload → the trigger property of certpin's last write to it.
     echoes: Mutex<HashMap<Key, u64>>,
 }
@@ -92,6 +137,24 @@ impl Memory {
         }
     }
 
+    /// Keeps what a pass of `set` read (and wrote), or forgets it (`None`).
+    pub fn keep(&self, set: &Key, kept: Option<(Stamp, Arc<Objects>)>) {
+        let mut read = lock(&self.read);
+        match kept {
+            Some(k) => read.insert(set.clone(), k),
+            None => read.remove(set),
+        };
+    }
+
+    /// What the last pass of `set` read, if nothing it depends on changed
+    /// since (`stamp`).
+    pub fn recall(&self, set: &Key, stamp: &Stamp) -> Option<Arc<Objects>> {
+        let read = lock(&self.read);
+        read.get(set)
+            .filter(|(s, _)| s == stamp)
+            .map(|(_, o)| o.clone())
+    }
+
     /// The set that follows `workload`'s rollout, if any.
     pub fn follower(&self, workload: &Key) -> Option<Key> {
         lock(&self.followed).get(workload).cloned()
@@ -119,6 +182,7 @@ impl Memory {
     pub fn forget_set(&self, set: &Key) {
         lock(&self.touches).remove(set);
         lock(&self.followed).retain(|_, follower| follower != set);
+        lock(&self.read).remove(set);
     }
 }
 

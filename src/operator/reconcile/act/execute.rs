@@ -5,6 +5,7 @@
 //! API server that refuses a write (4xx) is an outcome with its message,
 //! for status and an Event; other errors end the pass and are retried.
 
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use serde_json::Value;
 use tracing::info;
 
@@ -27,17 +28,24 @@ pub struct RenderedWrites {
     pub secret: Option<Value>,
 }
 
+/// The rendered objects as a pass wrote them (`None`: not written).
+#[derive(Default)]
+pub struct Written {
+    pub secret: Option<Secret>,
+    pub config_map: Option<ConfigMap>,
+}
+
 pub async fn execute(
     ctx: &Context,
     set: &ClientCertificateSet,
     ns: &str,
     decision: &Decision,
     target: Option<&Workload>,
-) -> Result<Outcome> {
+) -> Result<(Outcome, Written)> {
     let none = RenderedWrites::default();
     let rendered = decision.rendering.as_ref().map_or(&none, |(_, w)| w);
     match steps(ctx, set, ns, &decision.plan, rendered, target).await {
-        Err(e) => refused_by_api(e).map(Outcome::Refused),
+        Err(e) => refused_by_api(e).map(|r| (Outcome::Refused(r), Written::default())),
         done => done,
     }
 }
@@ -49,7 +57,7 @@ async fn steps(
     plan: &Plan,
     rendered: &RenderedWrites,
     target: Option<&Workload>,
-) -> Result<Outcome> {
+) -> Result<(Outcome, Written)> {
     for r in &plan.release {
         if let Some(replicas) = r.restore {
             stop_start::start(ctx, ns, r.kind, &r.name, replicas).await?;
@@ -64,11 +72,11 @@ async fn steps(
                 stop_start::start(ctx, ns, kind, name, *replicas).await?;
                 info!(%kind, workload = %name, replicas, "ended a StopStart: nothing to apply");
             }
-            return Ok(Outcome::Refused(refusal.clone()));
+            return Ok((Outcome::Refused(refusal.clone()), Written::default()));
         }
         (Target::Wire(_), None) => return Err(Error::MissingField("target workload")),
     };
-    write_rendered(ctx, ns, rendered).await?;
+    let written = write_rendered(ctx, ns, rendered).await?;
     let outcome = wire_target(ctx, set, ns, wire, d).await?;
     if matches!(outcome, Outcome::Wired { .. }) {
         for r in &plan.release {
@@ -77,7 +85,7 @@ async fn steps(
             info!(kind = %r.kind, workload = %r.name, "removed the wiring of a workload the set no longer targets");
         }
     }
-    Ok(outcome)
+    Ok((outcome, written))
 }
 
 /// Both before the workload points at them, the Secret first: it keeps
@@ -85,16 +93,17 @@ async fn steps(
 /// set's (`build`), so the old ConfigMap beside the new Secret names files
 /// its passwords open. A pass cut short between the two is finished by
 /// the next.
-async fn write_rendered(ctx: &Context, ns: &str, r: &RenderedWrites) -> Result<()> {
+async fn write_rendered(ctx: &Context, ns: &str, r: &RenderedWrites) -> Result<Written> {
+    let mut written = Written::default();
     if let Some(body) = &r.secret {
-        apply::apply_secret(ctx, ns, &r.name, body).await?;
+        written.secret = Some(apply::apply_secret(ctx, ns, &r.name, body).await?);
         faults::after("apply-secret");
     }
     if let Some(body) = &r.config_map {
-        apply::apply_config_map(ctx, ns, &r.name, body).await?;
+        written.config_map = Some(apply::apply_config_map(ctx, ns, &r.name, body).await?);
         faults::after("apply-configmap");
     }
-    Ok(())
+    Ok(written)
 }
 
 async fn wire_target(

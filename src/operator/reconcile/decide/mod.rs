@@ -56,7 +56,7 @@ pub async fn decide(
     now: DateTime<Utc>,
 ) -> Result<Decision> {
     let inputs = &seen.inputs;
-    let (earlier, live_cm, foreign) = inputs.previous.split(set);
+    let (earlier, live_cm, foreign) = inputs.previous(set);
     let target = seen.workload();
     let rendering_of = |v: &Validation| match (&v.valid, target) {
         (Some(valid), Some(_)) => render(set, ns, valid, &v.cas, earlier, live_cm).map(Some),
@@ -201,7 +201,7 @@ fn restart_due(
     if set.spec.restart != RestartStrategy::Manual {
         return None;
     }
-    let earlier = seen.inputs.previous.split(set).0;
+    let earlier = seen.inputs.previous(set).0;
     let stale = stale_pods(pods, &rendering_to_compare(r, w, earlier)?);
     (stale > 0).then(|| {
         format!(

@@ -79,7 +79,21 @@ impl World {
     /// A Secret or ConfigMap a set may name, created or changed, as the
     /// watch would report it.
     pub fn input<K: serde::Serialize + kube::Resource<DynamicType = ()>>(&self, o: &K) {
+        use crate::operator::name_index::{referenced_config_maps, referenced_secrets};
         self.fake.insert(o);
+        let name = o.meta().name.as_deref().unwrap_or_default();
+        let names_of = match K::kind(&()).as_ref() {
+            "Secret" => referenced_secrets,
+            _ => referenced_config_maps,
+        };
+        for set in self.fake.with(|st| st.all::<ClientCertificateSet>(NS)) {
+            if names_of(&set).contains(name) {
+                let key = crate::operator::memory::Key::set(NS, &kube::ResourceExt::name_any(&set));
+                self.ctx
+                    .memory
+                    .touch(&key, std::time::Instant::now(), self.ctx.quiet);
+            }
+        }
     }
 
     /// A Deployment as tests/support makes them (containers with only an image).
