@@ -5,6 +5,7 @@ pub mod ca;
 pub mod cli;
 pub mod endpoint;
 pub mod fuzzing;
+pub mod names;
 pub mod operator;
 pub mod pkcs12;
 pub mod resource;

@@ -13,4 +13,4 @@ pub mod finalizer {
     pub use crate::operator::reconcile::finalizer::{ensure, remove};
 }
 /// Names, labels and annotations certpin writes.
-pub use crate::operator::reconcile::names;
+pub use crate::names;

@@ -11,7 +11,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
 
 use super::cluster::{self, ClusterError};
-use crate::operator::reconcile::names::ANN_RECONCILE_REQUESTED;
+use crate::names::ANN_RECONCILE_REQUESTED;
 use crate::resource::ClientCertificateSet;
 
 #[derive(Args, Debug)]

@@ -11,7 +11,7 @@ use kube::core::PartialObjectMeta;
 use kube::{Api, Client, ResourceExt};
 
 use super::cluster::{self, ClusterError, to_chrono, when};
-use crate::operator::reconcile::names::{ANN_RESTARTED_AT, LABEL_SET_UID};
+use crate::names::{ANN_RESTARTED_AT, LABEL_SET_UID};
 use crate::resource::{ClientCertificateSet, WorkloadKind};
 
 #[derive(Args, Debug)]

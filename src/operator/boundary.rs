@@ -432,10 +432,7 @@ mod tests {
     #[test]
     fn the_charts_policy_names_certpins_finalizer() {
         let template = include_str!("../../charts/certpin/templates/tenant-boundary.yaml");
-        let line = format!(
-            "$finalizer := \"{}\"",
-            super::super::reconcile::names::FINALIZER
-        );
+        let line = format!("$finalizer := \"{}\"", crate::names::FINALIZER);
         assert!(template.contains(&line), "{line} not in the chart's policy");
     }
 }

@@ -6,7 +6,6 @@ mod act;
 mod decide;
 mod fragment;
 pub(crate) mod kinds;
-pub mod names;
 mod observe;
 mod reason;
 mod workload;
@@ -26,6 +25,7 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tracing::instrument;
 
+use crate::names::FINALIZER;
 use crate::operator::context::Context;
 use crate::operator::error::{Error, PassError, Result, Step};
 use crate::operator::faults;
@@ -33,7 +33,6 @@ use crate::operator::memory::{Key, Stamp};
 use crate::resource::ClientCertificateSet;
 use act::quiet::{self, Settled};
 use act::{cleanup, execute, publish};
-use names::FINALIZER;
 
 #[instrument(skip_all, fields(namespace = set.namespace().unwrap_or_default(), set = set.name_any()))]
 pub async fn reconcile(

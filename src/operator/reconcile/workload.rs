@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Container;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::kinds::Workload;
-use super::names::{
+use crate::names::{
     ANN_SET, BUILDPACK_ENV, LABEL_SET_UID, SETTING_ENV, VOLUME, normal_path, set_name,
 };
 use crate::resource::ClientCertificateSet;
@@ -50,7 +50,7 @@ pub fn restarted_at(d: &Workload) -> Option<Time> {
         .meta()
         .annotations
         .as_ref()?
-        .get(super::names::ANN_RESTARTED_AT)?;
+        .get(crate::names::ANN_RESTARTED_AT)?;
     at.parse().ok().map(Time)
 }
 

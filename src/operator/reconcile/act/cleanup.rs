@@ -13,12 +13,12 @@ use tracing::{info, warn};
 
 use super::publish::event;
 use super::{apply, execute, stop_start};
+use crate::names::set_name;
 use crate::operator::context::Context;
 use crate::operator::error::Result;
 use crate::operator::faults;
 use crate::operator::reconcile::decide::events::EventSpec;
 use crate::operator::reconcile::kinds::{self, Workload};
-use crate::operator::reconcile::names::set_name;
 use crate::operator::reconcile::observe::claims;
 use crate::operator::reconcile::reason::Reason;
 use crate::operator::reconcile::workload;

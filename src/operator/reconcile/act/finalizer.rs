@@ -7,8 +7,8 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
+use crate::names::FINALIZER;
 use crate::operator::error::{Error, Result};
-use crate::operator::reconcile::names::FINALIZER;
 use crate::resource::ClientCertificateSet;
 
 fn position(set: &ClientCertificateSet) -> Option<usize> {

@@ -6,12 +6,12 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
+use crate::names::set_name;
 use crate::operator::context::{Context, MANAGER};
 use crate::operator::error::Result;
 use crate::operator::reconcile::decide::events::{self, EventSpec};
 use crate::operator::reconcile::decide::status::{Cond, Derived};
 use crate::operator::reconcile::kinds::Workload;
-use crate::operator::reconcile::names::set_name;
 use crate::resource::{ClientCertificateSet, ClientCertificateSetStatus};
 
 /// Writes the status when it differs from what is there.

@@ -15,12 +15,12 @@ use kube::api::DynamicObject;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
+use crate::names::{ANN_STOP_START, LABEL_SET_UID};
 use crate::operator::context::{Context, MANAGER};
 use crate::operator::error::Result;
 use crate::operator::faults;
 use crate::operator::reconcile::decide::restart::{Phase, StopStartRecord, record_of, replicas_of};
 use crate::operator::reconcile::kinds::{self, Workload};
-use crate::operator::reconcile::names::{ANN_STOP_START, LABEL_SET_UID};
 use crate::operator::reconcile::observe::pods::pods_of;
 use crate::resource::WorkloadKind;
 

@@ -15,10 +15,10 @@ use zeroize::Zeroizing;
 
 use super::validate::ValidCertificate;
 use crate::ca::CaCertificate;
+use crate::names::{self, *};
 use crate::operator::error::{Error, Result};
 use crate::operator::reconcile::act::execute::RenderedWrites;
 use crate::operator::reconcile::fragment;
-use crate::operator::reconcile::names::{self, *};
 use crate::pkcs12;
 use crate::resource::{ClientCertificateSet, RestartStrategy, WorkloadKind};
 use crate::settings::{CertificateFile, render};

@@ -183,7 +183,7 @@ fn on_workload(
         "Restart",
         format!(
             "ClientCertificateSet {:?}: {restarted} to apply client certificate settings (hash {})",
-            crate::operator::reconcile::names::set_name(set),
+            crate::names::set_name(set),
             new.applied_hash.as_deref().unwrap_or("-")
         ),
     );

@@ -10,9 +10,9 @@ use serde_json::Value;
 
 use super::build::{self, Rendered};
 use super::restart;
+use crate::names;
 use crate::operator::reconcile::fragment;
 use crate::operator::reconcile::kinds::Workload;
-use crate::operator::reconcile::names;
 use crate::operator::reconcile::reason::Reason;
 use crate::operator::reconcile::workload::{self, Claim, Collision};
 use crate::resource::{ClientCertificateSet, RestartStrategy, WorkloadKind, WorkloadRecord};

@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::names::{ANN_CONFIG_HASH, ANN_STOP_START};
 use crate::operator::reconcile::kinds::Workload;
-use crate::operator::reconcile::names::{ANN_CONFIG_HASH, ANN_STOP_START};
 
 /// What is recorded on the workload while a StopStart is in progress.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]

@@ -331,7 +331,7 @@ fn wired(
 fn applied_message(set: &ClientCertificateSet, status: &ClientCertificateSetStatus) -> String {
     format!(
         "rendered ConfigMap and Secret {:?} (hash {}) and wired them into {} {:?}",
-        crate::operator::reconcile::names::rendered(set),
+        crate::names::rendered(set),
         status.applied_hash.as_deref().unwrap_or("-"),
         set.spec.app.target().0,
         set.spec.app.target().1

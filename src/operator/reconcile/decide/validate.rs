@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use crate::names;
 use crate::operator::decoding::DecodeCache;
-use crate::operator::reconcile::names;
 use crate::operator::reconcile::observe::{Inputs, Material};
 use crate::operator::reconcile::reason::Reason as R;
 use crate::pkcs12::{self, Decoded, Policy, Reason, Summary, Warning, WarningKind};

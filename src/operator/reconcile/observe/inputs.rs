@@ -10,11 +10,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use zeroize::Zeroizing;
 
+use crate::names;
 use crate::operator::context::Context;
 use crate::operator::error::Result;
 use crate::operator::memory::Objects;
 use crate::operator::reconcile::decide::build::Earlier;
-use crate::operator::reconcile::names;
 use crate::operator::reconcile::reason::Reason;
 use crate::resource::{CaCertificateSpec, CertificateSpec, ClientCertificateSet};
 

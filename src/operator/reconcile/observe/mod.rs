@@ -11,11 +11,11 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::PartialObjectMeta;
 
+use crate::names::{self, ANN_CONFIG_HASH};
 use crate::operator::context::Context;
 use crate::operator::error::Result;
 use crate::operator::memory::Objects;
 use crate::operator::reconcile::kinds::{self, Workload};
-use crate::operator::reconcile::names::{self, ANN_CONFIG_HASH};
 use crate::resource::{ClientCertificateSet, RestartStrategy};
 pub use inputs::{CaMaterial, Inputs, Material};
 

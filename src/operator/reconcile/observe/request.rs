@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::operator::reconcile::names::{ANN_FLUX_REQUESTED_AT, ANN_RECONCILE_REQUESTED};
+use crate::names::{ANN_FLUX_REQUESTED_AT, ANN_RECONCILE_REQUESTED};
 use crate::resource::ClientCertificateSet;
 
 /// The request the set carries. With both annotations, the later one by

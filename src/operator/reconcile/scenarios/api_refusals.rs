@@ -11,8 +11,8 @@ use serde_json::json;
 
 use super::fake::Repeat;
 use super::world::*;
+use crate::names::{ANN_SET, LABEL_SET_UID};
 use crate::operator::error::{Error, PassError, Step};
-use crate::operator::reconcile::names::{ANN_SET, LABEL_SET_UID};
 
 #[tokio::test]
 async fn a_refused_deployment_write_is_on_the_status_with_the_apis_message_and_retried_later() {

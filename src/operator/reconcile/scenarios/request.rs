@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::world::*;
-use crate::operator::reconcile::names::{ANN_FLUX_REQUESTED_AT, ANN_RECONCILE_REQUESTED};
+use crate::names::{ANN_FLUX_REQUESTED_AT, ANN_RECONCILE_REQUESTED};
 
 async fn ready_set() -> World {
     let w = World::new();

@@ -6,7 +6,7 @@ use base64::Engine as _;
 use serde_json::json;
 
 use super::world::*;
-use crate::operator::reconcile::names::KEY_PASSWORDS;
+use crate::names::KEY_PASSWORDS;
 
 const WRONG: &[u8] = b"wrong-Pa55word-7f3e";
 

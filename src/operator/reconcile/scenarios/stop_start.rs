@@ -8,8 +8,8 @@ use kube::runtime::controller::Action;
 use serde_json::json;
 
 use super::world::*;
+use crate::names::{ANN_STOP_START, LABEL_SET_UID};
 use crate::operator::reconcile::decide::restart::{Phase, StopStartRecord};
-use crate::operator::reconcile::names::{ANN_STOP_START, LABEL_SET_UID};
 
 /// A StopStart set `s` on `app` (3 replicas) stopped half-way: the record
 /// says Stopping and two pods are still terminating.

@@ -6,7 +6,7 @@ use kube::runtime::controller::Action;
 use serde_json::json;
 
 use super::world::*;
-use crate::operator::reconcile::names::{FINALIZER, KEY_CERTIFICATES, KEY_PASSWORDS};
+use crate::names::{FINALIZER, KEY_CERTIFICATES, KEY_PASSWORDS};
 
 #[tokio::test]
 async fn a_new_set_is_finalized_rendered_wired_and_ready_and_an_idle_pass_writes_nothing() {

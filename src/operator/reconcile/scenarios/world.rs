@@ -14,12 +14,10 @@ use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
 use super::fake::{Fake, Logged};
+use crate::names::{ANN_CONFIG_HASH, ANN_SET, ANN_STOP_START, LABEL_SET_UID, VOLUME};
 use crate::operator::context::Context;
 use crate::operator::error::{PassError, Result};
 use crate::operator::reconcile::decide::restart::{StopStartRecord, record_of};
-use crate::operator::reconcile::names::{
-    ANN_CONFIG_HASH, ANN_SET, ANN_STOP_START, LABEL_SET_UID, VOLUME,
-};
 use crate::resource::ClientCertificateSet;
 
 pub const NS: &str = "shop";

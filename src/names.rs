@@ -1,4 +1,5 @@
-//! Names, labels and annotations certpin uses.
+//! Names, labels and annotations certpin puts on objects: shared by the
+//! operator and the CLI, which reads them back.
 
 use sha2::{Digest, Sha256};
 
