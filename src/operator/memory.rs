@@ -56,8 +56,10 @@ pub struct Touch {
 /// The objects a pass read for a set: every Secret and ConfigMap it names
 /// (by name; `None`: not there), and what is under its rendered names, as
 /// read or as the pass then wrote it.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Objects {
+    /// When they were read from the API server.
+    pub read_at: Instant,
     pub secrets: BTreeMap<String, Option<Secret>>,
     pub config_maps: BTreeMap<String, Option<ConfigMap>>,
     pub rendered_secret: Option<Secret>,
@@ -102,6 +104,9 @@ pub struct Memory {
     read: Mutex<HashMap<Key, (Stamp, Arc<Objects>)>>,
     /// Workload → the trigger property of certpin's last write to it.
     echoes: Mutex<HashMap<Key, u64>>,
+    /// Followed workload → the stage of the rollout certpin just started
+    /// there, which its follower already reports.
+    started: Mutex<HashMap<Key, u64>>,
 }
 
 impl Memory {
@@ -134,6 +139,7 @@ impl Memory {
             followed.insert(workload, set.clone());
         } else if followed.get(&workload) == Some(set) {
             followed.remove(&workload);
+            lock(&self.started).remove(&workload);
         }
     }
 
@@ -147,12 +153,29 @@ impl Memory {
     }
 
     /// What the last pass of `set` read, if nothing it depends on changed
-    /// since (`stamp`).
-    pub fn recall(&self, set: &Key, stamp: &Stamp) -> Option<Arc<Objects>> {
+    /// since (`stamp`) and it was read less than `max_age` ago: a watch
+    /// event can be lost, and a rollout that waits for its user can last.
+    pub fn recall(&self, set: &Key, stamp: &Stamp, max_age: Duration) -> Option<Arc<Objects>> {
         let read = lock(&self.read);
-        read.get(set)
-            .filter(|(s, _)| s == stamp)
-            .map(|(_, o)| o.clone())
+        let (kept, objects) = read.get(set)?;
+        (kept == stamp && objects.read_at.elapsed() < max_age).then(|| objects.clone())
+    }
+
+    /// certpin started a rollout of `workload`, now at `stage`.
+    pub fn expect_stage(&self, workload: Key, stage: u64) {
+        lock(&self.started).insert(workload, stage);
+    }
+
+    /// Whether `workload`'s rollout reaching `stage` is news to a set: one
+    /// follows it, and it is not the start that set's pass reported.
+    pub fn stage_news(&self, workload: &Key, stage: u64) -> bool {
+        if self.follower(workload).is_none() {
+            return false;
+        }
+        let mut started = lock(&self.started);
+        let known = started.get(workload) == Some(&stage);
+        started.remove(workload);
+        !known
     }
 
     /// The set that follows `workload`'s rollout, if any.
@@ -208,6 +231,36 @@ mod tests {
         m.follow(app(), &owner, true);
         m.forget_set(&owner);
         assert_eq!(m.follower(&app()), None);
+    }
+
+    #[test]
+    fn what_a_pass_read_is_recalled_only_unchanged_and_young() {
+        let m = Memory::default();
+        let s = Key::set("ns", "s");
+        let stamp = Stamp {
+            uid: Some("u".into()),
+            generation: Some(1),
+            request: None,
+            touches: 3,
+        };
+        let objects = Arc::new(Objects {
+            read_at: Instant::now() - Duration::from_secs(2),
+            secrets: BTreeMap::new(),
+            config_maps: BTreeMap::new(),
+            rendered_secret: None,
+            rendered_config_map: None,
+        });
+        m.keep(&s, Some((stamp.clone(), objects)));
+        let young = Duration::from_secs(60);
+        assert!(m.recall(&s, &stamp, young).is_some());
+        assert!(m.recall(&s, &stamp, Duration::from_secs(1)).is_none());
+        let touched = Stamp {
+            touches: 4,
+            ..stamp.clone()
+        };
+        assert!(m.recall(&s, &touched, young).is_none());
+        m.keep(&s, None);
+        assert!(m.recall(&s, &stamp, young).is_none());
     }
 
     #[test]

@@ -530,7 +530,7 @@ where
         triggers::spec_and_annotations,
         stage,
         move |key, value| ctx.memory.is_echo(key, value),
-        move |key| following.memory.follower(key).is_some(),
+        move |key, stage| following.memory.stage_news(key, stage),
     )
 }
 

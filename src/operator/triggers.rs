@@ -16,16 +16,16 @@ use kube::runtime::watcher::{self, Event};
 use super::memory::Key;
 
 /// The objects whose `property` changed since they were last seen, unless
-/// `echo` says the change is one certpin itself just made; a `followed`
-/// object whose `stage` changed (a rollout a set waits for, at a step that
-/// changes what the set reports; `None`: the status does not describe the
-/// current spec yet, so it says nothing new); and the deleted ones.
+/// `echo` says the change is one certpin itself just made; an object whose
+/// `stage` changed to one that is news to the set following it (`None`:
+/// the status does not describe the current spec yet, so it says nothing
+/// new); and the deleted ones.
 pub fn changed_or_deleted<K, S>(
     events: S,
     property: fn(&K) -> u64,
     stage: fn(&K) -> Option<u64>,
     mut echo: impl FnMut(&Key, u64) -> bool + Send + 'static,
-    followed: impl Fn(&Key) -> bool + Send + 'static,
+    news: impl Fn(&Key, u64) -> bool + Send + 'static,
 ) -> impl Stream<Item = Result<K, watcher::Error>>
 where
     K: Resource<DynamicType = ()> + k8s_openapi::Resource + Send + 'static,
@@ -43,9 +43,9 @@ where
                 let spec_news = changed && !echo(&key, value);
                 // Every object's stage is kept, so that following starts
                 // from what was last seen.
-                let stage_news =
-                    stage(&o).is_some_and(|s| stages.insert(key.clone(), s) != Some(s));
-                if spec_news || (stage_news && followed(&key)) {
+                let stage_changed =
+                    stage(&o).filter(|s| stages.insert(key.clone(), *s) != Some(*s));
+                if spec_news || stage_changed.is_some_and(|s| news(&key, s)) {
                     vec![Ok(o)]
                 } else {
                     vec![]
@@ -217,10 +217,34 @@ mod tests {
             events,
             crate::operator::reconcile::deployment_stage,
             move |k, v| own.is_echo(k, v),
-            |key| *key == app(),
+            |key, _| *key == app(),
         )
         .await;
         assert_eq!(passed, ["1", "4", "6"]);
+    }
+
+    #[tokio::test]
+    async fn the_first_stage_of_a_rollout_certpin_started_is_no_news() {
+        let events = futures::stream::iter(vec![
+            Ok(Event::Apply(rolling(1, "1", 1, 2))),
+            Ok(Event::Apply(rolling(2, "2", 1, 2))), // certpin's write (echo)
+            Ok(Event::Apply(rolling(2, "4", 2, 0))), // what the set reports
+            Ok(Event::Apply(rolling(2, "6", 2, 2))), // complete
+        ]);
+        let own = std::sync::Arc::new(crate::operator::memory::Memory::default());
+        own.follow(app(), &Key::set("ns", "s"), true);
+        own.expect_echo(app(), spec_and_annotations(&d(2, "")));
+        let reported = crate::operator::reconcile::deployment_stage(&rolling(2, "4", 2, 0));
+        own.expect_stage(app(), reported.expect("a stage"));
+        let (echoes, stages) = (own.clone(), own);
+        let passed = passed_with(
+            events,
+            crate::operator::reconcile::deployment_stage,
+            move |k, v| echoes.is_echo(k, v),
+            move |k, s| stages.stage_news(k, s),
+        )
+        .await;
+        assert_eq!(passed, ["1", "6"]);
     }
 
     #[tokio::test]
@@ -234,7 +258,7 @@ mod tests {
             events,
             crate::operator::reconcile::deployment_stage,
             |_, _| false,
-            |_| false,
+            |_, _| false,
         )
         .await;
         assert_eq!(passed, ["1"]);
@@ -244,7 +268,7 @@ mod tests {
         events: impl Stream<Item = Result<Event<Deployment>, watcher::Error>> + Send,
         echo: impl FnMut(&Key, u64) -> bool + Send + 'static,
     ) -> Vec<String> {
-        passed_with(events, |_| None, echo, |_| false).await
+        passed_with(events, |_| None, echo, |_, _| false).await
     }
 
     /// The resourceVersions of the events `changed_or_deleted` lets through.
@@ -252,9 +276,9 @@ mod tests {
         events: impl Stream<Item = Result<Event<Deployment>, watcher::Error>> + Send,
         stage: fn(&Deployment) -> Option<u64>,
         echo: impl FnMut(&Key, u64) -> bool + Send + 'static,
-        followed: impl Fn(&Key) -> bool + Send + 'static,
+        news: impl Fn(&Key, u64) -> bool + Send + 'static,
     ) -> Vec<String> {
-        changed_or_deleted(events, spec_and_annotations, stage, echo, followed)
+        changed_or_deleted(events, spec_and_annotations, stage, echo, news)
             .map(|r| r.map(|o| o.metadata.resource_version.unwrap_or_default()))
             .collect::<Vec<_>>()
             .await

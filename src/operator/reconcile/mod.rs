@@ -86,7 +86,7 @@ async fn pass(
     let now = Utc::now();
     // The finalizer goes on while the inputs are read: both must succeed
     // before anything is written, and neither needs the other.
-    let recalled = ctx.memory.recall(&key, &stamp);
+    let recalled = ctx.memory.recall(&key, &stamp, ctx.resync);
     let (finalized, seen) = futures::join!(
         finalizer::ensure(api, set),
         observe::observe(ctx, set, ns, recalled)

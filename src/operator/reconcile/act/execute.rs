@@ -13,8 +13,8 @@ use super::{apply, stop_start};
 use crate::operator::context::Context;
 use crate::operator::error::{Error, Result};
 use crate::operator::memory::Key;
-use crate::operator::reconcile::decide::Decision;
 use crate::operator::reconcile::decide::plan::{Outcome, Plan, Refusal, Restart, Target, Wire};
+use crate::operator::reconcile::decide::{Decision, rollout};
 use crate::operator::reconcile::kinds::Workload;
 use crate::operator::reconcile::reason::Reason;
 use crate::operator::{faults, triggers};
@@ -168,6 +168,11 @@ async fn apply(ctx: &Context, ns: &str, w: &Wire, d: &Workload) -> Result<()> {
     )
     .await?;
     faults::after("apply-deployment");
+    if w.rolls {
+        let generation = written.metadata.generation;
+        let stage = rollout::started_stage(w.kind.as_str(), &w.name, generation);
+        ctx.memory.expect_stage(key.clone(), stage);
+    }
     ctx.memory
         .expect_echo(key, triggers::spec_and_annotations(&written));
     Ok(())

@@ -70,6 +70,14 @@ pub fn stateful_set_stage(s: &StatefulSet) -> Option<u64> {
     stage(s.metadata.generation, observed, || stateful_set(s))
 }
 
+/// The stage of a rollout certpin just started at `generation`, as the
+/// pass that started it reports it.
+pub fn started_stage(kind: &str, name: &str, generation: Option<i64>) -> u64 {
+    let generation = generation.unwrap_or(0);
+    let started = || Rollout::InProgress(rolling(kind, name));
+    stage(Some(generation), generation, started).unwrap_or_default()
+}
+
 fn stage(generation: Option<i64>, observed: i64, state: impl FnOnce() -> Rollout) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let generation = generation.unwrap_or(0);
@@ -255,6 +263,27 @@ mod tests {
 
     fn done() -> serde_json::Value {
         json!({"observedGeneration": 4, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2})
+    }
+
+    #[test]
+    fn a_started_rollout_is_at_the_stage_its_controller_first_reports() {
+        let first = json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 2});
+        let Workload::Deployment(d) = deployment(first) else {
+            unreachable!()
+        };
+        assert_eq!(
+            deployment_stage(&d),
+            Some(started_stage("Deployment", "shop", Some(4)))
+        );
+        let first = json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 0,
+            "readyReplicas": 3, "currentRevision": "r1", "updateRevision": "r2"});
+        let Workload::StatefulSet(s) = stateful_set(json!({"type": "RollingUpdate"}), first) else {
+            unreachable!()
+        };
+        assert_eq!(
+            stateful_set_stage(&s),
+            Some(started_stage("StatefulSet", "shop", Some(4)))
+        );
     }
 
     #[test]

@@ -106,6 +106,7 @@ pub async fn read(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result
         config_maps.get_opt(&rendered),
     )?;
     Ok(Objects {
+        read_at: std::time::Instant::now(),
         secrets: secrets_read,
         config_maps: config_maps_read,
         rendered_secret,
