@@ -1,14 +1,12 @@
 //! Everything certpin keeps between passes, in one place, fed by the
 //! watches: when each set's inputs last changed (the quiet window), which
-//! set follows which workload's rollout and what its last pass read, and
-//! the echoes of certpin's own workload writes. Every object is keyed by
-//! one type, [`Key`].
+//! set follows which workload's rollout, and the echoes of certpin's own
+//! workload writes (the spec it wrote, the rollout stage it started).
+//! Every object is keyed by one type, [`Key`].
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 use super::lock::lock;
 
@@ -53,55 +51,11 @@ pub struct Touch {
     pub first: Instant,
 }
 
-/// The objects a pass read for a set: every Secret and ConfigMap it names
-/// (by name; `None`: not there), and what is under its rendered names, as
-/// read or as the pass then wrote it.
-#[derive(Clone)]
-pub struct Objects {
-    /// When they were read from the API server.
-    pub read_at: Instant,
-    pub secrets: BTreeMap<String, Option<Secret>>,
-    pub config_maps: BTreeMap<String, Option<ConfigMap>>,
-    pub rendered_secret: Option<Secret>,
-    pub rendered_config_map: Option<ConfigMap>,
-}
-
-impl Objects {
-    /// These objects after a pass wrote the rendered ones (`None`: not
-    /// written).
-    pub fn after(
-        self: &Arc<Self>,
-        secret: Option<Secret>,
-        config_map: Option<ConfigMap>,
-    ) -> Arc<Objects> {
-        if secret.is_none() && config_map.is_none() {
-            return self.clone();
-        }
-        let mut after = Objects::clone(self);
-        after.rendered_secret = secret.or(after.rendered_secret);
-        after.rendered_config_map = config_map.or(after.rendered_config_map);
-        Arc::new(after)
-    }
-}
-
-/// What a set's objects depend on besides the watched inputs: the pass
-/// that read them saw this many input changes of this set at this spec.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Stamp {
-    pub uid: Option<String>,
-    pub generation: Option<i64>,
-    pub request: Option<String>,
-    pub touches: u64,
-}
-
 #[derive(Default)]
 pub struct Memory {
     touches: Mutex<HashMap<Key, Touch>>,
     /// Followed workload → the set whose wiring it carries.
     followed: Mutex<HashMap<Key, Key>>,
-    /// Set → what its last pass read, while it follows a rollout: the
-    /// passes the rollout triggers need only the workload read again.
-    read: Mutex<HashMap<Key, (Stamp, Arc<Objects>)>>,
     /// Workload → the trigger property of certpin's last write to it.
     echoes: Mutex<HashMap<Key, u64>>,
     /// Followed workload → the stage of the rollout certpin just started
@@ -143,24 +97,6 @@ impl Memory {
         }
     }
 
-    /// Keeps what a pass of `set` read (and wrote), or forgets it (`None`).
-    pub fn keep(&self, set: &Key, kept: Option<(Stamp, Arc<Objects>)>) {
-        let mut read = lock(&self.read);
-        match kept {
-            Some(k) => read.insert(set.clone(), k),
-            None => read.remove(set),
-        };
-    }
-
-    /// What the last pass of `set` read, if nothing it depends on changed
-    /// since (`stamp`) and it was read less than `max_age` ago: a watch
-    /// event can be lost, and a rollout that waits for its user can last.
-    pub fn recall(&self, set: &Key, stamp: &Stamp, max_age: Duration) -> Option<Arc<Objects>> {
-        let read = lock(&self.read);
-        let (kept, objects) = read.get(set)?;
-        (kept == stamp && objects.read_at.elapsed() < max_age).then(|| objects.clone())
-    }
-
     /// certpin started a rollout of `workload`, now at `stage`.
     pub fn expect_stage(&self, workload: Key, stage: u64) {
         lock(&self.started).insert(workload, stage);
@@ -169,13 +105,8 @@ impl Memory {
     /// Whether `workload`'s rollout reaching `stage` is news to a set: one
     /// follows it, and it is not the start that set's pass reported.
     pub fn stage_news(&self, workload: &Key, stage: u64) -> bool {
-        if self.follower(workload).is_none() {
-            return false;
-        }
-        let mut started = lock(&self.started);
-        let known = started.get(workload) == Some(&stage);
-        started.remove(workload);
-        !known
+        let expected = lock(&self.started).remove(workload);
+        self.follower(workload).is_some() && expected != Some(stage)
     }
 
     /// The set that follows `workload`'s rollout, if any.
@@ -205,7 +136,6 @@ impl Memory {
     pub fn forget_set(&self, set: &Key) {
         lock(&self.touches).remove(set);
         lock(&self.followed).retain(|_, follower| follower != set);
-        lock(&self.read).remove(set);
     }
 }
 
@@ -231,36 +161,6 @@ mod tests {
         m.follow(app(), &owner, true);
         m.forget_set(&owner);
         assert_eq!(m.follower(&app()), None);
-    }
-
-    #[test]
-    fn what_a_pass_read_is_recalled_only_unchanged_and_young() {
-        let m = Memory::default();
-        let s = Key::set("ns", "s");
-        let stamp = Stamp {
-            uid: Some("u".into()),
-            generation: Some(1),
-            request: None,
-            touches: 3,
-        };
-        let objects = Arc::new(Objects {
-            read_at: Instant::now() - Duration::from_secs(2),
-            secrets: BTreeMap::new(),
-            config_maps: BTreeMap::new(),
-            rendered_secret: None,
-            rendered_config_map: None,
-        });
-        m.keep(&s, Some((stamp.clone(), objects)));
-        let young = Duration::from_secs(60);
-        assert!(m.recall(&s, &stamp, young).is_some());
-        assert!(m.recall(&s, &stamp, Duration::from_secs(1)).is_none());
-        let touched = Stamp {
-            touches: 4,
-            ..stamp.clone()
-        };
-        assert!(m.recall(&s, &touched, young).is_none());
-        m.keep(&s, None);
-        assert!(m.recall(&s, &stamp, young).is_none());
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::names::FINALIZER;
 use crate::operator::context::Context;
 use crate::operator::error::{Error, PassError, Result, Step};
 use crate::operator::faults;
-use crate::operator::memory::{Key, Stamp};
+use crate::operator::memory::Key;
 use crate::resource::ClientCertificateSet;
 use act::quiet::{self, Settled};
 use act::{cleanup, execute, publish};
@@ -57,10 +57,6 @@ pub async fn reconcile(
         // Deleted and already released: nothing of certpin's is left.
         Ok(Action::await_change())
     };
-    if result.is_err() {
-        // What a failed pass wrote is not known: the next reads afresh.
-        ctx.memory.keep(&Key::set(&ns, &set.name_any()), None);
-    }
     ctx.metrics.observe_pass(started.elapsed(), result.is_ok());
     result.map_err(|(step, source)| PassError {
         step,
@@ -82,15 +78,12 @@ async fn pass(
     api: &Api<ClientCertificateSet>,
 ) -> Result<Action, (Step, Error)> {
     let key = Key::set(ns, &set.name_any());
-    let stamp = stamp(ctx, &key, set);
+    let began = ctx.memory.touches(&key).map_or(0, |t| t.count);
     let now = Utc::now();
     // The finalizer goes on while the inputs are read: both must succeed
     // before anything is written, and neither needs the other.
-    let recalled = ctx.memory.recall(&key, &stamp, ctx.resync);
-    let (finalized, seen) = futures::join!(
-        finalizer::ensure(api, set),
-        observe::observe(ctx, set, ns, recalled)
-    );
+    let (finalized, seen) =
+        futures::join!(finalizer::ensure(api, set), observe::observe(ctx, set, ns));
     finalized.map_err(at(Step::Finalize))?;
     let seen = seen.map_err(at(Step::Observe))?;
     faults::after("dereference");
@@ -98,7 +91,7 @@ async fn pass(
         (decide::decide(set, ns, &seen, &ctx.cache, now).await).map_err(at(Step::Decide))?;
     faults::after("validate");
     if decision.writes()
-        && quiet::settle(&ctx.memory, &key, stamp.touches, ctx.quiet).await == Settled::Superseded
+        && quiet::settle(&ctx.memory, &key, began, ctx.quiet).await == Settled::Superseded
     {
         tracing::debug!("an input changed during the quiet wait; the pass it triggered writes");
         return Ok(Action::await_change());
@@ -108,30 +101,17 @@ async fn pass(
     if decision.plan.writes_workload() {
         follow(ctx, &key, set, true);
     }
-    let (outcome, written) = (execute::execute(ctx, set, ns, &decision, seen.workload()).await)
+    let outcome = (execute::execute(ctx, set, ns, &decision, seen.workload()).await)
         .map_err(at(Step::Act))?;
     let derived = decide::status(set, &seen, &decision, &outcome, now);
     let follows = decide::follows(&outcome, seen.workload(), &decision.plan);
     follow(ctx, &key, set, follows);
-    let objects = &seen.inputs.objects;
-    let kept = follows.then(|| (stamp, objects.after(written.secret, written.config_map)));
-    ctx.memory.keep(&key, kept);
     let warnings = &decision.validation.warnings;
     (publish::publish(ctx, set, ns, &derived, warnings, seen.workload()).await)
         .map_err(at(Step::Publish))?;
     faults::after("status");
     let requeue = derived.requeue.unwrap_or(ctx.resync).min(ctx.resync);
     Ok(Action::requeue(requeue))
-}
-
-/// What the objects a pass reads depend on, besides the workload.
-fn stamp(ctx: &Context, key: &Key, set: &ClientCertificateSet) -> Stamp {
-    Stamp {
-        uid: set.metadata.uid.clone(),
-        generation: set.metadata.generation,
-        request: observe::request::requested(set),
-        touches: ctx.memory.touches(key).map_or(0, |t| t.count),
-    }
 }
 
 /// Follows (or stops following) the set's target: its status updates

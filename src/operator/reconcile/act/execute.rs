@@ -5,7 +5,6 @@
 //! API server that refuses a write (4xx) is an outcome with its message,
 //! for status and an Event; other errors end the pass and are retried.
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use serde_json::Value;
 use tracing::info;
 
@@ -28,24 +27,17 @@ pub struct RenderedWrites {
     pub secret: Option<Value>,
 }
 
-/// The rendered objects as a pass wrote them (`None`: not written).
-#[derive(Default)]
-pub struct Written {
-    pub secret: Option<Secret>,
-    pub config_map: Option<ConfigMap>,
-}
-
 pub async fn execute(
     ctx: &Context,
     set: &ClientCertificateSet,
     ns: &str,
     decision: &Decision,
     target: Option<&Workload>,
-) -> Result<(Outcome, Written)> {
+) -> Result<Outcome> {
     let none = RenderedWrites::default();
     let rendered = decision.rendering.as_ref().map_or(&none, |(_, w)| w);
     match steps(ctx, set, ns, &decision.plan, rendered, target).await {
-        Err(e) => refused_by_api(e).map(|r| (Outcome::Refused(r), Written::default())),
+        Err(e) => refused_by_api(e).map(Outcome::Refused),
         done => done,
     }
 }
@@ -57,7 +49,7 @@ async fn steps(
     plan: &Plan,
     rendered: &RenderedWrites,
     target: Option<&Workload>,
-) -> Result<(Outcome, Written)> {
+) -> Result<Outcome> {
     for r in &plan.release {
         if let Some(replicas) = r.restore {
             stop_start::start(ctx, ns, r.kind, &r.name, replicas).await?;
@@ -72,11 +64,11 @@ async fn steps(
                 stop_start::start(ctx, ns, kind, name, *replicas).await?;
                 info!(%kind, workload = %name, replicas, "ended a StopStart: nothing to apply");
             }
-            return Ok((Outcome::Refused(refusal.clone()), Written::default()));
+            return Ok(Outcome::Refused(refusal.clone()));
         }
         (Target::Wire(_), None) => return Err(Error::MissingField("target workload")),
     };
-    let written = write_rendered(ctx, ns, rendered).await?;
+    write_rendered(ctx, ns, rendered).await?;
     let outcome = wire_target(ctx, set, ns, wire, d).await?;
     if matches!(outcome, Outcome::Wired { .. }) {
         for r in &plan.release {
@@ -85,7 +77,7 @@ async fn steps(
             info!(kind = %r.kind, workload = %r.name, "removed the wiring of a workload the set no longer targets");
         }
     }
-    Ok((outcome, written))
+    Ok(outcome)
 }
 
 /// Both before the workload points at them, the Secret first: it keeps
@@ -93,17 +85,16 @@ async fn steps(
 /// set's (`build`), so the old ConfigMap beside the new Secret names files
 /// its passwords open. A pass cut short between the two is finished by
 /// the next.
-async fn write_rendered(ctx: &Context, ns: &str, r: &RenderedWrites) -> Result<Written> {
-    let mut written = Written::default();
+async fn write_rendered(ctx: &Context, ns: &str, r: &RenderedWrites) -> Result<()> {
     if let Some(body) = &r.secret {
-        written.secret = Some(apply::apply_secret(ctx, ns, &r.name, body).await?);
+        apply::apply_secret(ctx, ns, &r.name, body).await?;
         faults::after("apply-secret");
     }
     if let Some(body) = &r.config_map {
-        written.config_map = Some(apply::apply_config_map(ctx, ns, &r.name, body).await?);
+        apply::apply_config_map(ctx, ns, &r.name, body).await?;
         faults::after("apply-configmap");
     }
-    Ok(written)
+    Ok(())
 }
 
 async fn wire_target(
@@ -168,9 +159,9 @@ async fn apply(ctx: &Context, ns: &str, w: &Wire, d: &Workload) -> Result<()> {
     )
     .await?;
     faults::after("apply-deployment");
-    if w.rolls {
+    if w.rolls || w.idle {
         let generation = written.metadata.generation;
-        let stage = rollout::started_stage(w.kind.as_str(), &w.name, generation);
+        let stage = rollout::started_stage(w.kind.as_str(), &w.name, generation, w.idle);
         ctx.memory.expect_stage(key.clone(), stage);
     }
     ctx.memory

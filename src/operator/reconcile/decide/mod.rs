@@ -56,7 +56,7 @@ pub async fn decide(
     now: DateTime<Utc>,
 ) -> Result<Decision> {
     let inputs = &seen.inputs;
-    let (earlier, live_cm, foreign) = inputs.previous(set);
+    let (earlier, live_cm, foreign) = inputs.previous.split(set);
     let target = seen.workload();
     let rendering_of = |v: &Validation| match (&v.valid, target) {
         (Some(valid), Some(_)) => render(set, ns, valid, &v.cas, earlier, live_cm).map(Some),
@@ -201,7 +201,7 @@ fn restart_due(
     if set.spec.restart != RestartStrategy::Manual {
         return None;
     }
-    let earlier = seen.inputs.previous(set).0;
+    let earlier = seen.inputs.previous.split(set).0;
     let stale = stale_pods(pods, &rendering_to_compare(r, w, earlier)?);
     (stale > 0).then(|| {
         format!(
@@ -270,13 +270,19 @@ fn next_expiry_check(
 }
 
 /// Whether the target's status updates should trigger passes of this set
-/// after it: while its pods are being replaced or stopped for it.
+/// after it: while its pods are being replaced or stopped for it, and
+/// after a write to a workload without pods, until its controller reports
+/// on it (pods may have been asked for meanwhile).
 pub fn follows(outcome: &Outcome, target: Option<&Workload>, plan: &Plan) -> bool {
+    let idle_write = matches!(&plan.target, plan::Target::Wire(w) if w.idle && w.change);
     match outcome {
-        Outcome::Wired { .. } => matches!(
-            rollout::after_pass(plan, outcome, target),
-            rollout::Rollout::InProgress(_) | rollout::Rollout::WaitsForUser(_)
-        ),
+        Outcome::Wired { .. } => {
+            idle_write
+                || matches!(
+                    rollout::after_pass(plan, outcome, target),
+                    rollout::Rollout::InProgress(_) | rollout::Rollout::WaitsForUser(_)
+                )
+        }
         Outcome::Stopping { .. } => true,
         Outcome::Refused(_) => false,
     }

@@ -71,10 +71,14 @@ pub fn stateful_set_stage(s: &StatefulSet) -> Option<u64> {
 }
 
 /// The stage of a rollout certpin just started at `generation`, as the
-/// pass that started it reports it.
-pub fn started_stage(kind: &str, name: &str, generation: Option<i64>) -> u64 {
+/// pass that started it reports it: rolling out, or complete for a
+/// workload without pods (`idle`).
+pub fn started_stage(kind: &str, name: &str, generation: Option<i64>, idle: bool) -> u64 {
     let generation = generation.unwrap_or(0);
-    let started = || Rollout::InProgress(rolling(kind, name));
+    let started = || match idle {
+        true => Rollout::Complete,
+        false => Rollout::InProgress(rolling(kind, name)),
+    };
     stage(Some(generation), generation, started).unwrap_or_default()
 }
 
@@ -273,7 +277,7 @@ mod tests {
         };
         assert_eq!(
             deployment_stage(&d),
-            Some(started_stage("Deployment", "shop", Some(4)))
+            Some(started_stage("Deployment", "shop", Some(4), false))
         );
         let first = json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 0,
             "readyReplicas": 3, "currentRevision": "r1", "updateRevision": "r2"});
@@ -282,8 +286,26 @@ mod tests {
         };
         assert_eq!(
             stateful_set_stage(&s),
-            Some(started_stage("StatefulSet", "shop", Some(4)))
+            Some(started_stage("StatefulSet", "shop", Some(4), false))
         );
+    }
+
+    #[test]
+    fn a_write_to_an_app_without_pods_is_complete_once_its_controller_reports() {
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "shop", "generation": 4},
+            "spec": {"replicas": 0, "selector": {}, "template": {}},
+            "status": {"observedGeneration": 4},
+        }))
+        .expect("a Deployment");
+        let idle = started_stage("Deployment", "shop", Some(4), true);
+        assert_eq!(deployment_stage(&d), Some(idle));
+        // Scaled up meanwhile: the report is news.
+        let mut scaled = d.clone();
+        if let Some(spec) = scaled.spec.as_mut() {
+            spec.replicas = Some(1);
+        }
+        assert_ne!(deployment_stage(&scaled), Some(idle));
     }
 
     #[test]

@@ -1,8 +1,7 @@
-//! What the set refers to: its Secrets and ConfigMaps, and what certpin
-//! rendered before.
+//! What the set refers to: its Secrets and ConfigMaps, its workload, and
+//! what certpin rendered before.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -13,8 +12,8 @@ use zeroize::Zeroizing;
 use crate::names;
 use crate::operator::context::Context;
 use crate::operator::error::Result;
-use crate::operator::memory::Objects;
 use crate::operator::reconcile::decide::build::Earlier;
+use crate::operator::reconcile::kinds::{self, Workload};
 use crate::operator::reconcile::reason::Reason;
 use crate::resource::{CaCertificateSpec, CertificateSpec, ClientCertificateSet};
 
@@ -45,18 +44,27 @@ pub struct Inputs {
     pub materials: Vec<Material>,
     /// By spec.caCertificates order.
     pub ca_materials: Vec<CaMaterial>,
-    /// What they were taken from, and what is under the rendered names
-    /// (certpin's or not).
-    pub objects: Arc<Objects>,
+    /// The workload the set targets.
+    pub workload: Option<Workload>,
+    /// The objects under the rendered names, certpin's or not.
+    pub previous: Previous,
 }
 
-impl Inputs {
-    /// Those of the objects under the rendered names that this set made
-    /// (its uid as controlling owner), and a description of each that it
-    /// did not: certpin writes only to objects it created, so another's
-    /// object under a rendered name stops the set instead of being taken
-    /// over.
-    pub fn previous(
+/// The objects under the rendered names, as they are in the cluster.
+#[derive(Default)]
+pub struct Previous {
+    /// The Secret there, if any (certpin's: to reuse its encoding).
+    pub secret: Option<Secret>,
+    /// The ConfigMap there, if any (certpin's: to skip an unchanged write).
+    pub config_map: Option<ConfigMap>,
+}
+
+impl Previous {
+    /// Those of the objects that this set made (its uid as controlling
+    /// owner), and a description of each that it did not: certpin writes
+    /// only to objects it created, so another's object under a rendered
+    /// name stops the set instead of being taken over.
+    pub fn split(
         &self,
         set: &ClientCertificateSet,
     ) -> (Earlier<'_>, Option<&ConfigMap>, Vec<String>) {
@@ -68,14 +76,14 @@ impl Inputs {
                 .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
         };
         let mut foreign = Vec::new();
-        let secret = self.objects.rendered_secret.as_ref().filter(|s| {
+        let secret = self.secret.as_ref().filter(|s| {
             let mine = ours(&s.metadata);
             if !mine {
                 foreign.push(format!("Secret {:?}", names::rendered(set)));
             }
             mine
         });
-        let config_map = self.objects.rendered_config_map.as_ref().filter(|c| {
+        let config_map = self.config_map.as_ref().filter(|c| {
             let mine = ours(&c.metadata);
             if !mine {
                 foreign.push(format!("ConfigMap {:?}", names::rendered(set)));
@@ -86,70 +94,84 @@ impl Inputs {
     }
 }
 
-/// Reads every Secret and ConfigMap the set names, and what is under its
-/// rendered names (a new set must not take over an object someone else
-/// made), all at once: a pass waits for one round trip, not one per object.
-pub async fn read(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result<Objects> {
+/// Reads the objects certpin renders for `set`.
+async fn previous(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result<Previous> {
+    let name = names::rendered(set);
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
+    let config_maps = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns);
+    let (secret, config_map) =
+        futures::try_join!(secrets.get_opt(&name), config_maps.get_opt(&name))?;
+    Ok(Previous { secret, config_map })
+}
+
+pub async fn dereference(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result<Inputs> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    let rendered = names::rendered(set);
-    let (secrets_read, config_maps_read, rendered_secret, rendered_config_map) = futures::try_join!(
-        get_all(
-            &secrets,
-            crate::operator::name_index::referenced_secrets(set)
-        ),
-        get_all(
-            &config_maps,
-            crate::operator::name_index::referenced_config_maps(set)
-        ),
-        secrets.get_opt(&rendered),
-        config_maps.get_opt(&rendered),
-    )?;
-    Ok(Objects {
-        read_at: std::time::Instant::now(),
-        secrets: secrets_read,
-        config_maps: config_maps_read,
-        rendered_secret,
-        rendered_config_map,
-    })
-}
-
-/// The objects by name (`None`: not there); names that are not valid are
-/// not read.
-async fn get_all<K>(
-    api: &Api<K>,
-    names: std::collections::BTreeSet<&str>,
-) -> kube::Result<BTreeMap<String, Option<K>>>
-where
-    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
+    // Every read at once: a pass waits for one round trip, not one per object.
+    let names = crate::operator::name_index::referenced_secrets(set);
     let names = names.into_iter().filter(|n| names::is_dns_subdomain(n));
-    let found = futures::future::try_join_all(names.map(|name| async move {
-        Ok::<_, kube::Error>((name.to_string(), api.get_opt(name).await?))
-    }))
-    .await?;
-    Ok(found.into_iter().collect())
-}
-
-/// The set's inputs, from the objects read (or recalled).
-pub fn inputs(set: &ClientCertificateSet, objects: Arc<Objects>) -> Inputs {
+    let referenced = futures::future::try_join_all(names.map(|name| {
+        let secrets = &secrets;
+        async move {
+            let found = secrets.get_opt(name).await?;
+            Ok::<_, kube::Error>((name.to_string(), found))
+        }
+    }));
+    // What is under the rendered names, read at once with the rest: a new
+    // set must not take over an object someone else made.
+    let prior = previous(ctx, set, ns);
+    let workload = async {
+        let (kind, name) = set.spec.app.target();
+        if names::is_dns_subdomain(name) {
+            kinds::get_opt(&ctx.client, ns, kind, name).await
+        } else {
+            Ok(None)
+        }
+    };
+    let (referenced, workload, previous, config_maps) = futures::try_join!(
+        async { Ok(referenced.await?) },
+        workload,
+        prior,
+        read_config_maps(ctx, set, ns),
+    )?;
+    let read: BTreeMap<String, Option<Secret>> = referenced.into_iter().collect();
     let materials = set
         .spec
         .certificates
         .iter()
-        .map(|c| material(&objects.secrets, c))
+        .map(|c| material(&read, c))
         .collect();
     let ca_materials = set
         .spec
         .ca_certificates
         .iter()
-        .map(|ca| ca_material(&objects.secrets, &objects.config_maps, ca))
+        .map(|ca| ca_material(&read, &config_maps, ca))
         .collect();
-    Inputs {
+    Ok(Inputs {
         materials,
         ca_materials,
-        objects,
-    }
+        workload,
+        previous,
+    })
+}
+
+/// The ConfigMaps the CA entries name, read at once.
+async fn read_config_maps(
+    ctx: &Context,
+    set: &ClientCertificateSet,
+    ns: &str,
+) -> Result<BTreeMap<String, Option<ConfigMap>>> {
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let names = crate::operator::name_index::referenced_config_maps(set);
+    let names = names.into_iter().filter(|n| names::is_dns_subdomain(n));
+    let found = futures::future::try_join_all(names.map(|name| {
+        let api = &api;
+        async move {
+            let found = api.get_opt(name).await?;
+            Ok::<_, kube::Error>((name.to_string(), found))
+        }
+    }))
+    .await?;
+    Ok(found.into_iter().collect())
 }
 
 fn ca_material(

@@ -6,25 +6,20 @@ pub mod inputs;
 pub mod pods;
 pub mod request;
 
-use std::sync::Arc;
-
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::PartialObjectMeta;
 
-use crate::names::{self, ANN_CONFIG_HASH};
+use crate::names::ANN_CONFIG_HASH;
 use crate::operator::context::Context;
 use crate::operator::error::Result;
-use crate::operator::memory::Objects;
-use crate::operator::reconcile::kinds::{self, Workload};
+use crate::operator::reconcile::kinds::Workload;
 use crate::resource::{ClientCertificateSet, RestartStrategy};
 pub use inputs::{CaMaterial, Inputs, Material};
 
 pub struct Observed {
-    /// The Secrets and ConfigMaps the set names, and what is under the
-    /// rendered names.
+    /// The Secrets and ConfigMaps the set names, its workload, and what
+    /// is under the rendered names.
     pub inputs: Inputs,
-    /// The workload the set targets.
-    pub workload: Option<Workload>,
     /// The set named by a claim on the target that is not this set's.
     pub claimant: Option<ClientCertificateSet>,
     /// Other workloads that carry this set's claim.
@@ -37,28 +32,13 @@ pub struct Observed {
 
 impl Observed {
     pub fn workload(&self) -> Option<&Workload> {
-        self.workload.as_ref()
+        self.inputs.workload.as_ref()
     }
 }
 
-/// Reads what the set refers to; `recalled`: what the last pass read, when
-/// nothing of it can have changed since (only the workload is read again).
-pub async fn observe(
-    ctx: &Context,
-    set: &ClientCertificateSet,
-    ns: &str,
-    recalled: Option<Arc<Objects>>,
-) -> Result<Observed> {
-    let (objects, workload) = futures::try_join!(
-        async {
-            match recalled {
-                Some(objects) => Ok(objects),
-                None => inputs::read(ctx, set, ns).await.map(Arc::new),
-            }
-        },
-        target(ctx, set, ns),
-    )?;
-    let target = workload.as_ref();
+pub async fn observe(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result<Observed> {
+    let inputs = inputs::dereference(ctx, set, ns).await?;
+    let target = inputs.workload.as_ref();
     let (claimant, others, pods) = futures::try_join!(
         async {
             match target {
@@ -75,21 +55,12 @@ pub async fn observe(
         },
     )?;
     Ok(Observed {
-        inputs: inputs::inputs(set, objects),
-        workload,
+        inputs,
         claimant,
         others,
         pods,
         reconcile_request: request::requested(set),
     })
-}
-
-async fn target(ctx: &Context, set: &ClientCertificateSet, ns: &str) -> Result<Option<Workload>> {
-    let (kind, name) = set.spec.app.target();
-    if !names::is_dns_subdomain(name) {
-        return Ok(None);
-    }
-    kinds::get_opt(&ctx.client, ns, kind, name).await
 }
 
 /// Whether the target's pods may run something else than its template

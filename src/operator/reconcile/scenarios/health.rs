@@ -208,13 +208,18 @@ async fn waiting_for_the_users_restart_is_no_failure_in_the_metrics_and_bad_inpu
 }
 
 #[tokio::test]
-async fn an_app_without_pods_is_ready_once_wired_and_not_followed() {
+async fn an_app_without_pods_is_ready_once_wired_and_followed_until_seen() {
     let w = World::new();
     w.deployment("app", 0, &["mendix"]);
     w.create_set("s", json!({"app": {"deployment": "app"}}));
     w.pass_ok("s").await;
     assert!(is_ready(&w.set("s")), "{:?}", ready(&w.set("s")));
     assert_eq!(kstatus(&w), vec![]);
+    // Someone may have scaled it up since it was read: its controller's
+    // report still triggers a pass.
+    assert!(w.follows("s", "app"));
+    w.pass_rolled_out("s", "app").await;
+    assert!(is_ready(&w.set("s")));
     assert!(!w.follows("s", "app"));
 }
 
