@@ -160,8 +160,8 @@ async fn apply(ctx: &Context, ns: &str, w: &Wire, d: &Workload) -> Result<()> {
     .await?;
     faults::after("apply-deployment");
     if w.rolls || w.idle {
-        let generation = written.metadata.generation;
-        let stage = rollout::started_stage(w.kind.as_str(), &w.name, generation, w.idle);
+        let started = rollout::started(w, d);
+        let stage = rollout::started_stage(written.metadata.generation, started);
         ctx.memory.expect_stage(key.clone(), stage);
     }
     ctx.memory

@@ -270,14 +270,13 @@ fn next_expiry_check(
 }
 
 /// Whether the target's status updates should trigger passes of this set
-/// after it: while its pods are being replaced or stopped for it, and
-/// after a write to a workload without pods, until its controller reports
-/// on it (pods may have been asked for meanwhile).
+/// after it: after a write to it, until its controller reports on it (a
+/// workload without pods may have been scaled up meanwhile), and while its
+/// pods are being replaced or stopped for it.
 pub fn follows(outcome: &Outcome, target: Option<&Workload>, plan: &Plan) -> bool {
-    let idle_write = matches!(&plan.target, plan::Target::Wire(w) if w.idle && w.change);
     match outcome {
         Outcome::Wired { .. } => {
-            idle_write
+            plan.writes_workload()
                 || matches!(
                     rollout::after_pass(plan, outcome, target),
                     rollout::Rollout::InProgress(_) | rollout::Rollout::WaitsForUser(_)

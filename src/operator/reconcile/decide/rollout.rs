@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 
-use super::plan::{Outcome, Plan, Restart, Target};
+use super::plan::{Outcome, Plan, Restart, Target, Wire};
 use crate::operator::reconcile::kinds::Workload;
 
 /// Where the rollout that carries the applied settings stands.
@@ -21,20 +21,27 @@ pub enum Rollout {
     WaitsForUser(String),
 }
 
-/// The rollout after a pass: one this pass started is in progress (the
-/// object read before the write says nothing about it yet), unless the
-/// workload has no pods and asks for none, so that nothing runs older
-/// settings and any pod it starts gets these; otherwise the workload's own
+/// The rollout after a pass: the one this pass started (the object read
+/// before the write says nothing about it yet), or what the workload's own
 /// status tells.
 pub fn after_pass(plan: &Plan, outcome: &Outcome, live: Option<&Workload>) -> Rollout {
     let wrote = plan.writes_workload();
     let restarted = matches!(outcome, Outcome::Wired { restarted: true });
-    let idle = matches!(&plan.target, Target::Wire(w) if w.idle && w.restart == Restart::Apply);
-    match live {
-        Some(d) if (wrote || restarted) && idle && !d.has_pods() => Rollout::Complete,
-        Some(d) if wrote || restarted => Rollout::InProgress(rolling(d.kind().as_str(), d.name())),
-        Some(d) => state(d),
-        None => Rollout::InProgress("the workload is not there".into()),
+    match (live, &plan.target) {
+        (Some(d), Target::Wire(w)) if wrote || restarted => started(w, d),
+        (Some(d), _) => state(d),
+        (None, _) => Rollout::InProgress("the workload is not there".into()),
+    }
+}
+
+/// A rollout that wiring `d` as `w` starts: complete when the workload has
+/// no pods and asks for none (nothing runs older settings, and any pod it
+/// starts gets these), otherwise rolling out.
+pub fn started(w: &Wire, d: &Workload) -> Rollout {
+    if w.idle && w.restart == Restart::Apply && !d.has_pods() {
+        Rollout::Complete
+    } else {
+        Rollout::InProgress(rolling(d.kind().as_str(), d.name()))
     }
 }
 
@@ -70,16 +77,11 @@ pub fn stateful_set_stage(s: &StatefulSet) -> Option<u64> {
     stage(s.metadata.generation, observed, || stateful_set(s))
 }
 
-/// The stage of a rollout certpin just started at `generation`, as the
-/// pass that started it reports it: rolling out, or complete for a
-/// workload without pods (`idle`).
-pub fn started_stage(kind: &str, name: &str, generation: Option<i64>, idle: bool) -> u64 {
+/// The stage at which the controller first reports a rollout certpin
+/// started at `generation`, if it is as the starting pass reported it.
+pub fn started_stage(generation: Option<i64>, started: Rollout) -> u64 {
     let generation = generation.unwrap_or(0);
-    let started = || match idle {
-        true => Rollout::Complete,
-        false => Rollout::InProgress(rolling(kind, name)),
-    };
-    stage(Some(generation), generation, started).unwrap_or_default()
+    stage(Some(generation), generation, || started).unwrap_or_default()
 }
 
 fn stage(generation: Option<i64>, observed: i64, state: impl FnOnce() -> Rollout) -> Option<u64> {
@@ -277,7 +279,10 @@ mod tests {
         };
         assert_eq!(
             deployment_stage(&d),
-            Some(started_stage("Deployment", "shop", Some(4), false))
+            Some(started_stage(
+                Some(4),
+                Rollout::InProgress(rolling("Deployment", "shop"))
+            ))
         );
         let first = json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 0,
             "readyReplicas": 3, "currentRevision": "r1", "updateRevision": "r2"});
@@ -286,7 +291,10 @@ mod tests {
         };
         assert_eq!(
             stateful_set_stage(&s),
-            Some(started_stage("StatefulSet", "shop", Some(4), false))
+            Some(started_stage(
+                Some(4),
+                Rollout::InProgress(rolling("StatefulSet", "shop"))
+            ))
         );
     }
 
@@ -298,7 +306,7 @@ mod tests {
             "status": {"observedGeneration": 4},
         }))
         .expect("a Deployment");
-        let idle = started_stage("Deployment", "shop", Some(4), true);
+        let idle = started_stage(Some(4), Rollout::Complete);
         assert_eq!(deployment_stage(&d), Some(idle));
         // Scaled up meanwhile: the report is news.
         let mut scaled = d.clone();
