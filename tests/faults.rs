@@ -141,23 +141,7 @@ async fn stop_start_survives_sigkill_between_stop_and_start() {
 }
 
 fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write;
-    let mut child = Command::new("kubectl")
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("kubectl (run the tests with scripts/test)");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = support::kube::kubectl_with_input(args, stdin.unwrap_or_default());
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
